@@ -1,0 +1,36 @@
+"""Fixtures: the simulator on loopback, and the key-leak check on every test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.helpers import SENTINEL_KEY, assert_no_key
+from worker.simulator import Faults, Simulator
+
+
+@pytest.fixture(autouse=True)
+def _no_key_in_output(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> Iterator[None]:
+    """Whatever a test logs or prints, at any level, must not hold a key."""
+    caplog.set_level("DEBUG")
+    yield
+    captured = capsys.readouterr()
+    assert_no_key(captured.out)
+    assert_no_key(captured.err)
+    assert_no_key(caplog.text)
+    # Re-emit what the test printed, so a failing test still shows it.
+    print(captured.out, end="")  # noqa: T201
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """A fault-free simulator on 127.0.0.1 that accepts the sentinel key."""
+    simulator = Simulator(keys=[SENTINEL_KEY], faults=Faults(seed=1))
+    await simulator.start("127.0.0.1", 0)
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()

@@ -1,0 +1,127 @@
+"""Shared test helpers: the sentinel key, job files, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Every test that needs a key uses this one, so one grep proves it never leaks.
+SENTINEL_KEY = "sk-mira-" + "5e7f1a2b3c4d" * 3 + "e0f1"
+OTHER_KEY = "sk-mira-" + "a1" * 20
+assert len(SENTINEL_KEY) == len(OTHER_KEY) == 48
+
+
+def assert_no_key(text: str | bytes, *keys: str) -> None:
+    """Fail when any of the keys (default: both test keys) appears in text."""
+    data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    for key in keys or (SENTINEL_KEY, OTHER_KEY):
+        assert key not in data, "an API key leaked into output"
+        assert key[8:] not in data, "the secret part of an API key leaked into output"
+
+
+def write_jobs(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> Path:
+    """Write job lines; dicts become JSON, str/bytes are written as they are."""
+    with open(path, "wb") as fh:
+        for line in lines:
+            if isinstance(line, bytes):
+                fh.write(line + b"\n")
+            elif isinstance(line, str):
+                fh.write(line.encode() + b"\n")
+            else:
+                fh.write(json.dumps(line).encode() + b"\n")
+    return path
+
+
+def simple_jobs(n: int, *, prefix: str = "job", start: int = 0) -> list[dict[str, Any]]:
+    """n simple-shape jobs with unique prompts and metadata."""
+    return [
+        {
+            "id": f"{prefix}-{i}",
+            "prompt": f"prompt number {i} of {prefix}",
+            "metadata": {"n": i},
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSONL file (missing file = no lines); fails on a bad line."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class CliResult:
+    """A finished `mira-batch` process."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def cli_env(
+    key: str | None = SENTINEL_KEY, base_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    """An environment with no MIRA_* from the outside world."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRA_")}
+    env.pop("JOB_COMPLETION_INDEX", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    if key is not None:
+        env["MIRA_API_KEY"] = key
+    if base_url is not None:
+        env["MIRA_BASE_URL"] = base_url
+    env.update(extra)
+    return env
+
+
+async def start_cli(
+    *args: str, cwd: Path, env: Mapping[str, str]
+) -> asyncio.subprocess.Process:
+    """Start `python -m worker ARGS` without blocking the loop serving the simulator."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        *args,
+        cwd=cwd,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def finish_cli(
+    proc: asyncio.subprocess.Process, *, timeout_s: float = 60
+) -> CliResult:
+    """Wait for a started CLI; check that its output holds no key."""
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    assert_no_key(out)
+    assert_no_key(err)
+    return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+async def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str], timeout_s: float = 60
+) -> CliResult:
+    """Run the CLI to completion."""
+    proc = await start_cli(*args, cwd=cwd, env=env)
+    return await finish_cli(proc, timeout_s=timeout_s)
+
+
+def assert_outputs_clean(directory: Path) -> None:
+    """No file the run wrote holds a key, and every JSONL line parses."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert_no_key(data)
+            if path.suffix == ".jsonl":
+                for line in data.splitlines():
+                    json.loads(line)

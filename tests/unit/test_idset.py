@@ -1,0 +1,31 @@
+"""IdSet: a set of ids that stays compact."""
+
+from __future__ import annotations
+
+from worker.idset import IdSet
+
+
+def test_add_and_contains() -> None:
+    ids = IdSet()
+    assert ids.add("a")
+    assert not ids.add("a")
+    assert "a" in ids
+    assert "b" not in ids
+    assert 5 not in ids
+    assert len(ids) == 1
+
+
+def test_grows_past_its_first_table_and_keeps_everything() -> None:
+    ids = IdSet()
+    for i in range(50_000):
+        assert ids.add(f"job-{i}")
+    assert len(ids) == 50_000
+    assert all(f"job-{i}" in ids for i in range(0, 50_000, 7))
+    assert "job-50000" not in ids
+
+
+def test_uses_far_less_memory_than_a_set_of_str() -> None:
+    ids = IdSet()
+    for i in range(100_000):
+        ids.add(f"some-fairly-long-job-identifier-{i}")
+    assert ids._slots.itemsize * len(ids._slots) < 2_000_000

@@ -1,0 +1,66 @@
+"""Logs: both formats are scrubbed of keys; JSON mode writes one object a line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import SENTINEL_KEY, assert_no_key
+from worker.logs import emit, scrub, setup_logging
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def test_scrub_removes_keys_and_bearer_credentials() -> None:
+    text = f"key={SENTINEL_KEY} header='Authorization: Bearer {SENTINEL_KEY}'"
+    assert_no_key(scrub(text))
+    assert "[REDACTED]" in scrub(text)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_log_path_is_scrubbed(fmt: str, restore_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("debug", fmt, stream=stream)
+    log = logging.getLogger("worker.test")
+    log.debug("debug %s", SENTINEL_KEY)
+    log.warning(f"warning {SENTINEL_KEY}")  # noqa: G004 - a careless caller
+    try:
+        raise RuntimeError(f"boom {SENTINEL_KEY}")
+    except RuntimeError:
+        log.exception("failed", extra={"job_id": SENTINEL_KEY})
+    assert_no_key(stream.getvalue())
+    if fmt == "json":
+        lines = stream.getvalue().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [r["level"] for r in records] == ["debug", "warning", "error"]
+        assert "exception" in records[2]
+        assert records[2]["job_id"] == "[REDACTED]"
+
+
+def test_json_mode_turns_python_warnings_into_json_lines(restore_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("info", "json", stream=stream)
+    logging.getLogger("py.warnings").warning("a warning")
+    assert json.loads(stream.getvalue())["message"] == "a warning"
+
+
+def test_emit_scrubs_user_facing_text() -> None:
+    stream = io.StringIO()
+    emit(stream, f"summary {SENTINEL_KEY}")
+    assert_no_key(stream.getvalue())
+    assert stream.getvalue().endswith("\n")

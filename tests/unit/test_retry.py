@@ -1,0 +1,96 @@
+"""The retry policy on recorded sleeps: what is retried, how long, when it gives up."""
+
+from __future__ import annotations
+
+import pytest
+from tenacity import RetryCallState
+
+from worker.errors import (
+    AuthError,
+    RateLimitedError,
+    RequestRejectedError,
+    RetriesExhaustedError,
+    ServerError,
+    TransportError,
+)
+from worker.retry import (
+    build_retrying,
+    call_with_retries,
+    wait_backoff_unless_rate_limited,
+)
+
+
+class Script:
+    """Raises the scripted errors in order, then returns "ok"."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+async def run(script: Script, max_attempts: int = 6) -> tuple[str, list[float]]:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    retrying = build_retrying(max_attempts, sleep=record)
+    return await call_with_retries(retrying, script), waits
+
+
+async def test_transient_errors_are_retried_with_backoff_then_succeed() -> None:
+    script = Script(ServerError("boom", status=500), TransportError("reset"))
+    result, waits = await run(script)
+    assert result == "ok"
+    assert script.calls == 3
+    assert len(waits) == 2
+    assert all(0 <= w <= 30 for w in waits)
+
+
+async def test_429_adds_no_wait_of_its_own_since_the_gate_holds_everyone() -> None:
+    script = Script(RateLimitedError("slow", retry_after_s=5, status=429))
+    result, waits = await run(script)
+    assert (result, waits) == ("ok", [0.0])
+
+
+async def test_gives_up_after_max_attempts_with_the_last_error_as_cause() -> None:
+    script = Script(*[ServerError("boom", status=503)] * 10)
+    with pytest.raises(RetriesExhaustedError) as info:
+        await run(script, max_attempts=4)
+    assert script.calls == 4
+    assert info.value.attempts == 4
+    assert info.value.status == 503
+    assert isinstance(info.value.__cause__, ServerError)
+
+
+@pytest.mark.parametrize(
+    "error", [AuthError("no", status=401), RequestRejectedError("bad", status=400)]
+)
+async def test_fatal_and_job_errors_are_never_retried(error: Exception) -> None:
+    script = Script(error)
+    with pytest.raises(type(error)):
+        await run(script)
+    assert script.calls == 1
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    wait = wait_backoff_unless_rate_limited(multiplier_s=0.5, max_s=30)
+
+    def state(attempt: int) -> RetryCallState:
+        s = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        s.attempt_number = attempt
+        s.set_exception((ServerError, ServerError("x"), None))
+        return s
+
+    samples = [
+        max(wait(state(20)) for _ in range(200)),
+        max(wait(state(1)) for _ in range(200)),
+    ]
+    assert samples[0] <= 30
+    assert samples[1] <= 1.0

@@ -1,0 +1,156 @@
+"""Run settings: command-line flag, then MIRA_* environment, `.env`, then default."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+KEY_PATTERN = re.compile(r"sk-mira-[0-9a-fA-F]{40}")
+KEY_FORMAT = "'sk-mira-' followed by 40 hexadecimal characters (48 characters in all)"
+DEFAULT_BASE_URL = "https://api.vmira.ai/v1"
+
+
+def _env(name: str) -> AliasChoices:
+    # Durations carry `_s` in the code but not in the documented MIRA_* names.
+    return AliasChoices(name, f"mira_{name.removesuffix('_s')}")
+
+
+class Settings(BaseSettings):
+    """Everything a run can be configured with; see CONTRACT section 3."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MIRA_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    base_url: str = DEFAULT_BASE_URL
+    model: str = Field("mira", min_length=1)
+    concurrency: int = Field(16, ge=1, le=4096)
+    max_attempts: int = Field(6, ge=1, le=100)
+    request_timeout_s: float = Field(
+        120.0, gt=0, validation_alias=_env("request_timeout_s")
+    )
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    max_retry_after_s: float = Field(
+        300.0, ge=0, validation_alias=_env("max_retry_after_s")
+    )
+    deadline_s: float | None = Field(None, gt=0, validation_alias=_env("deadline_s"))
+    token_budget: int | None = Field(None, gt=0)
+    max_consecutive_failures: int = Field(50, ge=0)
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, validation_alias=_env("shutdown_grace_s")
+    )
+    allow_insecure_http: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    progress_interval_s: float = Field(
+        10.0, gt=0, validation_alias=_env("progress_interval_s")
+    )
+    shard_count: int | None = Field(None, ge=1)
+
+    @field_validator("log_level", "log_format", "progress", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+
+def load_settings(**flags: object) -> Settings:
+    """Settings from flags given (None = not given), environment and `.env`.
+
+    Raises:
+        ConfigError: a value is missing its format or out of its bounds.
+    """
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad setting, never echoing a secret value."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in err["loc"]) or "settings"
+        lines.append(f"invalid setting {where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_api_key(settings: Settings) -> str:
+    """The API key from MIRA_API_KEY or MIRA_API_KEY_FILE, checked for format.
+
+    Raises:
+        ConfigError: no key, an unreadable file, or a key of the wrong shape.
+    """
+    if settings.api_key is not None:
+        raw, source = settings.api_key.get_secret_value(), "MIRA_API_KEY"
+    elif settings.api_key_file is not None:
+        source = f"MIRA_API_KEY_FILE ({settings.api_key_file})"
+        try:
+            raw = settings.api_key_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read {source}: {reason}") from None
+    else:
+        raise ConfigError(
+            "no API key: set MIRA_API_KEY, or MIRA_API_KEY_FILE to a file holding it "
+            "(the key is never taken from the command line)"
+        )
+    key = raw.strip()
+    if not KEY_PATTERN.fullmatch(key):
+        raise ConfigError(
+            f"the API key from {source} is not a Mira key: expected {KEY_FORMAT}, "
+            f"got {len(key)} characters"
+        )
+    return key
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url_security(settings: Settings) -> None:
+    """Refuse to send the key in clear text to another machine.
+
+    Raises:
+        ConfigError: an http:// base URL to a non-loopback host without the opt-in.
+    """
+    parts = urlsplit(settings.base_url)
+    if parts.scheme == "https" or settings.allow_insecure_http:
+        return
+    if is_loopback_host(parts.hostname or ""):
+        return
+    raise ConfigError(
+        f"refusing to send the API key over plain http to {parts.hostname}: use an "
+        "https:// base URL, or pass --allow-insecure-http if you really mean it"
+    )

@@ -1,0 +1,272 @@
+"""The worker's errors, named by what the caller must do, and the status table.
+
+::
+
+    WorkerError                     base; never raised bare
+    ├── ConfigError                 bad settings or unreadable input -> exit 2
+    ├── FatalError                  stops the whole run at once
+    │   ├── AuthError               401: key invalid, expired or revoked -> exit 3
+    │   └── PaymentRequiredError    402, or 429 "insufficient_quota" -> exit 4
+    ├── StopRunError                stops the run resumably (in-flight work finishes)
+    │   └── QuotaExhaustedError     Retry-After longer than --max-retry-after -> exit 5
+    ├── RetryableError              transient; the only family that is retried
+    │   ├── RateLimitedError        429; carries retry_after_s
+    │   ├── ServerError             5xx, 408, 409
+    │   ├── TransportError          connection errors and timeouts
+    │   └── BadResponseError        2xx whose body is not a JSON object
+    └── JobError                    permanent for this job; written to the errors file
+        ├── InvalidJobError         a bad input line; carries line_no
+        ├── RequestRejectedError    other 4xx and redirects
+        └── RetriesExhaustedError   the last RetryableError is its __cause__
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Mira always sends Retry-After with a 429; its docs say to assume 60 s without one.
+DEFAULT_RETRY_AFTER_S = 60.0
+_MAX_DETAIL_CHARS = 300
+
+
+class WorkerError(Exception):
+    """Base of every error the worker raises on purpose."""
+
+    code = "worker_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return self.message
+        return f"HTTP {self.status}: {self.message}"
+
+
+class ConfigError(WorkerError):
+    """Settings or input that make the run impossible; nothing was sent."""
+
+    code = "config_error"
+
+
+class FatalError(WorkerError):
+    """Stops the whole run now: in-flight requests are cancelled."""
+
+    code = "fatal"
+    stop_reason = "fatal"
+
+
+class AuthError(FatalError):
+    """401: the key is invalid, expired or revoked; it will not work again."""
+
+    code = "auth_failed"
+    stop_reason = "auth_failed"
+
+
+class PaymentRequiredError(FatalError):
+    """402, or a 429 saying the quota is spent: nothing more can be paid for."""
+
+    code = "payment_required"
+    stop_reason = "payment_required"
+
+
+class StopRunError(WorkerError):
+    """Stops the run resumably: no new request, in-flight requests finish."""
+
+    code = "stopped"
+    stop_reason = "stopped"
+
+
+class QuotaExhaustedError(StopRunError):
+    """A Retry-After longer than the run is willing to wait."""
+
+    code = "rate_limit_budget"
+    stop_reason = "rate_limit_budget"
+
+    def __init__(self, message: str, *, retry_after_s: float, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+
+class RetryableError(WorkerError):
+    """Transient: the same request may succeed later."""
+
+    code = "retryable"
+    cause = "other"
+
+
+class RateLimitedError(RetryableError):
+    """429 with the wait the server asked for."""
+
+    code = "rate_limited"
+    cause = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+
+class ServerError(RetryableError):
+    """5xx, 408 or 409."""
+
+    code = "server_error"
+    cause = "server_error"
+
+
+class TransportError(RetryableError):
+    """The connection failed, was dropped, or the attempt timed out."""
+
+    code = "connection_error"
+    cause = "connection_error"
+
+
+class BadResponseError(RetryableError):
+    """A 2xx whose body is not a JSON object."""
+
+    code = "bad_response"
+    cause = "bad_response"
+
+
+class JobError(WorkerError):
+    """Permanent for this job: it is written to the errors file; the run goes on."""
+
+    code = "job_error"
+
+
+class InvalidJobError(JobError):
+    """An input line that cannot become a request."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, line_no: int, job_id: str | None) -> None:
+        super().__init__(message)
+        self.line_no = line_no
+        self.job_id = job_id
+
+
+class RequestRejectedError(JobError):
+    """The API refused this request (4xx other than 401/402/429, or a redirect)."""
+
+    code = "request_rejected"
+
+
+class RetriesExhaustedError(JobError):
+    """Every attempt failed with a transient error."""
+
+    code = "retries_exhausted"
+
+    def __init__(self, last: RetryableError, *, attempts: int) -> None:
+        super().__init__(
+            f"gave up after {attempts} attempts: {last}",
+            status=last.status,
+            request_id=last.request_id,
+            body=last.body,
+        )
+        self.attempts = attempts
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date).
+
+    Returns None when the header is absent or unreadable; never negative.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        current = time.time() if now is None else now
+        return max(0.0, when.timestamp() - current)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
+
+
+def error_detail(body: object, fallback: str) -> str:
+    """The message of an error body: Mira's `detail` or OpenAI's `error.message`."""
+    detail: object = None
+    if isinstance(body, Mapping):
+        detail = body.get("detail")
+        error = body.get("error")
+        if detail is None and isinstance(error, Mapping):
+            detail = error.get("message")
+        elif detail is None and isinstance(error, str):
+            detail = error
+    elif isinstance(body, str) and body.strip():
+        detail = body.strip()
+    if detail is None:
+        return fallback
+    text = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+    text = " ".join(text.split())
+    if len(text) > _MAX_DETAIL_CHARS:
+        text = text[:_MAX_DETAIL_CHARS] + "..."
+    return text
+
+
+def _is_quota_spent(body: object) -> bool:
+    if not isinstance(body, Mapping):
+        return False
+    error = body.get("error")
+    if isinstance(error, Mapping) and error.get("code") in ("insufficient_quota",):
+        return True
+    if isinstance(error, Mapping) and error.get("type") in ("insufficient_quota",):
+        return True
+    detail = body.get("detail")
+    return isinstance(detail, str) and "insufficient_quota" in detail
+
+
+def error_for_status(
+    status: int,
+    headers: Mapping[str, str],
+    body: object,
+    *,
+    request_id: str | None = None,
+    now: float | None = None,
+) -> WorkerError:
+    """Classify a non-2xx response; the table in this function is the spec."""
+    detail = error_detail(body, fallback=f"HTTP {status}")
+    kw: dict[str, Any] = {"status": status, "request_id": request_id, "body": body}
+    if status == 401:
+        return AuthError(detail, **kw)
+    if status == 402:
+        return PaymentRequiredError(detail, **kw)
+    if status == 429:
+        if _is_quota_spent(body):
+            return PaymentRequiredError(detail, **kw)
+        retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
+        if retry_after is None:
+            retry_after = DEFAULT_RETRY_AFTER_S
+        return RateLimitedError(detail, retry_after_s=retry_after, **kw)
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return ServerError(detail, **kw)
+    if 300 <= status < 400:
+        location = headers.get("Location", "")
+        where = f" to {location}" if location else ""
+        return RequestRejectedError(f"redirect{where} not followed", **kw)
+    return RequestRejectedError(detail, **kw)

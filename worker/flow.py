@@ -1,0 +1,194 @@
+"""Flow control: adaptive concurrency (AIMD), pacing (RPM/TPM), the Retry-After gate.
+
+Every piece takes an injected clock and sleep, so tests run them on fake time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Mira answers 429 once one user has more than 3 requests in flight, so start there
+# and let successes find out whether the server tolerates more.
+INITIAL_CONCURRENCY = 3
+# Near the level that last drew a 429, grow this many times more slowly: every
+# probe of that level costs a Retry-After pause for the whole run.
+PROBE_PATIENCE = 8
+
+
+class AdaptiveLimiter:
+    """Caps requests in flight at a limit that adapts: additive increase, halve on 429.
+
+    Until the first 429 the limit grows by one per success (slow start). After it,
+    by one per `limit` successes. A 429 halves the limit once per congestion
+    event: requests that were already in flight when the limit was cut carry an
+    older epoch, and their 429s do not cut it again.
+    """
+
+    __slots__ = (
+        "_congestion_level",
+        "_epoch",
+        "_in_flight",
+        "_limit",
+        "_slow_start",
+        "_successes",
+        "_waiters",
+        "ceiling",
+        "decreases",
+    )
+
+    def __init__(self, ceiling: int, *, initial: int = INITIAL_CONCURRENCY) -> None:
+        if ceiling < 1:
+            raise ValueError("ceiling must be at least 1")
+        self.ceiling = ceiling
+        self._limit = min(ceiling, max(1, initial))
+        self._slow_start = True
+        self._in_flight = 0
+        self._epoch = 0
+        self._successes = 0
+        self._congestion_level: int | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.decreases = 0
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        """Slots held now."""
+        return self._in_flight
+
+    async def acquire(self) -> int:
+        """Wait for a slot; return the congestion epoch to report a 429 against."""
+        if self._in_flight < self._limit and not self._waiters:
+            self._in_flight += 1
+            return self._epoch
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # The slot was granted as we were cancelled: hand it on.
+                self.release()
+            else:
+                self._waiters.remove(waiter)
+            raise
+        return self._epoch
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)
+
+    def on_success(self) -> None:
+        """A request succeeded: grow the limit (see the class docstring)."""
+        if self._limit >= self.ceiling:
+            return
+        if self._slow_start:
+            self._limit += 1
+        else:
+            self._successes += 1
+            needed = self._limit
+            level = self._congestion_level
+            if level is not None and self._limit + 1 >= level:
+                needed *= PROBE_PATIENCE
+            if self._successes < needed:
+                return
+            self._successes = 0
+            self._limit += 1
+            if level is not None and self._limit > level:
+                self._congestion_level = None
+        self._wake()
+
+    def on_congestion(self, epoch: int) -> bool:
+        """A 429 arrived for a request sent in `epoch`; True when the limit was cut."""
+        if epoch != self._epoch:
+            return False
+        self._congestion_level = self._limit
+        self._limit = max(1, self._limit // 2)
+        self._slow_start = False
+        self._successes = 0
+        self._epoch += 1
+        self.decreases += 1
+        return True
+
+
+class Pacer:
+    """Starts requests evenly spaced so that `rate_per_s` cost units pass per second.
+
+    Each start reserves a slot `cost / rate` after the previous one (GCRA with no
+    burst), so in any window of W seconds at most rate*W + 1 requests start.
+    `adjust` moves the schedule when the true cost becomes known.
+    """
+
+    __slots__ = ("_clock", "_next", "_rate", "_sleep")
+
+    def __init__(self, rate_per_s: float, *, clock: Clock, sleep: Sleep) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate must be positive")
+        self._rate = rate_per_s
+        self._clock = clock
+        self._sleep = sleep
+        self._next = -math.inf
+
+    async def acquire(self, cost: float = 1.0) -> None:
+        """Wait for this request's slot."""
+        now = self._clock()
+        start = max(now, self._next)
+        self._next = start + cost / self._rate
+        if start > now:
+            await self._sleep(start - now)
+
+    def adjust(self, extra_cost: float) -> None:
+        """Charge (or refund, when negative) cost found out after the start."""
+        self._next += extra_cost / self._rate
+
+
+class RetryAfterGate:
+    """One `not before` time shared by every worker: a 429's Retry-After pauses all."""
+
+    __slots__ = ("_clock", "_not_before", "_sleep", "waits")
+
+    def __init__(self, *, clock: Clock, sleep: Sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._not_before = -math.inf
+        self.waits = 0
+
+    def defer(self, delay_s: float) -> None:
+        """Hold every request back for delay_s from now (the longest wait wins)."""
+        self._not_before = max(self._not_before, self._clock() + delay_s)
+        self.waits += 1
+
+    def remaining_s(self) -> float:
+        """Seconds until requests may be sent again (0 when open)."""
+        return max(0.0, self._not_before - self._clock())
+
+    async def wait(self) -> bool:
+        """Sleep until the gate is open; True when it had to wait."""
+        waited = False
+        while (remaining := self._not_before - self._clock()) > 0:
+            waited = True
+            await self._sleep(remaining)
+        return waited
+
+
+def monotonic() -> float:
+    """The default clock."""
+    return time.monotonic()

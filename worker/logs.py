@@ -1,0 +1,71 @@
+"""Logging to stderr as text or JSON lines, with every record scrubbed of API keys."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from typing import Any, TextIO
+
+import orjson
+
+# Anything shaped like a Mira key, or a bearer credential, whatever else it is.
+_SECRET = re.compile(r"sk-mira-[0-9A-Za-z]{4,}|(?i:bearer)\s+[^\s'\"]+")
+_FIELDS = ("job_id", "status", "attempt", "request_id", "stop_reason")
+
+
+def scrub(text: str) -> str:
+    """Replace anything that looks like a key with a placeholder."""
+    return _SECRET.sub("[REDACTED]", text)
+
+
+class ScrubbingTextFormatter(logging.Formatter):
+    """`time level logger: message`, scrubbed."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, known fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": scrub(record.getMessage()),
+        }
+        for name in _FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = scrub(value) if isinstance(value, str) else value
+        if record.exc_info:
+            entry["exception"] = scrub(self.formatException(record.exc_info))
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None:
+    """Route every logger (aiohttp's too) to stderr in the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ScrubbingTextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Python's own warnings become log records, so JSON mode stays JSON.
+    logging.captureWarnings(True)
+
+
+def emit(stream: TextIO, text: str) -> None:
+    """Write user-facing text (summary, reports), scrubbed like every log line."""
+    stream.write(scrub(text))
+    if not text.endswith("\n"):
+        stream.write("\n")
+    stream.flush()

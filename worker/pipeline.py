@@ -1,0 +1,410 @@
+"""The run: reader -> bounded queue -> N workers, each writing through the one writer.
+
+Stops come in two kinds. A FatalError (401, 402) propagates out of its worker, and
+the TaskGroup cancels everything else at once. A graceful stop (signal, budget,
+deadline, systematic failure) is a flag: nothing new starts, requests in flight
+get `shutdown_grace_s` to finish, then the group is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from tenacity import AsyncRetrying, RetryCallState
+
+from worker.client import ChatReply
+from worker.config import Settings
+from worker.errors import (
+    FatalError,
+    InvalidJobError,
+    JobError,
+    QuotaExhaustedError,
+    RateLimitedError,
+    RetryableError,
+    StopRunError,
+    WorkerError,
+)
+from worker.flow import AdaptiveLimiter, Clock, Pacer, RetryAfterGate, Sleep
+from worker.idset import IdSet
+from worker.jsonl import ResultWriter, iter_lines
+from worker.models import Job, parse_job, shard_of
+from worker.records import RecordIds, error_record, success_record
+from worker.resume import ResumeState
+from worker.retry import build_retrying, call_with_retries
+from worker.summary import RunStats
+
+log = logging.getLogger("worker.run")
+
+
+class Completer(Protocol):
+    """What the pipeline needs of a client: one attempt per call."""
+
+    async def complete(self, payload: bytes) -> ChatReply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Run only the jobs whose stable hash of id modulo `count` is `index`."""
+
+    index: int
+    count: int
+
+    def holds(self, job_id: str) -> bool:
+        """True when this shard owns the id."""
+        return shard_of(job_id, self.count) == self.index
+
+
+class RunControl:
+    """How the run is asked to stop; the first reason given wins."""
+
+    def __init__(self) -> None:
+        self.stop_reason: str | None = None
+        self.message: str | None = None
+        self.fatal = False
+        self.stopping = asyncio.Event()
+        self.forced = asyncio.Event()
+
+    def request_stop(
+        self, reason: str, message: str | None = None, *, fatal: bool = False
+    ) -> None:
+        """Stop taking work; a fatal stop also cancels requests in flight."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.message = message
+            self.fatal = fatal
+            if message:
+                log.warning("stopping (%s): %s", reason, message)
+            else:
+                log.warning("stopping (%s)", reason)
+        self.stopping.set()
+
+    def force(self) -> None:
+        """Cancel requests in flight now (a second signal)."""
+        self.forced.set()
+
+
+class _Abandoned(Exception):
+    """The run is stopping: leave this job for a resume, write nothing."""
+
+
+class _GraceExpired(Exception):
+    """Requests in flight had their grace period; cancel them."""
+
+
+class Pipeline:
+    """One run over one input stream."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Completer,
+        writer: ResultWriter,
+        *,
+        resume: ResumeState,
+        control: RunControl,
+        stats: RunStats,
+        shard: Shard | None = None,
+        clock: Clock,
+        sleep: Sleep,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._writer = writer
+        self._resume = resume
+        self._control = control
+        self._shard = shard
+        self._clock = clock
+        self._sleep = sleep
+        self.stats = stats
+        self.limiter = AdaptiveLimiter(settings.concurrency)
+        self.gate = RetryAfterGate(clock=clock, sleep=self._stoppable_sleep)
+        self._rpm = (
+            Pacer(settings.rpm / 60, clock=clock, sleep=self._stoppable_sleep)
+            if settings.rpm
+            else None
+        )
+        self._tpm = (
+            Pacer(settings.tpm / 60, clock=clock, sleep=self._stoppable_sleep)
+            if settings.tpm
+            else None
+        )
+        self._ids = RecordIds()
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(
+            maxsize=2 * settings.concurrency
+        )
+        self._consecutive_failures = 0
+        self._live_workers = 0
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def run(self, source: BinaryIO) -> None:
+        """Process every job of `source` until done or stopped.
+
+        How the run ended is left on the RunControl (no stop reason = completed);
+        a FatalError has already cancelled everything when this returns.
+        """
+        workers = self._settings.concurrency
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._watcher = group.create_task(self._watch())
+                group.create_task(self._read(source, workers))
+                self._live_workers = workers
+                for _ in range(workers):
+                    group.create_task(self._work(self._new_retrying()))
+        except* FatalError:
+            pass
+        except* _GraceExpired:
+            log.warning("grace period over: cancelled the requests still in flight")
+
+    def _new_retrying(self) -> AsyncRetrying:
+        return build_retrying(
+            self._settings.max_attempts,
+            sleep=self._stoppable_sleep,
+            before_sleep=self._before_retry,
+        )
+
+    async def _stoppable_sleep(self, seconds: float) -> None:
+        # A stop must not wait out a backoff or a Retry-After pause.
+        if self._control.stopping.is_set():
+            raise _Abandoned
+        stopping = asyncio.ensure_future(self._control.stopping.wait())
+        try:
+            await asyncio.wait([stopping], timeout=seconds)
+        finally:
+            stopping.cancel()
+        if self._control.stopping.is_set():
+            raise _Abandoned
+
+    async def _watch(self) -> None:
+        """Turn the deadline into a stop; after a graceful stop, enforce the grace."""
+        control = self._control
+        try:
+            async with asyncio.timeout(self._settings.deadline_s):
+                await control.stopping.wait()
+        except TimeoutError:
+            control.request_stop(
+                "deadline",
+                f"the deadline of {self._settings.deadline_s:g} s was reached",
+            )
+        if control.fatal:
+            return
+        try:
+            async with asyncio.timeout(self._settings.shutdown_grace_s):
+                await control.forced.wait()
+        except TimeoutError:
+            pass
+        raise _GraceExpired
+
+    # -- reader ---------------------------------------------------------------
+
+    async def _read(self, source: BinaryIO, workers: int) -> None:
+        seen = IdSet()
+        stats, resume, control = self.stats, self._resume, self._control
+        default_model = self._settings.model
+        async for line_no, raw in iter_lines(source):
+            if control.stopping.is_set():
+                break
+            try:
+                job = parse_job(raw, line_no, default_model=default_model)
+            except InvalidJobError as exc:
+                self._reject_line(exc, seen)
+                continue
+            if self._shard is not None and not self._shard.holds(job.id):
+                continue
+            stats.total += 1
+            if not seen.add(job.id):
+                if line_no in resume.invalid_lines:
+                    stats.skipped += 1
+                else:
+                    self._write_invalid(
+                        InvalidJobError(
+                            f"id {job.id!r} repeats an earlier line's id",
+                            line_no=line_no,
+                            job_id=None,
+                        ),
+                        job_id=None,
+                    )
+                continue
+            if job.id in resume.done:
+                stats.skipped += 1
+                continue
+            await self._queue.put(job)
+        else:
+            stats.input_complete = True
+        for _ in range(workers):
+            await self._queue.put(None)
+
+    def _reject_line(self, exc: InvalidJobError, seen: IdSet) -> None:
+        job_id = exc.job_id
+        owner = job_id if job_id is not None else f"line-{exc.line_no}"
+        if self._shard is not None and not self._shard.holds(owner):
+            return
+        self.stats.total += 1
+        if job_id is not None and not seen.add(job_id):
+            job_id = None  # ids stay unique across the output files
+        if (job_id is not None and job_id in self._resume.done) or (
+            job_id is None and exc.line_no in self._resume.invalid_lines
+        ):
+            self.stats.skipped += 1
+            return
+        self._write_invalid(exc, job_id=job_id)
+
+    def _write_invalid(self, exc: InvalidJobError, *, job_id: str | None) -> None:
+        self.stats.failed += 1
+        self.stats.invalid += 1
+        log.warning("line %d is not a valid job: %s", exc.line_no, exc.message)
+        self._writer.write_error(
+            error_record(
+                self._ids.next(), job_id, exc, metadata=None, line_no=exc.line_no
+            )
+        )
+
+    # -- workers --------------------------------------------------------------
+
+    async def _work(self, retrying: AsyncRetrying) -> None:
+        try:
+            while (job := await self._queue.get()) is not None:
+                if not self._control.stopping.is_set():
+                    await self._process(job, retrying)
+        finally:
+            self._live_workers -= 1
+            if self._live_workers == 0 and self._watcher is not None:
+                self._watcher.cancel()
+
+    async def _process(self, job: Job, retrying: AsyncRetrying) -> None:
+        attempts = 0
+
+        async def attempt() -> tuple[ChatReply, float]:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(job)
+
+        try:
+            reply, latency_s = await call_with_retries(retrying, attempt)
+        except _Abandoned:
+            return
+        except StopRunError as exc:
+            self._control.request_stop(exc.stop_reason, str(exc))
+            return
+        except FatalError as exc:
+            self._control.request_stop(exc.stop_reason, str(exc), fatal=True)
+            raise
+        except JobError as exc:
+            self._fail(job, exc, attempts)
+            return
+        self._consecutive_failures = 0
+        self.stats.succeeded += 1
+        self._writer.write_result(
+            success_record(
+                self._ids.next(),
+                job.id,
+                status=reply.status,
+                request_id=reply.request_id,
+                body=reply.body,
+                metadata=job.metadata,
+                attempts=attempts,
+                latency_s=latency_s,
+            )
+        )
+
+    def _fail(self, job: Job, exc: JobError, attempts: int) -> None:
+        stats = self.stats
+        stats.failed += 1
+        log.warning("job %s failed: %s", job.id, exc)
+        self._writer.write_error(
+            error_record(
+                self._ids.next(), job.id, exc, metadata=job.metadata, attempts=attempts
+            )
+        )
+        self._consecutive_failures += 1
+        limit = self._settings.max_consecutive_failures
+        if limit and self._consecutive_failures >= limit:
+            self._control.request_stop(
+                "systematic_failure",
+                f"{self._consecutive_failures} jobs in a row failed, "
+                f"the last with {exc}; "
+                "fix the cause, then rerun with --retry-failed",
+            )
+
+    async def _attempt(self, job: Job) -> tuple[ChatReply, float]:
+        control, stats, limiter = self._control, self.stats, self.limiter
+        if control.stopping.is_set():
+            raise _Abandoned
+        budget = self._settings.token_budget
+        if budget is not None and stats.total_tokens >= budget:
+            control.request_stop(
+                "token_budget",
+                f"{stats.total_tokens} tokens used of a budget of {budget}",
+            )
+            raise _Abandoned
+        epoch = await limiter.acquire()
+        try:
+            await self._wait_turn(job)
+            stats.requests_sent += 1
+            stats.in_flight += 1
+            started = self._clock()
+            try:
+                reply = await self._client.complete(job.payload)
+            except WorkerError as exc:
+                if exc.status is not None:
+                    stats.statuses[exc.status] += 1
+                if isinstance(exc, RateLimitedError):
+                    self._on_rate_limited(exc, epoch)
+                raise
+            finally:
+                stats.in_flight -= 1
+            latency_s = self._clock() - started
+            stats.statuses[reply.status] += 1
+            stats.latency.add(latency_s)
+            tokens = stats.add_usage(reply.body.get("usage"))
+            if self._tpm is not None and tokens:
+                self._tpm.adjust(tokens - job.tokens_est)
+            limiter.on_success()
+            return reply, latency_s
+        finally:
+            limiter.release()
+
+    async def _wait_turn(self, job: Job) -> None:
+        """Wait out any Retry-After pause and the pacing; send right after."""
+        while True:
+            await self.gate.wait()
+            if self._rpm is not None:
+                await self._rpm.acquire()
+            if self._tpm is not None:
+                await self._tpm.acquire(job.tokens_est)
+            # A 429 that arrived while this request waited for its slot wins.
+            if self.gate.remaining_s() <= 0:
+                return
+
+    def _on_rate_limited(self, exc: RateLimitedError, epoch: int) -> None:
+        if self.limiter.on_congestion(epoch):
+            log.info(
+                "429: concurrency cut to %d; pausing all requests for %.3g s",
+                self.limiter.limit,
+                exc.retry_after_s,
+            )
+        if exc.retry_after_s > self._settings.max_retry_after_s:
+            raise QuotaExhaustedError(
+                f"the API asked to wait {exc.retry_after_s:g} s (over "
+                f"--max-retry-after {self._settings.max_retry_after_s:g} s): "
+                f"{exc.message}",
+                retry_after_s=exc.retry_after_s,
+                status=exc.status,
+                request_id=exc.request_id,
+            ) from exc
+        self.gate.defer(exc.retry_after_s)
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if not isinstance(exc, RetryableError):
+            return
+        self.stats.retries[exc.cause] += 1
+        wait_s = state.next_action.sleep if state.next_action else 0.0
+        log.debug(
+            "attempt %d failed: %s; retrying in %.2f s",
+            state.attempt_number,
+            exc,
+            wait_s,
+        )

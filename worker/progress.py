@@ -1,0 +1,135 @@
+"""Live progress: a rich bar on a terminal, else a status line every N seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from types import TracebackType
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from worker.config import Settings
+from worker.flow import AdaptiveLimiter
+from worker.summary import RunStats
+
+log = logging.getLogger("worker.progress")
+
+BAR_REFRESH_S = 0.25
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class ProgressReporter:
+    """Reports a run's counters while it runs; an async context manager."""
+
+    def __init__(
+        self, settings: Settings, stats: RunStats, limiter: AdaptiveLimiter, out: TextIO
+    ) -> None:
+        mode = settings.progress
+        if mode == "auto":
+            mode = "bar" if _is_terminal(out) else "log"
+        self.mode = mode
+        self._interval_s = settings.progress_interval_s
+        self._stats = stats
+        self._limiter = limiter
+        self._out = out
+        self._task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+        self._last_sent = 0
+        self._last_time = self._started
+        self._rate = 0.0
+        self._progress: Progress | None = None
+        self._bar: TaskID | None = None
+
+    async def __aenter__(self) -> ProgressReporter:
+        if self.mode == "bar":
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeRemainingColumn(),
+                console=Console(file=self._out, stderr=True),
+                refresh_per_second=1 / BAR_REFRESH_S,
+                transient=False,
+            )
+            self._bar = self._progress.add_task("jobs", total=None, status="starting")
+            self._progress.start()
+            self._task = asyncio.create_task(self._tick(BAR_REFRESH_S, self._draw_bar))
+        elif self.mode == "log":
+            self._task = asyncio.create_task(
+                self._tick(self._interval_s, self._log_line)
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._progress is not None:
+            self._draw_bar()
+            self._progress.stop()
+
+    async def _tick(self, interval_s: float, draw: object) -> None:
+        assert callable(draw)
+        while True:
+            await asyncio.sleep(interval_s)
+            self._update_rate()
+            draw()
+
+    def _update_rate(self) -> None:
+        now = time.monotonic()
+        sent = self._stats.requests_sent
+        span = now - self._last_time
+        if span >= 1.0 or self._rate == 0.0:
+            if span > 0:
+                self._rate = (sent - self._last_sent) / span
+            self._last_sent, self._last_time = sent, now
+
+    def status_line(self) -> str:
+        """done / failed / retrying / in flight, concurrency, rate, tokens."""
+        s = self._stats
+        return (
+            f"done {s.done + s.skipped}/{s.total}{'' if s.input_complete else '+'} "
+            f"(ok {s.succeeded}, failed {s.failed}, skipped {s.skipped}) | "
+            f"retrying {s.retrying} | in flight {s.in_flight} | "
+            f"concurrency {self._limiter.limit}/{self._limiter.ceiling} | "
+            f"{self._rate:.1f} req/s | {s.total_tokens:,} tokens"
+        )
+
+    def _eta_s(self) -> float | None:
+        s = self._stats
+        left = s.total - s.done - s.skipped
+        if not s.input_complete or self._rate <= 0:
+            return None
+        return left / self._rate
+
+    def _log_line(self) -> None:
+        eta = self._eta_s()
+        suffix = f" | ETA {eta:.0f} s" if eta is not None else ""
+        log.info("progress: %s%s", self.status_line(), suffix)
+
+    def _draw_bar(self) -> None:
+        assert self._progress is not None
+        assert self._bar is not None
+        s = self._stats
+        self._progress.update(
+            self._bar,
+            total=s.total if s.input_complete else None,
+            completed=s.done + s.skipped,
+            status=self.status_line(),
+        )

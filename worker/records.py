@@ -1,0 +1,89 @@
+"""Output lines in the OpenAI Batch output shape (CONTRACT section 5)."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from typing import Any
+
+from worker.errors import InvalidJobError, RequestRejectedError, WorkerError
+
+
+class RecordIds:
+    """Unique record ids: a random prefix per run and a counter (cheaper than uuid4)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = f"batch_req_{secrets.token_hex(6)}_"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        """A new record id."""
+        return f"{self._prefix}{next(self._counter)}"
+
+
+def success_record(
+    record_id: str,
+    job_id: str,
+    *,
+    status: int,
+    request_id: str | None,
+    body: dict[str, Any],
+    metadata: dict[str, Any] | None,
+    attempts: int,
+    latency_s: float,
+) -> dict[str, Any]:
+    """A results-file line."""
+    record: dict[str, Any] = {
+        "id": record_id,
+        "custom_id": job_id,
+        "response": {"status_code": status, "request_id": request_id, "body": body},
+        "error": None,
+    }
+    if metadata is not None:
+        record["metadata"] = metadata
+    record["attempts"] = attempts
+    record["latency_s"] = round(latency_s, 4)
+    return record
+
+
+def error_record(
+    record_id: str,
+    job_id: str | None,
+    error: WorkerError,
+    *,
+    metadata: dict[str, Any] | None,
+    attempts: int | None = None,
+    line_no: int | None = None,
+) -> dict[str, Any]:
+    """An errors-file line; `response` holds the last HTTP status and body, if any."""
+    response = None
+    if error.status is not None:
+        response = {
+            "status_code": error.status,
+            "request_id": error.request_id,
+            "body": error.body,
+        }
+    record: dict[str, Any] = {
+        "id": record_id,
+        "custom_id": job_id,
+        "response": response,
+        "error": {"code": error_code(error), "message": error.message},
+    }
+    if line_no is not None:
+        record["line"] = line_no
+    if metadata is not None:
+        record["metadata"] = metadata
+    if attempts is not None:
+        record["attempts"] = attempts
+    return record
+
+
+def error_code(error: WorkerError) -> str:
+    """The errors file's `error.code`; a refusal is named by its status (`http_404`)."""
+    if isinstance(error, InvalidJobError):
+        return "invalid_input"
+    if isinstance(error, RequestRejectedError) and error.status is not None:
+        return f"http_{error.status}"
+    return error.code

@@ -1,0 +1,56 @@
+"""The end-of-run summary as a compact table for a person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ms(value: object) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value * 1000:.0f} ms"
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """Aligned lines: outcomes, retries, tokens, latency, throughput, next step."""
+    retries = dict(summary["retries"])
+    retry_total = retries.pop("total", 0)
+    causes = ", ".join(f"{cause} {n}" for cause, n in sorted(retries.items())) or "none"
+    latency = summary["latency_s"]
+    tokens = summary["tokens"]
+    rows = [
+        ("stop reason", f"{summary['stop_reason']} (exit {summary['exit_code']})"),
+        (
+            "jobs",
+            f"{summary['total']} total: {summary['succeeded']} succeeded, "
+            f"{summary['failed']} failed ({summary['invalid']} invalid lines), "
+            f"{summary['skipped']} done before, "
+            f"{summary['not_attempted']} not attempted",
+        ),
+        ("retries", f"{retry_total} ({causes})"),
+        (
+            "tokens",
+            f"{tokens['total']:,} ({tokens['prompt']:,} prompt + "
+            f"{tokens['completion']:,} completion)",
+        ),
+        (
+            "latency",
+            f"p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])}, "
+            f"p99 {_ms(latency['p99'])}",
+        ),
+        (
+            "throughput",
+            f"{summary['requests']['sent']} requests in {summary['elapsed_s']:.1f} s "
+            f"({summary['requests_per_s']:.1f}/s), concurrency ended at "
+            f"{summary['concurrency']['final']} of {summary['concurrency']['ceiling']}",
+        ),
+        ("results", summary["files"]["results"]),
+        ("errors", summary["files"]["errors"]),
+    ]
+    if summary.get("message"):
+        rows.insert(1, ("why", summary["message"]))
+    if summary.get("next_step"):
+        rows.append(("next", summary["next_step"]))
+    width = max(len(name) for name, _ in rows)
+    lines = ["mira-batch summary"] + [
+        f"  {name:<{width}}  {value}" for name, value in rows
+    ]
+    return "\n".join(lines)

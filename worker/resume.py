@@ -1,0 +1,163 @@
+"""What earlier runs finished: the output files are the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from worker.errors import ConfigError
+from worker.idset import IdSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ResumeState:
+    """Ids (and invalid line numbers) already written by earlier runs."""
+
+    done: IdSet = field(default_factory=IdSet)
+    invalid_lines: set[int] = field(default_factory=set)
+    succeeded: int = 0
+    failed: int = 0
+
+
+def repair_trailing_line(path: Path) -> int:
+    """Drop a torn last line left by a kill; return the bytes dropped."""
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return 0
+            # Walk back to the last newline; a torn line is at most one record long.
+            pos, block, keep = size, 1 << 16, 0
+            while pos > 0:
+                start = max(0, pos - block)
+                fh.seek(start)
+                index = fh.read(pos - start).rfind(b"\n")
+                if index >= 0:
+                    keep = start + index + 1
+                    break
+                pos = start
+            fh.truncate(keep)
+            os.fsync(fh.fileno())
+            return size - keep
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise ConfigError(f"cannot repair {path}: {exc.strerror}") from None
+
+
+def _scan(path: Path, state: ResumeState, *, is_errors: bool) -> None:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+                job_id = record.get("custom_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                log.warning("%s line %d is not a record; ignored", path, line_no)
+                continue
+            if isinstance(job_id, str):
+                state.done.add(job_id)
+            elif is_errors and isinstance(record.get("line"), int):
+                state.invalid_lines.add(record["line"])
+            if is_errors:
+                state.failed += 1
+            else:
+                state.succeeded += 1
+
+
+def load_resume_state(results: Path, errors: Path) -> ResumeState:
+    """Repair both files, then read every id they hold.
+
+    Raises:
+        ConfigError: a file exists but cannot be read or repaired.
+    """
+    state = ResumeState()
+    for path, is_errors in ((results, False), (errors, True)):
+        dropped = repair_trailing_line(path)
+        if dropped:
+            log.warning(
+                "dropped a torn last line (%d bytes) from %s; that job will run again",
+                dropped,
+                path,
+            )
+        _scan(path, state, is_errors=is_errors)
+    return state
+
+
+def _is_non_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def start_fresh(paths: list[Path], *, force: bool) -> None:
+    """Empty the output files for --fresh; refuse to discard results without --force.
+
+    Raises:
+        ConfigError: a file holds data and force is off.
+    """
+    full = [str(path) for path in paths if _is_non_empty(path)]
+    if full and not force:
+        raise ConfigError(
+            f"--fresh would discard {', '.join(full)}: add --force to overwrite, "
+            "or drop --fresh to resume"
+        )
+    for path in paths:
+        if path.exists():
+            atomic_write(path, b"")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace a file's content so a kill leaves either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def release_failed(errors: Path) -> int:
+    """--retry-failed: drop every error line so those jobs run again; count them.
+
+    Raises:
+        ConfigError: the errors file cannot be read or rewritten.
+    """
+    if not _is_non_empty(errors):
+        return 0
+    try:
+        repair_trailing_line(errors)
+        with open(errors, "rb") as fh:
+            count = sum(1 for line in fh if line.strip())
+        atomic_write(errors, b"")
+    except OSError as exc:
+        raise ConfigError(f"cannot rewrite {errors}: {exc.strerror}") from None
+    return count

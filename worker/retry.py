@@ -1,0 +1,79 @@
+"""The retry policy: tenacity, retrying only RetryableError, with jittered backoff.
+
+A 429's Retry-After is not waited here: it is put on the run's shared gate, which
+holds back every worker (Mira's limits are per user, not per request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.wait import wait_base
+
+from worker.errors import RateLimitedError, RetriesExhaustedError, RetryableError
+from worker.flow import Sleep
+
+T = TypeVar("T")
+
+# Full jitter (AWS): N workers that failed together must not retry together.
+BACKOFF_MULTIPLIER_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+class wait_backoff_unless_rate_limited(wait_base):
+    """Jittered exponential backoff; no extra wait after a 429 (the gate waits)."""
+
+    def __init__(self, multiplier_s: float, max_s: float) -> None:
+        self._backoff = wait_random_exponential(multiplier=multiplier_s, max=max_s)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), RateLimitedError):
+            return 0.0
+        return self._backoff(retry_state)
+
+
+def build_retrying(
+    max_attempts: int,
+    *,
+    sleep: Sleep,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+    multiplier_s: float = BACKOFF_MULTIPLIER_S,
+    max_backoff_s: float = BACKOFF_MAX_S,
+) -> AsyncRetrying:
+    """A retrying controller; make one per worker (tenacity keeps per-call state)."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(RetryableError),
+        stop=stop_after_attempt(max_attempts),
+        wait=wait_backoff_unless_rate_limited(multiplier_s, max_backoff_s),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=False,
+    )
+
+
+async def call_with_retries(
+    retrying: AsyncRetrying, attempt: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `attempt` under `retrying`.
+
+    Raises:
+        RetriesExhaustedError: every attempt failed with a RetryableError.
+    """
+    try:
+        return await retrying(attempt)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        assert isinstance(last, RetryableError)
+        raise RetriesExhaustedError(
+            last, attempts=exc.last_attempt.attempt_number
+        ) from last

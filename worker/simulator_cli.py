@@ -1,0 +1,103 @@
+"""`mira-batch simulate`: the simulator's command-line options and its serve loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import fields
+
+from worker.config import KEY_FORMAT, KEY_PATTERN
+from worker.errors import ConfigError
+from worker.logs import emit
+from worker.simulator import Faults, Simulator
+
+_HELP = {
+    "seed": "seed of every fault decision",
+    "latency_ms": "added latency per request, ms",
+    "latency_jitter_ms": "extra random latency up to this many ms",
+    "p429": "probability of a 429 with --retry-after",
+    "retry_after": "Retry-After of injected 429s, seconds",
+    "p500": "probability of a 500",
+    "p502": "probability of a 502 with an HTML body",
+    "p503": "probability of a 503",
+    "p_drop": "probability of dropping the connection without an answer",
+    "p_truncate": "probability of cutting the connection mid-body",
+    "p_malformed": "probability of a 200 whose body is not valid JSON",
+    "p_quota": "probability of a 429 insufficient_quota (treated as 402)",
+    "max_in_flight": "requests in flight per key before 429s (Mira: 3); 0 = no limit",
+    "in_flight_retry_after": "Retry-After of those 429s, seconds (Mira: 5)",
+    "revoke_after": "revoke each key after N requests: 401 from then on; 0 = never",
+    "payment_after": "402 after N requests per key; 0 = never",
+    "daily_cap": "429 with Retry-After 3600 after N requests per key; 0 = no cap",
+    "plan": "plan of every key: free, pro or max (gates models with 403)",
+}
+
+
+def add_simulate_options(p: argparse.ArgumentParser) -> None:
+    """Every Faults field becomes a --flag."""
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port; 0 picks a free one (default: 8080)",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="K",
+        help="accept this key (repeatable); without it one is generated and printed",
+    )
+    defaults = Faults()
+    group = p.add_argument_group("fault injection (deterministic for a given --seed)")
+    for f in fields(Faults):
+        default = getattr(defaults, f.name)
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            help=f"{_HELP[f.name]} (default: {default})",
+        )
+
+
+def faults_from_args(args: argparse.Namespace) -> Faults:
+    """The Faults the flags describe."""
+    try:
+        return Faults().updated({f.name: getattr(args, f.name) for f in fields(Faults)})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+async def _serve(sim: Simulator, host: str, port: int) -> None:
+    await sim.start(host, port)
+    emit(sys.stdout, f"Mira simulator on {sim.base_url} (stats: GET /_sim/stats)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; returns 0."""
+    for key in args.key:
+        if not KEY_PATTERN.fullmatch(key):
+            raise ConfigError(f"--key must be {KEY_FORMAT}")
+    sim = Simulator(keys=args.key or None, faults=faults_from_args(args))
+    if not args.key:
+        # The simulator's own throwaway key: printing it is the point, so it
+        # bypasses the scrubbing `emit`.
+        print(f"generated key (export it as MIRA_API_KEY): {next(iter(sim.keys))}")  # noqa: T201
+        sys.stdout.flush()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(sim, args.host, args.port))
+    return 0

@@ -1,0 +1,204 @@
+"""Run statistics, the summary file, and the exit code they imply."""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+# Stop reasons (CONTRACT section 5) and the exit code each one ends with.
+EXIT_CODES = {
+    "auth_failed": 3,
+    "payment_required": 4,
+    "rate_limit_budget": 5,
+    "deadline": 5,
+    "token_budget": 5,
+    "systematic_failure": 6,
+}
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+NEXT_STEP = {
+    "completed": "nothing: every job has an outcome",
+    "completed_with_failures": (
+        "read the errors file; fix the cause and rerun with --retry-failed"
+    ),
+    "auth_failed": "the key was rejected (401): set a valid key and rerun the same "
+    "command; finished jobs are kept",
+    "payment_required": "top up the balance, then rerun the same command",
+    "rate_limit_budget": "the API asked for a longer pause than --max-retry-after "
+    "(quota spent for now): rerun later",
+    "deadline": "the --deadline was reached: rerun to continue",
+    "token_budget": "the --token-budget was reached: rerun (with a new budget) "
+    "to continue",
+    "systematic_failure": "every recent job failed the same way: fix the cause "
+    "(base URL, model, plan), then rerun with --retry-failed",
+    "interrupted": "stopped by a signal: rerun the same command to continue",
+}
+
+_BUCKET_BASE = 1e-4
+_BUCKET_GROWTH = 1.02
+_BUCKETS = 900  # 0.1 ms .. ~6,000 s in 2% steps
+
+
+class LatencyHistogram:
+    """Latency percentiles within 2% in constant memory, whatever the job count."""
+
+    __slots__ = ("_counts", "count", "max_s")
+
+    def __init__(self) -> None:
+        self._counts = array("Q", bytes(8 * _BUCKETS))
+        self.count = 0
+        self.max_s = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Record one latency."""
+        if seconds <= _BUCKET_BASE:
+            index = 0
+        else:
+            index = min(
+                _BUCKETS - 1,
+                1 + int(math.log(seconds / _BUCKET_BASE, _BUCKET_GROWTH)),
+            )
+        self._counts[index] += 1
+        self.count += 1
+        self.max_s = max(self.max_s, seconds)
+
+    def percentile(self, p: float) -> float | None:
+        """The p-th percentile (0-100), or None with no samples."""
+        if self.count == 0:
+            return None
+        rank = max(1, math.ceil(self.count * p / 100))
+        seen = 0
+        for index, n in enumerate(self._counts):
+            seen += n
+            if seen >= rank:
+                upper = _BUCKET_BASE * _BUCKET_GROWTH**index
+                return min(upper, self.max_s)
+        return self.max_s
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Counters one run keeps; the progress display and the summary read them."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    succeeded_before: int = 0
+    failed_before: int = 0
+    requests_sent: int = 0
+    in_flight: int = 0
+    retrying: int = 0
+    input_complete: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    @property
+    def done(self) -> int:
+        """Jobs with an outcome from this run."""
+        return self.succeeded + self.failed
+
+    @property
+    def not_attempted(self) -> int:
+        """Jobs read but left without an outcome (picked up by a resume)."""
+        return max(0, self.total - self.succeeded - self.failed - self.skipped)
+
+    def add_usage(self, usage: object) -> int:
+        """Add a response's reported usage; return its total tokens."""
+        if not isinstance(usage, dict):
+            return 0
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
+        total = usage.get("total_tokens")
+        prompt = prompt if isinstance(prompt, int) else 0
+        completion = completion if isinstance(completion, int) else 0
+        total = total if isinstance(total, int) else prompt + completion
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.total_tokens += total
+        return total
+
+
+def exit_code_for(
+    stop_reason: str, *, any_failed: bool, signal_exit: int | None
+) -> int:
+    """The process exit code for how the run ended (CONTRACT section 6)."""
+    if stop_reason == "interrupted":
+        return signal_exit if signal_exit is not None else EXIT_SIGTERM
+    if stop_reason in EXIT_CODES:
+        return EXIT_CODES[stop_reason]
+    return 1 if any_failed else 0
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def build_summary(
+    stats: RunStats,
+    *,
+    stop_reason: str,
+    message: str | None,
+    exit_code: int,
+    elapsed_s: float,
+    files: dict[str, str],
+    concurrency: dict[str, int],
+) -> dict[str, Any]:
+    """The summary file's content (CONTRACT section 5)."""
+    counts = {
+        "total": stats.total,
+        "succeeded": stats.succeeded,
+        "failed": stats.failed,
+        "skipped": stats.skipped,
+        "not_attempted": stats.not_attempted,
+    }
+    any_failed = stats.failed + stats.failed_before > 0
+    step_key = (
+        "completed_with_failures"
+        if stop_reason == "completed" and any_failed
+        else stop_reason
+    )
+    return {
+        **counts,
+        "counts": counts,
+        "invalid": stats.invalid,
+        "succeeded_before": stats.succeeded_before,
+        "failed_before": stats.failed_before,
+        "input_complete": stats.input_complete,
+        "stop_reason": stop_reason,
+        "message": message,
+        "next_step": NEXT_STEP.get(step_key),
+        "exit_code": exit_code,
+        "tokens": {
+            "prompt": stats.prompt_tokens,
+            "completion": stats.completion_tokens,
+            "total": stats.total_tokens,
+        },
+        "requests": {
+            "sent": stats.requests_sent,
+            "by_status": {str(k): v for k, v in sorted(stats.statuses.items())},
+        },
+        "retries": {"total": sum(stats.retries.values()), **dict(stats.retries)},
+        "latency_s": {
+            "p50": _round(stats.latency.percentile(50)),
+            "p95": _round(stats.latency.percentile(95)),
+            "p99": _round(stats.latency.percentile(99)),
+            "max": _round(stats.latency.max_s if stats.latency.count else None),
+        },
+        "concurrency": concurrency,
+        "elapsed_s": round(elapsed_s, 3),
+        "requests_per_s": round(stats.requests_sent / elapsed_s, 2)
+        if elapsed_s > 0
+        else 0.0,
+        "jobs_per_s": round(stats.done / elapsed_s, 2) if elapsed_s > 0 else 0.0,
+        "files": files,
+    }

@@ -1,0 +1,136 @@
+"""`mira-batch validate`: check every line, send nothing, report problems and costs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from worker.errors import ConfigError, InvalidJobError
+from worker.idset import IdSet
+from worker.jsonl import iter_lines, open_input
+from worker.models import parse_job
+
+# Mira's published prices, rubles per million tokens (input, output).
+DEFAULT_PRICES_RUB_PER_M: dict[str, tuple[float, float]] = {
+    "mira": (50.0, 150.0),
+    "mira-pro": (100.0, 300.0),
+    "mira-max": (250.0, 750.0),
+}
+MAX_PROBLEMS_SHOWN = 200
+
+
+@dataclass(slots=True)
+class ValidationReport:
+    """What validate found."""
+
+    lines: int = 0
+    valid: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    models: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: Counter[str] = field(default_factory=Counter)
+    completion_tokens: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def invalid(self) -> int:
+        """Lines that would get an invalid_input record."""
+        return len(self.problems)
+
+
+def parse_price(text: str) -> tuple[str, tuple[float, float]]:
+    """`MODEL=IN,OUT` (rubles per million tokens).
+
+    Raises:
+        ConfigError: the text is not in that form.
+    """
+    model, sep, rest = text.partition("=")
+    try:
+        if not sep or not model:
+            raise ValueError
+        price_in, price_out = (float(part) for part in rest.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--price {text!r}: expected MODEL=INPUT,OUTPUT (per million tokens)"
+        ) from None
+    return model, (price_in, price_out)
+
+
+async def validate_file(source: str, *, default_model: str) -> ValidationReport:
+    """Check every line of `source` as `run` would.
+
+    Raises:
+        ConfigError: the file cannot be opened.
+    """
+    report = ValidationReport()
+    seen = IdSet()
+    fh = open_input(source)
+    try:
+        async for line_no, raw in iter_lines(fh):
+            report.lines += 1
+            try:
+                job = parse_job(raw, line_no, default_model=default_model)
+            except InvalidJobError as exc:
+                report.problems.append((line_no, exc.message))
+                if exc.job_id is not None:
+                    seen.add(exc.job_id)
+                continue
+            if not seen.add(job.id):
+                report.problems.append(
+                    (line_no, f"id {job.id!r} repeats an earlier line's id")
+                )
+                continue
+            report.valid += 1
+            report.models[job.model] += 1
+            report.prompt_tokens[job.model] += job.prompt_tokens_est
+            report.completion_tokens[job.model] += job.completion_tokens_est
+    finally:
+        if source != "-":
+            fh.close()
+    return report
+
+
+def render_report(
+    source: str, report: ValidationReport, prices: dict[str, tuple[float, float]]
+) -> str:
+    """Counts, models, token and cost estimates, then every problem by line."""
+    lines = [
+        f"{source}: {report.lines} jobs, {report.valid} valid, "
+        f"{report.invalid} invalid",
+    ]
+    total_cost = 0.0
+    priced_all = True
+    for model, count in sorted(report.models.items()):
+        prompt, completion = (
+            report.prompt_tokens[model],
+            report.completion_tokens[model],
+        )
+        price = prices.get(model)
+        if price is None:
+            cost_text = "no price known (add --price MODEL=IN,OUT)"
+            priced_all = False
+        else:
+            cost = (prompt * price[0] + completion * price[1]) / 1_000_000
+            total_cost += cost
+            cost_text = f"about {cost:,.2f} RUB"
+        lines.append(
+            f"  model {model}: {count} jobs, ~{prompt:,} input tokens, "
+            f"up to ~{completion:,} output tokens, {cost_text}"
+        )
+    total_prompt = sum(report.prompt_tokens.values())
+    total_completion = sum(report.completion_tokens.values())
+    lines.append(
+        f"  estimated tokens: ~{total_prompt:,} input "
+        f"+ up to ~{total_completion:,} output"
+    )
+    qualifier = "" if priced_all else " (models without a price not counted)"
+    lines.append(f"  estimated cost: about {total_cost:,.2f} RUB{qualifier}")
+    lines.append(
+        "  (tokens are estimated at ~4 characters each; output assumes max_tokens, "
+        "or 256 when unset)"
+    )
+    for line_no, message in report.problems[:MAX_PROBLEMS_SHOWN]:
+        lines.append(f"line {line_no}: {message}")
+    if report.invalid > MAX_PROBLEMS_SHOWN:
+        lines.append(
+            f"... and {report.invalid - MAX_PROBLEMS_SHOWN} more invalid lines"
+        )
+    return "\n".join(lines)
