@@ -79,7 +79,7 @@ class AdaptiveLimiter:
             if waiter.done() and not waiter.cancelled():
                 # The slot was granted as we were cancelled: hand it on.
                 self.release()
-            else:
+            elif waiter in self._waiters:  # _wake may have dropped it already
                 self._waiters.remove(waiter)
             raise
         return self._epoch

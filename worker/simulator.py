@@ -37,6 +37,8 @@ MAX_CONTENT_CHARS = 32_000
 # Arrivals this soon after a 429 was sent may have left the client before it saw it.
 RETRY_AFTER_GRACE_S = 0.05
 _CUT = web.Response(status=200)  # marker: cut the connection mid-body
+_RAW_BODY = web.RequestKey("sim_raw_body", bytes)
+_ANSWERED = web.RequestKey("sim_answered", bool)  # a real completion, not a fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,9 @@ class SimStats:
     after_payment_stop: int = 0
     during_retry_after: int = 0
     duplicate_successes: int = 0
+    undelivered: int = 0
+    revoked_at: float | None = None
+    payment_stopped_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counters."""
@@ -269,7 +274,21 @@ class Simulator:
             return await self._break_connection(request, mid_body=response is _CUT)
         response.headers.setdefault("x-request-id", str(uuid.uuid4()))
         self.stats.by_status[response.status] += 1
+        if request.get(_ANSWERED):
+            self._note_success(request)
         return response
+
+    def _note_success(self, request: web.Request) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The client gave up on this request (it was cancelled): it never
+            # got the answer, so sending it again is not a duplicate.
+            self.stats.undelivered += 1
+            return
+        raw = request[_RAW_BODY]
+        if raw in self._succeeded:
+            self.stats.duplicate_successes += 1
+        self._succeeded.add(raw)
 
     async def _break_connection(
         self, request: web.Request, *, mid_body: bool
@@ -301,9 +320,11 @@ class Simulator:
         count = self._per_key[key]
         if faults.revoke_after and count > faults.revoke_after:
             self._revoked.add(key)
+            self.stats.revoked_at = self.stats.revoked_at or now
             return _detail(401, "Invalid API key")
         if faults.payment_after and count > faults.payment_after:
             self._unpaid.add(key)
+            self.stats.payment_stopped_at = self.stats.payment_stopped_at or now
             return _detail(402, "Insufficient balance: top up in the dashboard")
         if faults.daily_cap and count > faults.daily_cap:
             return self._rate_limited(3600, "Daily message limit reached", now)
@@ -311,6 +332,7 @@ class Simulator:
         if len(raw) > MAX_BODY_BYTES:
             return _detail(413, "Request body too large (limit 2 MB)")
         self._seen[raw] += 1
+        request[_RAW_BODY] = raw
         draw = (
             faults.seed,
             hashlib.blake2b(raw, digest_size=16).digest(),
@@ -325,12 +347,17 @@ class Simulator:
                 return self._rate_limited(
                     faults.in_flight_retry_after, "Too many concurrent requests", now
                 )
-            return await self._reply(raw, draw, faults, now)
+            return await self._reply(request, raw, draw, faults, now)
         finally:
             self._in_flight_by_key[key] -= 1
 
     async def _reply(
-        self, raw: bytes, draw: tuple[object, ...], faults: Faults, now: float
+        self,
+        request: web.Request,
+        raw: bytes,
+        draw: tuple[object, ...],
+        faults: Faults,
+        now: float,
     ) -> web.StreamResponse | None:
         delay_ms = faults.latency_ms + faults.latency_jitter_ms * _unit(
             *draw, "latency"
@@ -364,9 +391,7 @@ class Simulator:
         if refusal is not None:
             return refusal
         answer = self._completion(body)
-        if raw in self._succeeded:
-            self.stats.duplicate_successes += 1
-        self._succeeded.add(raw)
+        request[_ANSWERED] = True
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     def _fault(self, outcome: str, faults: Faults, now: float) -> web.Response | None:

@@ -1,0 +1,134 @@
+"""validate, demo, simulate and --help, run as the real command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.helpers import cli_env, read_jsonl, run_cli, start_cli, write_jobs
+from worker.demo import example_jobs
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_validate_reports_counts_models_tokens_and_cost(tmp_path: Path) -> None:
+    result = await run_cli("validate", str(example_jobs()), cwd=tmp_path, env=cli_env())
+    assert result.code == 0, result.stderr
+    assert "50 jobs, 50 valid, 0 invalid" in result.stdout
+    assert "model mira-pro:" in result.stdout
+    assert "input tokens" in result.stdout
+    assert re.search(r"estimated cost: about [\d,.]+ RUB", result.stdout)
+
+
+async def test_validate_names_every_bad_line_and_exits_1(tmp_path: Path) -> None:
+    write_jobs(
+        tmp_path / "bad.jsonl",
+        [{"id": "a", "prompt": "x"}, "{oops", {"id": "a", "prompt": "y"}, {"id": "b"}],
+    )
+    result = await run_cli(
+        "validate", "bad.jsonl", "--price", "mira=1,2", cwd=tmp_path, env=cli_env()
+    )
+    assert result.code == 1
+    for line_no in (2, 3, 4):
+        assert f"line {line_no}:" in result.stdout
+    assert "line 1:" not in result.stdout
+    assert "4 jobs, 1 valid, 3 invalid" in result.stdout
+
+
+async def test_validate_sends_nothing_and_needs_no_key(tmp_path: Path) -> None:
+    write_jobs(tmp_path / "ok.jsonl", [{"prompt": "x"}])
+    result = await run_cli(
+        "validate",
+        "ok.jsonl",
+        cwd=tmp_path,
+        env=cli_env(key=None, base_url="http://127.0.0.1:9/v1"),
+    )
+    assert result.code == 0
+
+
+async def test_validate_of_a_missing_file_exits_2(tmp_path: Path) -> None:
+    result = await run_cli("validate", "nope.jsonl", cwd=tmp_path, env=cli_env())
+    assert result.code == 2
+    assert "cannot open input" in result.stderr
+
+
+async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
+    result = await run_cli("demo", cwd=tmp_path, env=cli_env(key=None), timeout_s=60)
+    assert result.code == 0, result.stderr
+    results = read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")
+    valid = [line for line in example_jobs().read_text().splitlines() if line.strip()]
+    assert len(results) == len(valid) == 50
+    assert read_jsonl(tmp_path / "demo-output" / "example.errors.jsonl") == []
+    assert "retries" in result.stderr
+    summary = json.loads(
+        (tmp_path / "demo-output" / "example.summary.json").read_text()
+    )
+    assert summary["retries"]["total"] > 0
+    # A second demo starts over rather than skipping everything.
+    again = await run_cli("demo", cwd=tmp_path, env=cli_env(key=None), timeout_s=60)
+    assert again.code == 0
+    assert len(read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")) == 50
+
+
+async def test_help_lists_every_option_with_its_default(tmp_path: Path) -> None:
+    result = await run_cli("run", "--help", cwd=tmp_path, env=cli_env())
+    assert result.code == 0
+    text = " ".join(result.stdout.split())
+    for flag in (
+        "--base-url",
+        "--model",
+        "--concurrency",
+        "--max-attempts",
+        "--timeout",
+        "--rpm",
+        "--tpm",
+        "--max-retry-after",
+        "--deadline",
+        "--token-budget",
+        "--output",
+        "--errors",
+        "--summary",
+        "--max-consecutive-failures",
+        "--shutdown-grace",
+        "--retry-failed",
+        "--fresh",
+        "--force",
+        "--shard",
+        "--allow-insecure-http",
+        "--log-level",
+        "--log-format",
+        "--progress",
+        "--progress-interval",
+    ):
+        assert flag in text, flag
+    assert text.count("(default:") >= 20
+    assert "exit codes" in text
+
+
+async def test_simulate_serves_until_sigterm(tmp_path: Path) -> None:
+    proc = await start_cli(
+        "simulate", "--port", "0", "--p500", "0", cwd=tmp_path, env=cli_env()
+    )
+    assert proc.stdout is not None
+    key_line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+    url_line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+    key = key_line.split()[-1]
+    base_url = re.search(r"http://\S+/v1", url_line)
+    assert base_url is not None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{base_url.group(0)}/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response,
+    ):
+        assert response.status == 200
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
