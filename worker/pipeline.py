@@ -342,6 +342,8 @@ class Pipeline:
         epoch = await limiter.acquire()
         try:
             await self._wait_turn(job)
+            if control.stopping.is_set():
+                raise _Abandoned  # stopped while this job waited for its turn
             stats.requests_sent += 1
             stats.in_flight += 1
             started = self._clock()

@@ -31,6 +31,7 @@ PLAN_MODELS = {
     "pro": frozenset({"mira", "mira-pro", "mira-thinking"}),
     "max": frozenset(MODELS),
 }
+SHUTDOWN_TIMEOUT_S = 1.0
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_MESSAGES = 200
 MAX_CONTENT_CHARS = 32_000
@@ -95,6 +96,8 @@ class SimStats:
     during_retry_after: int = 0
     duplicate_successes: int = 0
     undelivered: int = 0
+    first_arrival_at: float | None = None
+    last_arrival_at: float | None = None
     revoked_at: float | None = None
     payment_stopped_at: float | None = None
 
@@ -147,6 +150,10 @@ class Simulator:
         """The `/v1` base URL a client should use."""
         return f"http://{self.host}:{self.port}/v1"
 
+    def times_seen(self) -> dict[bytes, int]:
+        """How many requests arrived for each distinct body (authenticated ones)."""
+        return dict(self._seen)
+
     def reset(self) -> None:
         """Forget counters and per-key state; keep keys and faults."""
         self.stats = SimStats()
@@ -165,11 +172,20 @@ class Simulator:
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_post("/_sim/faults", self._set_faults)
         app.router.add_post("/_sim/reset", self._reset)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0 = a free port); return the base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # Handlers are cancelled when their client goes away, as a real server's
+        # work is; shutdown does not wait out an injected latency.
+        self._runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
@@ -214,6 +230,12 @@ class Simulator:
         return web.json_response({"ok": True})
 
     # -- API ------------------------------------------------------------------
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        # Counted like any request: a wrong base URL is a scenario tests check.
+        self.stats.requests += 1
+        self.stats.by_status[404] += 1
+        return _detail(404, "Not Found", {"x-request-id": str(uuid.uuid4())})
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [
@@ -263,6 +285,8 @@ class Simulator:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         now = time.monotonic()
         self.stats.requests += 1
+        self.stats.first_arrival_at = self.stats.first_arrival_at or now
+        self.stats.last_arrival_at = now
         self._note_arrival(now)
         self.stats.in_flight += 1
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
