@@ -156,3 +156,16 @@ class TestRetryAfterGate:
         assert await gate.wait()
         assert clock.now == 1005
         assert gate.remaining_s() == 0
+
+
+async def test_cancelled_waiter_dropped_by_wake_is_not_removed_twice() -> None:
+    limiter = AdaptiveLimiter(1, initial=1)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()  # its future is cancelled now, the task runs later
+    await asyncio.sleep(0)
+    limiter.release()  # _wake pops and skips the cancelled future
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.in_flight == 0
