@@ -163,9 +163,8 @@ async def test_cancelled_waiter_dropped_by_wake_is_not_removed_twice() -> None:
     await limiter.acquire()
     waiter = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0)
-    waiter.cancel()  # its future is cancelled now, the task runs later
-    await asyncio.sleep(0)
-    limiter.release()  # _wake pops and skips the cancelled future
+    waiter.cancel()  # its future is cancelled now; the task only runs later...
+    limiter.release()  # ...so _wake pops and skips the cancelled future first
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert limiter.in_flight == 0
