@@ -81,15 +81,20 @@ def cli_env(
     return env
 
 
+def cli_command(*args: str) -> list[str]:
+    """The installed `mira-batch` console script: what the container runs too."""
+    script = Path(sys.executable).with_name("mira-batch")
+    if not script.exists():  # not installed as a script: the same code path
+        return [sys.executable, "-m", "worker", *args]
+    return [str(script), *args]
+
+
 async def start_cli(
     *args: str, cwd: Path, env: Mapping[str, str]
 ) -> asyncio.subprocess.Process:
-    """Start `python -m worker ARGS` without blocking the loop serving the simulator."""
+    """Start `mira-batch ARGS` without blocking the loop serving the simulator."""
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        *args,
+        *cli_command(*args),
         cwd=cwd,
         env=dict(env),
         stdout=asyncio.subprocess.PIPE,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -339,6 +338,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `mira-batch` and `python -m worker`; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Until the settings are validated, log as the flag or environment asks, so a
+    # configuration error is already in the chosen format.
+    setup_logging(
+        _early_choice(
+            args,
+            "log_level",
+            "MIRA_LOG_LEVEL",
+            ("debug", "info", "warning", "error"),
+            "info",
+        ),
+        _early_choice(args, "log_format", "MIRA_LOG_FORMAT", ("text", "json"), "text"),
+    )
     try:
         if args.command == "run":
             return _run(args)
@@ -347,16 +358,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate":
             from worker.simulator_cli import run_simulate
 
-            setup_logging("info", "text")
             return run_simulate(args)
         from worker.demo import run_demo
 
-        setup_logging("info", "text")
         return run_demo(args.output_dir)
     except ConfigError as exc:
-        with contextlib.suppress(Exception):
-            setup_logging("info", os.environ.get("MIRA_LOG_FORMAT", "text").lower())
         log.error("%s", exc)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug: say so in the chosen log format, with the traceback.
+        log.exception("internal error; please report it with this traceback")
+        return 1
+
+
+def _early_choice(
+    args: argparse.Namespace,
+    name: str,
+    env: str,
+    allowed: tuple[str, ...],
+    default: str,
+) -> str:
+    value = getattr(args, name, None) or os.environ.get(env, default)
+    value = value.lower()
+    return value if value in allowed else default

@@ -275,11 +275,18 @@ class Pipeline:
 
     async def _process(self, job: Job, retrying: AsyncRetrying) -> None:
         attempts = 0
+        retried = False
 
         async def attempt() -> tuple[ChatReply, float]:
-            nonlocal attempts
+            nonlocal attempts, retried
             attempts += 1
-            return await self._attempt(job)
+            try:
+                return await self._attempt(job)
+            except RetryableError:
+                if not retried:
+                    retried = True
+                    self.stats.retrying += 1
+                raise
 
         try:
             reply, latency_s = await call_with_retries(retrying, attempt)
@@ -294,6 +301,9 @@ class Pipeline:
         except JobError as exc:
             self._fail(job, exc, attempts)
             return
+        finally:
+            if retried:
+                self.stats.retrying -= 1
         self._consecutive_failures = 0
         self.stats.succeeded += 1
         self._writer.write_result(

@@ -36,7 +36,9 @@ class ProgressReporter:
     ) -> None:
         mode = settings.progress
         if mode == "auto":
-            mode = "bar" if _is_terminal(out) else "log"
+            # JSON logs are for collectors: status lines, never a bar.
+            use_bar = _is_terminal(out) and settings.log_format == "text"
+            mode = "bar" if use_bar else "log"
         self.mode = mode
         self._interval_s = settings.progress_interval_s
         self._stats = stats

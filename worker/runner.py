@@ -151,7 +151,15 @@ async def execute_run(
         atomic_write(
             files.summary, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
         )
-        emit(out, render_summary(summary))
+        if settings.log_format == "json":
+            # Log collectors get the summary as one JSON line like every other.
+            log.info(
+                "run finished: %s",
+                stop_reason,
+                extra={"stop_reason": stop_reason, "summary": summary},
+            )
+        else:
+            emit(out, render_summary(summary))
         return code
     finally:
         if source is not sys.stdin.buffer:

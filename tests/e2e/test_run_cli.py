@@ -383,3 +383,30 @@ async def test_debug_logs_in_json_never_hold_the_key(
     assert records
     assert any(r["level"] == "debug" for r in records)
     assert_outputs_clean(tmp_path)
+
+
+async def test_shards_split_the_file_without_overlap(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jobs(tmp_path / "jobs.jsonl", [*simple_jobs(60), "{broken"])
+    seen: list[str] = []
+    for index in range(3):
+        env = cli_env(
+            base_url=sim.base_url, JOB_COMPLETION_INDEX=str(index), MIRA_SHARD_COUNT="3"
+        )
+        result = await run_cli(
+            "run", "jobs.jsonl", "--progress", "off", cwd=tmp_path, env=env
+        )
+        assert result.code in (0, 1), result.stderr
+        stem = tmp_path / f"jobs.shard-{index}-of-3"
+        seen += [r["custom_id"] for r in read_jsonl(Path(f"{stem}.results.jsonl"))]
+    assert sorted(seen) == sorted(f"job-{i}" for i in range(60))
+    bad = await run_cli(
+        "run",
+        "jobs.jsonl",
+        "--shard",
+        "3/3",
+        cwd=tmp_path,
+        env=cli_env(base_url=sim.base_url),
+    )
+    assert bad.code == 2

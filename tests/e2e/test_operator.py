@@ -1,0 +1,136 @@
+"""What an operator sees: a live bar on a terminal, status lines in files, JSON logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    SENTINEL_KEY,
+    assert_no_key,
+    cli_command,
+    cli_env,
+    run_cli,
+    simple_jobs,
+    write_jobs,
+)
+from worker.simulator import Faults, Simulator
+
+pytestmark = pytest.mark.e2e
+
+ANSI = re.compile(rb"\x1b\[")
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def test_terminal_gets_a_live_bar_that_updates(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.faults = Faults(latency_ms=60)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(80))
+    master, slave = pty.openpty()
+    env = cli_env(base_url=sim.base_url, COLUMNS="160", TERM="xterm-256color")
+    proc = await asyncio.create_subprocess_exec(
+        *cli_command("run", "jobs.jsonl", "--concurrency", "3"),
+        cwd=tmp_path,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    reader = asyncio.create_task(asyncio.to_thread(_read_all, master))
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    screen = await asyncio.wait_for(reader, 10)
+    os.close(master)
+    assert_no_key(screen)
+    assert ANSI.search(screen), "a terminal gets a drawn bar"
+    done_values = {int(n) for n in re.findall(rb"done (\d+)/", screen)}
+    assert len(done_values) >= 3, "the bar updates while the run goes on"
+    assert b"in flight" in screen
+    assert b"concurrency" in screen
+    assert b"req/s" in screen
+
+
+async def test_a_file_gets_periodic_status_lines_without_control_codes(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.faults = Faults(latency_ms=60)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(80))
+    result = await run_cli(
+        "run",
+        "jobs.jsonl",
+        "--concurrency",
+        "3",
+        "--progress-interval",
+        "0.2",
+        cwd=tmp_path,
+        env=cli_env(base_url=sim.base_url),
+    )
+    assert result.code == 0
+    status = [line for line in result.stderr.splitlines() if "progress: done" in line]
+    assert len(status) >= 3
+    assert "retrying" in status[0]
+    assert "tokens" in status[0]
+    assert not ANSI.search(result.stderr.encode())
+    assert "\r" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "scenario", ["faults_and_failures", "revoked_key", "bad_key", "invalid_lines"]
+)
+async def test_json_logs_are_one_object_per_stderr_line(
+    sim: Simulator, tmp_path: Path, scenario: str
+) -> None:
+    jobs: list[object] = list(simple_jobs(40))
+    key = SENTINEL_KEY
+    if scenario == "faults_and_failures":
+        sim.faults = Faults(seed=4, p500=0.2, p429=0.1, retry_after=0.05)
+        jobs.append({"id": "refused", "prompt": "x", "x_sim_status": 400})
+    elif scenario == "revoked_key":
+        sim.faults = Faults(revoke_after=10)
+    elif scenario == "bad_key":
+        key = "sk-mira-not-hex-at-all"
+    else:
+        jobs += ["{broken", {"id": "job-1", "prompt": "duplicate"}]
+    write_jobs(tmp_path / "jobs.jsonl", jobs)  # type: ignore[arg-type]
+    result = await run_cli(
+        "run",
+        "jobs.jsonl",
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "--progress-interval",
+        "0.05",
+        cwd=tmp_path,
+        env=cli_env(key=key, base_url=sim.base_url),
+    )
+    assert result.code in {1, 2, 3}
+    lines = result.stderr.splitlines()
+    assert lines
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        assert {"time", "level", "message"} <= set(record)
+    assert any(r["level"] in {"warning", "error"} for r in records)
+    assert_no_key(result.stderr, SENTINEL_KEY, key)
+    if scenario != "bad_key":
+        final = records[-1]
+        assert final["summary"]["stop_reason"] in {"completed", "auth_failed"}
