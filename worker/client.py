@@ -14,7 +14,6 @@ from worker import __version__
 from worker.errors import BadResponseError, TransportError, error_for_status
 
 _MAX_ERROR_TEXT_CHARS = 2000
-_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +80,7 @@ class ChatClient:
             headers={
                 "Authorization": f"Bearer {self._api_key}",
                 "User-Agent": f"mira-batch/{__version__}",
+                "Content-Type": "application/json",
             },
             # Status, Retry-After and the error body are read by us, not raised.
             raise_for_status=False,
@@ -109,7 +109,7 @@ class ChatClient:
         assert self._session is not None, "use ChatClient as an async context manager"
         try:
             async with self._session.post(
-                self._url, data=payload, headers=_JSON_HEADERS, allow_redirects=False
+                self._url, data=payload, allow_redirects=False
             ) as resp:
                 raw = await resp.read()
                 status = resp.status

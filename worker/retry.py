@@ -66,11 +66,28 @@ async def call_with_retries(
 ) -> T:
     """Run `attempt` under `retrying`.
 
+    The first attempt runs outside tenacity: most jobs succeed at once, and the
+    hot path should not pay for retry bookkeeping it does not use. A first
+    failure is replayed into tenacity as its attempt 1, so the policy (attempt
+    count, backoff, before_sleep) is exactly what it would have been.
+
     Raises:
         RetriesExhaustedError: every attempt failed with a RetryableError.
     """
     try:
-        return await retrying(attempt)
+        return await attempt()
+    except RetryableError as exc:
+        first: RetryableError | None = exc
+
+    async def replay_then_attempt() -> T:
+        nonlocal first
+        if first is not None:
+            failure, first = first, None
+            raise failure
+        return await attempt()
+
+    try:
+        return await retrying(replay_then_attempt)
     except RetryError as exc:
         last = exc.last_attempt.exception()
         assert isinstance(last, RetryableError)
