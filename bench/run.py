@@ -382,7 +382,7 @@ def pacing(work: Path) -> dict[str, Any]:
         path = work / "jobs-paced.jsonl"
         write_jobs(path, 40)
         report: dict[str, Any] = {}
-        for flag, value, window_s in (("--rpm", "300", 2.0), ("--tpm", "3600", 2.0)):
+        for flag, value, window_s in (("--rpm", "300", 2.0), ("--tpm", "36000", 2.0)):
             logged.access_log.write_text("")
             m = run_mira_batch(path, logged.url("fast"), 16, work, [flag, value])
             time.sleep(0.5)  # nginx writes its log lines as it goes
@@ -396,7 +396,7 @@ def pacing(work: Path) -> dict[str, Any]:
             else:
                 # Pacing charges the estimate, then the reported usage; per request here
                 # that is TOKENS_PER_REPLY once corrected.
-                allowed = 3600 * window_s / 60 + TOKENS_PER_REPLY
+                allowed = 36000 * window_s / 60 + TOKENS_PER_REPLY
                 unit = "tokens"
                 most_units = most * TOKENS_PER_REPLY
             report[flag] = {

@@ -28,8 +28,11 @@ class IdSet:
 
     __slots__ = ("_count", "_slots")
 
-    def __init__(self) -> None:
-        self._slots = array("Q", bytes(8 * _MIN_CAPACITY))
+    def __init__(self, expected: int = 0) -> None:
+        # Sized for `expected` ids up front, it never grows (a growth briefly
+        # holds the old and the new table: 2.5x the memory at that moment).
+        capacity = max(_MIN_CAPACITY, int(expected / _MAX_LOAD) + 1)
+        self._slots = array("Q", bytes(8 * capacity))
         self._count = 0
 
     def __len__(self) -> int:

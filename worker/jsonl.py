@@ -33,6 +33,20 @@ def open_input(source: str) -> BinaryIO:
         raise ConfigError(f"cannot open input {source}: {exc.strerror}") from None
 
 
+def count_lines(fh: BinaryIO) -> int:
+    """Newlines in a regular file (0 for a pipe), reading it at memory speed.
+
+    Used only to size tables up front; the file position is left where it was.
+    """
+    if not _is_regular_file(fh):
+        return 0
+    fd, count, offset = fh.fileno(), 0, 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        count += chunk.count(b"\n")
+        offset += len(chunk)
+    return count
+
+
 def _is_regular_file(fh: BinaryIO) -> bool:
     try:
         return stat.S_ISREG(os.fstat(fh.fileno()).st_mode)

@@ -29,7 +29,7 @@ from worker.errors import (
 )
 from worker.flow import AdaptiveLimiter, Clock, Pacer, RetryAfterGate, Sleep
 from worker.idset import IdSet
-from worker.jsonl import ResultWriter, iter_lines
+from worker.jsonl import ResultWriter, count_lines, iter_lines
 from worker.models import Job, parse_job, shard_of
 from worker.records import RecordIds, error_record, success_record
 from worker.resume import ResumeState
@@ -169,10 +169,12 @@ class Pipeline:
         # A stop must not wait out a backoff or a Retry-After pause.
         if self._control.stopping.is_set():
             raise _Abandoned
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
         stopping = asyncio.ensure_future(self._control.stopping.wait())
         try:
-            await asyncio.wait([stopping], timeout=seconds)
+            await asyncio.wait([sleeper, stopping], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            sleeper.cancel()
             stopping.cancel()
         if self._control.stopping.is_set():
             raise _Abandoned
@@ -200,7 +202,7 @@ class Pipeline:
     # -- reader ---------------------------------------------------------------
 
     async def _read(self, source: BinaryIO, workers: int) -> None:
-        seen = IdSet()
+        seen = IdSet(expected=count_lines(source))
         stats, resume, control = self.stats, self._resume, self._control
         default_model = self._settings.model
         async for line_no, raw in iter_lines(source):

@@ -12,6 +12,7 @@ import orjson
 
 from worker.errors import ConfigError
 from worker.idset import IdSet
+from worker.jsonl import count_lines
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,12 @@ def load_resume_state(results: Path, errors: Path) -> ResumeState:
     Raises:
         ConfigError: a file exists but cannot be read or repaired.
     """
-    state = ResumeState()
+    dropped_by_path = {path: repair_trailing_line(path) for path in (results, errors)}
+    state = ResumeState(
+        done=IdSet(expected=_count_lines(results) + _count_lines(errors))
+    )
     for path, is_errors in ((results, False), (errors, True)):
-        dropped = repair_trailing_line(path)
+        dropped = dropped_by_path[path]
         if dropped:
             log.warning(
                 "dropped a torn last line (%d bytes) from %s; that job will run again",
@@ -99,6 +103,14 @@ def load_resume_state(results: Path, errors: Path) -> ResumeState:
             )
         _scan(path, state, is_errors=is_errors)
     return state
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return count_lines(fh)
+    except FileNotFoundError:
+        return 0
 
 
 def _is_non_empty(path: Path) -> bool:

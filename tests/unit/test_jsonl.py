@@ -1,0 +1,55 @@
+"""Reading job lines and writing result lines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from worker.jsonl import ResultWriter, count_lines, iter_lines
+
+
+async def test_iter_lines_numbers_lines_skips_blanks_and_keeps_a_last_unterminated_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a":1}\n\n  \n{"b":2}\r\n{"c":3}')
+    with open(path, "rb") as fh:
+        lines = [item async for item in iter_lines(fh)]
+    assert lines == [(1, b'{"a":1}'), (4, b'{"b":2}\r'), (5, b'{"c":3}')]
+
+
+async def test_iter_lines_reads_a_pipe_in_a_thread() -> None:
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"x\ny\n")
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as fh:
+        lines = [item async for item in iter_lines(fh)]
+    assert lines == [(1, b"x"), (2, b"y")]
+
+
+def test_count_lines_leaves_the_position_alone(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"a\n" * 5000)
+    with open(path, "rb") as fh:
+        fh.readline()
+        assert count_lines(fh) == 5000
+        assert fh.readline() == b"a\n"
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as pipe:
+        assert count_lines(pipe) == 0
+    os.close(write_fd)
+
+
+async def test_writer_flushes_lines_at_the_end_of_the_loop_turn(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path / "r.jsonl", tmp_path / "e.jsonl")
+    writer.open()
+    writer.write_result({"custom_id": "a"})
+    writer.write_error({"custom_id": "b"})
+    assert (tmp_path / "r.jsonl").read_bytes() == b""  # still buffered this turn
+    await asyncio.sleep(0)
+    assert (tmp_path / "r.jsonl").read_bytes() == b'{"custom_id":"a"}\n'
+    assert (tmp_path / "e.jsonl").read_bytes() == b'{"custom_id":"b"}\n'
+    await writer.sync()
+    writer.close()
+    writer.close()
