@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.helpers import SENTINEL_KEY, assert_no_key
-from worker.simulator import Faults, Simulator
+from worker.faults import Faults
+from worker.simulator import Simulator
 
 
 @pytest.fixture(autouse=True)

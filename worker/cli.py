@@ -14,8 +14,8 @@ from pathlib import Path
 from worker import __version__
 from worker.config import DEFAULT_BASE_URL, Settings, load_settings
 from worker.errors import ConfigError
+from worker.intake import Shard
 from worker.logs import emit, setup_logging
-from worker.pipeline import Shard
 
 log = logging.getLogger("worker")
 

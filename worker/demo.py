@@ -10,8 +10,9 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from worker.config import Settings
+from worker.faults import Faults
 from worker.runner import RunFiles, execute_run
-from worker.simulator import Faults, Simulator
+from worker.simulator import Simulator
 
 log = logging.getLogger("worker.demo")
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState
 
 from worker.client import ChatReply
 from worker.config import Settings
+from worker.control import RunControl
 from worker.errors import (
     FatalError,
-    InvalidJobError,
     JobError,
     QuotaExhaustedError,
     RateLimitedError,
@@ -28,9 +27,9 @@ from worker.errors import (
     WorkerError,
 )
 from worker.flow import AdaptiveLimiter, Clock, Pacer, RetryAfterGate, Sleep
-from worker.idset import IdSet
+from worker.intake import Intake, Shard
 from worker.jsonl import ResultWriter, count_lines, iter_lines
-from worker.models import Job, parse_job, shard_of
+from worker.models import Job
 from worker.records import RecordIds, error_record, success_record
 from worker.resume import ResumeState
 from worker.retry import build_retrying, call_with_retries
@@ -43,47 +42,6 @@ class Completer(Protocol):
     """What the pipeline needs of a client: one attempt per call."""
 
     async def complete(self, payload: bytes) -> ChatReply: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """Run only the jobs whose stable hash of id modulo `count` is `index`."""
-
-    index: int
-    count: int
-
-    def holds(self, job_id: str) -> bool:
-        """True when this shard owns the id."""
-        return shard_of(job_id, self.count) == self.index
-
-
-class RunControl:
-    """How the run is asked to stop; the first reason given wins."""
-
-    def __init__(self) -> None:
-        self.stop_reason: str | None = None
-        self.message: str | None = None
-        self.fatal = False
-        self.stopping = asyncio.Event()
-        self.forced = asyncio.Event()
-
-    def request_stop(
-        self, reason: str, message: str | None = None, *, fatal: bool = False
-    ) -> None:
-        """Stop taking work; a fatal stop also cancels requests in flight."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.message = message
-            self.fatal = fatal
-            if message:
-                log.warning("stopping (%s): %s", reason, message)
-            else:
-                log.warning("stopping (%s)", reason)
-        self.stopping.set()
-
-    def force(self) -> None:
-        """Cancel requests in flight now (a second signal)."""
-        self.forced.set()
 
 
 class _Abandoned(Exception):
@@ -202,66 +160,25 @@ class Pipeline:
     # -- reader ---------------------------------------------------------------
 
     async def _read(self, source: BinaryIO, workers: int) -> None:
-        seen = IdSet(expected=count_lines(source))
-        stats, resume, control = self.stats, self._resume, self._control
-        default_model = self._settings.model
+        intake = Intake(
+            default_model=self._settings.model,
+            shard=self._shard,
+            resume=self._resume,
+            stats=self.stats,
+            writer=self._writer,
+            record_ids=self._ids,
+            expected_lines=count_lines(source),
+        )
         async for line_no, raw in iter_lines(source):
-            if control.stopping.is_set():
+            if self._control.stopping.is_set():
                 break
-            try:
-                job = parse_job(raw, line_no, default_model=default_model)
-            except InvalidJobError as exc:
-                self._reject_line(exc, seen)
-                continue
-            if self._shard is not None and not self._shard.holds(job.id):
-                continue
-            stats.total += 1
-            if not seen.add(job.id):
-                if line_no in resume.invalid_lines:
-                    stats.skipped += 1
-                else:
-                    self._write_invalid(
-                        InvalidJobError(
-                            f"id {job.id!r} repeats an earlier line's id",
-                            line_no=line_no,
-                            job_id=None,
-                        ),
-                        job_id=None,
-                    )
-                continue
-            if job.id in resume.done:
-                stats.skipped += 1
-                continue
-            await self._queue.put(job)
+            job = intake.admit(line_no, raw)
+            if job is not None:
+                await self._queue.put(job)
         else:
-            stats.input_complete = True
+            self.stats.input_complete = True
         for _ in range(workers):
             await self._queue.put(None)
-
-    def _reject_line(self, exc: InvalidJobError, seen: IdSet) -> None:
-        job_id = exc.job_id
-        owner = job_id if job_id is not None else f"line-{exc.line_no}"
-        if self._shard is not None and not self._shard.holds(owner):
-            return
-        self.stats.total += 1
-        if job_id is not None and not seen.add(job_id):
-            job_id = None  # ids stay unique across the output files
-        if (job_id is not None and job_id in self._resume.done) or (
-            job_id is None and exc.line_no in self._resume.invalid_lines
-        ):
-            self.stats.skipped += 1
-            return
-        self._write_invalid(exc, job_id=job_id)
-
-    def _write_invalid(self, exc: InvalidJobError, *, job_id: str | None) -> None:
-        self.stats.failed += 1
-        self.stats.invalid += 1
-        log.warning("line %d is not a valid job: %s", exc.line_no, exc.message)
-        self._writer.write_error(
-            error_record(
-                self._ids.next(), job_id, exc, metadata=None, line_no=exc.line_no
-            )
-        )
 
     # -- workers --------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
@@ -86,8 +87,7 @@ class ProgressReporter:
             self._draw_bar()
             self._progress.stop()
 
-    async def _tick(self, interval_s: float, draw: object) -> None:
-        assert callable(draw)
+    async def _tick(self, interval_s: float, draw: Callable[[], None]) -> None:
         while True:
             await asyncio.sleep(interval_s)
             self._update_rate()

@@ -15,10 +15,12 @@ import orjson
 
 from worker.client import ChatClient
 from worker.config import Settings, check_base_url_security, load_api_key
+from worker.control import RunControl
 from worker.flow import Clock, Sleep, monotonic
+from worker.intake import Shard
 from worker.jsonl import ResultWriter, open_input
 from worker.logs import emit
-from worker.pipeline import Pipeline, RunControl, Shard
+from worker.pipeline import Pipeline
 from worker.progress import ProgressReporter
 from worker.report import render_summary
 from worker.resume import atomic_write, load_resume_state, release_failed, start_fresh

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.pipeline import RunControl
+from worker.control import RunControl
 from worker.summary import EXIT_SIGINT, EXIT_SIGTERM
 
 _EXIT_FOR = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}

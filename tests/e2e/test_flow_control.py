@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli_env, read_jsonl, run_cli, simple_jobs, write_jobs
-from worker.simulator import Faults, Simulator
+from worker.faults import Faults
+from worker.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
 

@@ -24,8 +24,9 @@ from tests.helpers import (
     start_cli,
     write_jobs,
 )
+from worker.faults import Faults
 from worker.models import parse_job
-from worker.simulator import Faults, Simulator
+from worker.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
 

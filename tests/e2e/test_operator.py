@@ -20,7 +20,8 @@ from tests.helpers import (
     simple_jobs,
     write_jobs,
 )
-from worker.simulator import Faults, Simulator
+from worker.faults import Faults
+from worker.simulator import Simulator
 
 pytestmark = pytest.mark.e2e
 

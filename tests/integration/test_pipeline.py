@@ -13,8 +13,9 @@ from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
 from worker.client import ChatClient, ChatReply
 from worker.config import Settings
 from worker.errors import RateLimitedError
+from worker.faults import Faults
 from worker.runner import RunFiles, execute_run
-from worker.simulator import Faults, Simulator
+from worker.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 

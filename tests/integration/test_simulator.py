@@ -13,7 +13,8 @@ import pytest
 from multidict import CIMultiDict
 
 from tests.helpers import OTHER_KEY, SENTINEL_KEY
-from worker.simulator import Faults, Simulator
+from worker.faults import Faults
+from worker.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 

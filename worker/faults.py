@@ -1,0 +1,88 @@
+"""What the simulator injects (Faults), what it counted (SimStats), and its models."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+MODELS = ("mira", "mira-pro", "mira-max", "mira-thinking")
+# Which models each plan may use (a 403 otherwise), as Mira gates them by plan.
+PLAN_MODELS = {
+    "free": frozenset({"mira"}),
+    "pro": frozenset({"mira", "mira-pro", "mira-thinking"}),
+    "max": frozenset(MODELS),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """What the simulator injects; every probability is per request, 0..1."""
+
+    seed: int = 0
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    p429: float = 0.0
+    retry_after: float = 1.0
+    p500: float = 0.0
+    p502: float = 0.0
+    p503: float = 0.0
+    p_drop: float = 0.0
+    p_truncate: float = 0.0
+    p_malformed: float = 0.0
+    p_quota: float = 0.0
+    max_in_flight: int = 0
+    in_flight_retry_after: float = 5.0
+    revoke_after: int = 0
+    payment_after: int = 0
+    daily_cap: int = 0
+    plan: str = "max"
+
+    def updated(self, changes: dict[str, Any]) -> Faults:
+        """A copy with some fields changed; unknown names are refused."""
+        known = {f.name: f.type for f in fields(self)}
+        unknown = set(changes) - set(known)
+        if unknown:
+            raise ValueError(f"unknown fault settings: {sorted(unknown)}")
+        typed: dict[str, Any] = {}
+        for name, value in changes.items():
+            current = getattr(self, name)
+            typed[name] = type(current)(value)
+        if typed.get("plan", self.plan) not in PLAN_MODELS:
+            raise ValueError(f"plan must be one of {sorted(PLAN_MODELS)}")
+        return replace(self, **typed)
+
+
+@dataclass(slots=True)
+class SimStats:
+    """What the server saw, for tests to assert on."""
+
+    requests: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    dropped: int = 0
+    truncated: int = 0
+    malformed: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    after_revocation: int = 0
+    after_payment_stop: int = 0
+    during_retry_after: int = 0
+    duplicate_successes: int = 0
+    undelivered: int = 0
+    first_arrival_at: float | None = None
+    last_arrival_at: float | None = None
+    revoked_at: float | None = None
+    payment_stopped_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counters."""
+        data = asdict(self)
+        data["by_status"] = {str(k): v for k, v in sorted(self.by_status.items())}
+        return data
+
+
+def unit(*parts: object) -> float:
+    """A deterministic number in [0, 1) from the parts."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
