@@ -132,9 +132,11 @@ class AdaptiveLimiter:
 class Pacer:
     """Starts requests evenly spaced so that `rate_per_s` cost units pass per second.
 
-    Each start reserves a slot `cost / rate` after the previous one (GCRA with no
-    burst), so in any window of W seconds at most rate*W + 1 requests start.
-    `adjust` moves the schedule when the true cost becomes known.
+    A request may start once the schedule reaches `next`; starting moves `next`
+    on by `cost / rate` (GCRA with no burst), so in any window of W seconds at
+    most rate*W + 1 requests start. The slot is taken at the moment of starting,
+    not reserved ahead: a cost corrected by `adjust` (the usage a response
+    reported) then delays every request that has not started yet.
     """
 
     __slots__ = ("_clock", "_next", "_rate", "_sleep")
@@ -148,12 +150,10 @@ class Pacer:
         self._next = -math.inf
 
     async def acquire(self, cost: float = 1.0) -> None:
-        """Wait for this request's slot."""
-        now = self._clock()
-        start = max(now, self._next)
-        self._next = start + cost / self._rate
-        if start > now:
-            await self._sleep(start - now)
+        """Wait until this request may start, then take its slot."""
+        while (wait_s := self._next - self._clock()) > 0:
+            await self._sleep(wait_s)
+        self._next = max(self._clock(), self._next) + cost / self._rate
 
     def adjust(self, extra_cost: float) -> None:
         """Charge (or refund, when negative) cost found out after the start."""

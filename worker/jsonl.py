@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from worker.errors import ConfigError
+from worker.logs import scrub_bytes
 
 _CHUNK_BYTES = 1 << 16
 _WRITE_BUFFER_BYTES = 1 << 16
@@ -86,8 +87,11 @@ async def iter_lines(fh: BinaryIO) -> AsyncIterator[tuple[int, bytes]]:
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:
-    """One JSONL line (newline included)."""
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    """One JSONL line (newline included), scrubbed of anything shaped like a key.
+
+    A server that echoes a credential into a body must not put it in our files.
+    """
+    return scrub_bytes(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
 
 class ResultWriter:

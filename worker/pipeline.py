@@ -93,6 +93,8 @@ class Pipeline:
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(
             maxsize=2 * settings.concurrency
         )
+        self._tokens_estimated = 0
+        self._tokens_reported = 0
         self._consecutive_failures = 0
         self._live_workers = 0
         self._watcher: asyncio.Task[None] | None = None
@@ -270,7 +272,7 @@ class Pipeline:
             raise _Abandoned
         epoch = await limiter.acquire()
         try:
-            await self._wait_turn(job)
+            tokens_charged = await self._wait_turn(job)
             if control.stopping.is_set():
                 raise _Abandoned  # stopped while this job waited for its turn
             stats.requests_sent += 1
@@ -291,23 +293,37 @@ class Pipeline:
             stats.latency.add(latency_s)
             tokens = stats.add_usage(reply.body.get("usage"))
             if self._tpm is not None and tokens:
-                self._tpm.adjust(tokens - job.tokens_est)
+                self._tpm.adjust(tokens - tokens_charged)
+                self._tokens_estimated += job.tokens_est
+                self._tokens_reported += tokens
             limiter.on_success()
             return reply, latency_s
         finally:
             limiter.release()
 
-    async def _wait_turn(self, job: Job) -> None:
-        """Wait out any Retry-After pause and the pacing; send right after."""
+    async def _wait_turn(self, job: Job) -> float:
+        """Wait out any Retry-After pause and the pacing; send right after.
+
+        Returns the tokens charged to --tpm for this request.
+        """
+        charged = 0.0
         while True:
             await self.gate.wait()
             if self._rpm is not None:
                 await self._rpm.acquire()
             if self._tpm is not None:
-                await self._tpm.acquire(job.tokens_est)
+                charged = self._tokens_expected(job)
+                await self._tpm.acquire(charged)
             # A 429 that arrived while this request waited for its slot wins.
             if self.gate.remaining_s() <= 0:
-                return
+                return charged
+
+    def _tokens_expected(self, job: Job) -> float:
+        # The estimate, scaled by how far reported usage has differed from
+        # estimates so far: a steady under-estimate must not overrun --tpm.
+        if self._tokens_estimated == 0:
+            return float(job.tokens_est)
+        return job.tokens_est * self._tokens_reported / self._tokens_estimated
 
     def _on_rate_limited(self, exc: RateLimitedError, epoch: int) -> None:
         if self.limiter.on_congestion(epoch):

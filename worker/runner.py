@@ -19,7 +19,7 @@ from worker.control import RunControl
 from worker.flow import Clock, Sleep, monotonic
 from worker.intake import Shard
 from worker.jsonl import ResultWriter, open_input
-from worker.logs import emit
+from worker.logs import emit, scrub_bytes
 from worker.pipeline import Pipeline
 from worker.progress import ProgressReporter
 from worker.report import render_summary
@@ -150,9 +150,8 @@ async def execute_run(
                 "decreases": pipeline.limiter.decreases,
             },
         )
-        atomic_write(
-            files.summary, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
-        )
+        document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
+        atomic_write(files.summary, scrub_bytes(document))
         if settings.log_format == "json":
             # Log collectors get the summary as one JSON line like every other.
             log.info(

@@ -330,7 +330,12 @@ class Simulator:
             return _detail(400, "Request body must be a JSON object")
         scripted = body.get("x_sim_status")
         if isinstance(scripted, int) and scripted >= 400:
-            return _detail(scripted, f"scripted failure {scripted}")
+            detail = f"scripted failure {scripted}"
+            if body.get("x_sim_echo_auth"):
+                # A careless server that quotes the credential back: clients
+                # must not copy it into their files or logs.
+                detail += f" for {request.headers.get('Authorization', '')}"
+            return _detail(scripted, detail)
         refusal = self._check_request(body, faults)
         if refusal is not None:
             return refusal

@@ -411,3 +411,46 @@ async def test_shards_split_the_file_without_overlap(
         env=cli_env(base_url=sim.base_url),
     )
     assert bad.code == 2
+
+
+async def test_a_server_echoing_the_key_does_not_get_it_into_files_or_logs(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jobs(
+        tmp_path / "jobs.jsonl",
+        [{"id": "echo", "prompt": "x", "x_sim_status": 400, "x_sim_echo_auth": True}],
+    )
+    result = await run_cli(
+        "run",
+        "jobs.jsonl",
+        "--log-level",
+        "debug",
+        cwd=tmp_path,
+        env=cli_env(base_url=sim.base_url),
+    )
+    assert result.code == 1
+    (error,) = read_jsonl(tmp_path / "jobs.errors.jsonl")
+    assert "[REDACTED]" in error["error"]["message"]
+    assert_outputs_clean(tmp_path)
+
+
+async def test_quota_spent_429_is_treated_as_payment_required(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.faults = Faults(seed=6, p_quota=0.05)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(200))
+    result = await run_cli(
+        "run",
+        "jobs.jsonl",
+        "--concurrency",
+        "4",
+        "--progress",
+        "off",
+        cwd=tmp_path,
+        env=cli_env(base_url=sim.base_url),
+    )
+    assert result.code == 4, result.stderr
+    assert summary_of(tmp_path)["stop_reason"] == "payment_required"
+    assert "quota" in result.stderr
+    assert read_jsonl(tmp_path / "jobs.errors.jsonl") == []
+    assert sim.stats.by_status[429] == 1  # never retried

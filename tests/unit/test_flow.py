@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -106,16 +107,33 @@ class TestPacer:
             in_window = [s for s in starts if t <= s < t + 2.0]
             assert len(in_window) <= 11, i
 
-    async def test_concurrent_callers_each_get_their_own_slot(self) -> None:
+    async def test_concurrent_callers_start_one_interval_apart(self) -> None:
+        clock = FakeClock()
+        pacer = Pacer(10.0, clock=clock, sleep=clock.sleep)
+        starts: list[float] = []
+
+        async def start() -> None:
+            await pacer.acquire()
+            starts.append(clock())
+
+        await asyncio.gather(*(start() for _ in range(5)))
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert all(gap >= 0.1 - 1e-9 for gap in gaps)
+
+    async def test_a_correction_delays_requests_already_waiting(self) -> None:
         clock = FakeClock()
         waits: list[float] = []
 
-        async def record(seconds: float) -> None:  # time stands still
+        async def record(seconds: float) -> None:
+            if not waits:
+                pacer.adjust(9)  # a response reports 9 more units meanwhile
             waits.append(seconds)
+            clock.now += seconds
 
         pacer = Pacer(10.0, clock=clock, sleep=record)
-        await asyncio.gather(*(pacer.acquire() for _ in range(5)))
-        assert sorted(waits) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+        await pacer.acquire()
+        await pacer.acquire()
+        assert waits == [pytest.approx(0.1), pytest.approx(0.9)]
 
     async def test_cost_and_adjustment_move_the_schedule(self) -> None:
         clock = FakeClock()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers import SENTINEL_KEY, assert_no_key
-from worker.logs import emit, scrub, setup_logging
+from worker.logs import emit, scrub, scrub_bytes, setup_logging
 
 
 @pytest.fixture
@@ -64,3 +64,14 @@ def test_emit_scrubs_user_facing_text() -> None:
     emit(stream, f"summary {SENTINEL_KEY}")
     assert_no_key(stream.getvalue())
     assert stream.getvalue().endswith("\n")
+
+
+def test_scrub_bytes_masks_keys_in_json_and_keeps_it_valid() -> None:
+    line = json.dumps(
+        {"detail": f"bad key {SENTINEL_KEY}", "text": "the bearer of news"}
+    )
+    cleaned = scrub_bytes(line.encode())
+    assert_no_key(cleaned)
+    assert json.loads(cleaned)["text"] == "the bearer of news"
+    untouched = b'{"a": "b"}'
+    assert scrub_bytes(untouched) is untouched
