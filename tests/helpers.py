@@ -130,3 +130,24 @@ def assert_outputs_clean(directory: Path) -> None:
             if path.suffix == ".jsonl":
                 for line in data.splitlines():
                     json.loads(line)
+
+
+async def run_batch(
+    cwd: Path,
+    base_url: str,
+    *extra: str,
+    key: str | None = SENTINEL_KEY,
+    timeout_s: float = 60,
+    **env: str,
+) -> CliResult:
+    """`mira-batch run jobs.jsonl --progress off EXTRA` against base_url."""
+    return await run_cli(
+        "run",
+        "jobs.jsonl",
+        "--progress",
+        "off",
+        *extra,
+        cwd=cwd,
+        env=cli_env(key=key, base_url=base_url, **env),
+        timeout_s=timeout_s,
+    )

@@ -42,43 +42,38 @@ class IdSet:
         if not isinstance(job_id, str):
             return False
         h = _hash64(job_id)
-        slots = self._slots
-        size = len(slots)
-        i = h % size
-        while True:
-            value = slots[i]
-            if value == h:
-                return True
-            if value == _EMPTY:
-                return False
-            i = i + 1 if i + 1 < size else 0
+        return self._slots[_probe(self._slots, h)] == h
 
     def add(self, job_id: str) -> bool:
         """Add an id; True when it was not there before."""
         if (self._count + 1) > _MAX_LOAD * len(self._slots):
             self._grow()
-        if self._insert(self._slots, _hash64(job_id)):
+        if _insert(self._slots, _hash64(job_id)):
             self._count += 1
             return True
         return False
-
-    @staticmethod
-    def _insert(slots: array[int], h: int) -> bool:
-        size = len(slots)
-        i = h % size
-        while True:
-            value = slots[i]
-            if value == h:
-                return False
-            if value == _EMPTY:
-                slots[i] = h
-                return True
-            i = i + 1 if i + 1 < size else 0
 
     def _grow(self) -> None:
         old = self._slots
         new = array("Q", bytes(8 * int(len(old) * _GROWTH)))
         for h in old:
             if h != _EMPTY:
-                self._insert(new, h)
+                _insert(new, h)
         self._slots = new
+
+
+def _probe(slots: array[int], h: int) -> int:
+    """The index holding h, or the empty slot where it would go (linear probing)."""
+    size = len(slots)
+    i = h % size
+    while (value := slots[i]) != h and value != _EMPTY:
+        i = i + 1 if i + 1 < size else 0
+    return i
+
+
+def _insert(slots: array[int], h: int) -> bool:
+    i = _probe(slots, h)
+    if slots[i] == h:
+        return False
+    slots[i] = h
+    return True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_env, read_jsonl, run_cli, simple_jobs, write_jobs
+from tests.helpers import read_jsonl, run_batch, simple_jobs, write_jobs
 from worker.faults import Faults
 from worker.simulator import Simulator
 
@@ -20,16 +20,7 @@ async def test_adaptive_concurrency_settles_below_the_servers_limit(
     # Mira's Retry-After for this is 5 s; a shorter one keeps the test quick.
     sim.faults = Faults(max_in_flight=3, in_flight_retry_after=0.2, latency_ms=10)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(200))
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--concurrency",
-        "32",
-        "--progress",
-        "off",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
-    )
+    result = await run_batch(tmp_path, sim.base_url, "--concurrency", "32")
     assert result.code == 0, result.stderr
     assert len(read_jsonl(tmp_path / "jobs.results.jsonl")) == 200
     answered_429 = sim.stats.by_status[429]

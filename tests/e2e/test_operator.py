@@ -16,7 +16,7 @@ from tests.helpers import (
     assert_no_key,
     cli_command,
     cli_env,
-    run_cli,
+    run_batch,
     simple_jobs,
     write_jobs,
 )
@@ -75,15 +75,8 @@ async def test_a_file_gets_periodic_status_lines_without_control_codes(
 ) -> None:
     sim.faults = Faults(latency_ms=60)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(80))
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--concurrency",
-        "3",
-        "--progress-interval",
-        "0.2",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
+    result = await run_batch(
+        tmp_path, sim.base_url, "--concurrency", "3", "--progress-interval", "0.2"
     )
     assert result.code == 0
     status = [line for line in result.stderr.splitlines() if "progress: done" in line]
@@ -112,17 +105,16 @@ async def test_json_logs_are_one_object_per_stderr_line(
     else:
         jobs += ["{broken", {"id": "job-1", "prompt": "duplicate"}]
     write_jobs(tmp_path / "jobs.jsonl", jobs)  # type: ignore[arg-type]
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
+    result = await run_batch(
+        tmp_path,
+        sim.base_url,
         "--log-format",
         "json",
         "--log-level",
         "debug",
         "--progress-interval",
         "0.05",
-        cwd=tmp_path,
-        env=cli_env(key=key, base_url=sim.base_url),
+        key=key,
     )
     assert result.code in {1, 2, 3}
     lines = result.stderr.splitlines()

@@ -18,6 +18,7 @@ from tests.helpers import (
     assert_outputs_clean,
     cli_env,
     read_jsonl,
+    run_batch,
     run_cli,
     simple_jobs,
     write_jobs,
@@ -93,17 +94,8 @@ async def test_faulty_server_still_yields_every_result_exactly_once(
     )
     jobs = mixed_jobs(300)
     write_jobs(tmp_path / "jobs.jsonl", jobs)
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--concurrency",
-        "16",
-        "--max-attempts",
-        "10",
-        "--progress",
-        "off",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
+    result = await run_batch(
+        tmp_path, sim.base_url, "--concurrency", "16", "--max-attempts", "10"
     )
     assert result.code == 0, result.stderr
     results = read_jsonl(tmp_path / "jobs.results.jsonl")
@@ -150,17 +142,8 @@ async def test_fatal_status_stops_fast_keeps_successes_and_resume_finishes(
         {fault: 60}
     )
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(400))
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--concurrency",
-        "8",
-        "--progress",
-        "off",
-        "--log-level",
-        "debug",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
+    result = await run_batch(
+        tmp_path, sim.base_url, "--concurrency", "8", "--log-level", "debug"
     )
     exited_at = time.monotonic()
     assert result.code == code, result.stderr
@@ -181,16 +164,7 @@ async def test_fatal_status_stops_fast_keeps_successes_and_resume_finishes(
     # The operator fixes the key or the balance and runs the same command again.
     sim.keys.add(OTHER_KEY)
     sim.faults = Faults(seed=3)
-    again = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--concurrency",
-        "8",
-        "--progress",
-        "off",
-        cwd=tmp_path,
-        env=cli_env(key=OTHER_KEY, base_url=sim.base_url),
-    )
+    again = await run_batch(tmp_path, sim.base_url, "--concurrency", "8", key=OTHER_KEY)
     assert again.code == 0, again.stderr
     final = read_jsonl(tmp_path / "jobs.results.jsonl")
     ids = [r["custom_id"] for r in final]
@@ -212,14 +186,7 @@ async def test_refused_jobs_are_sent_once_and_land_in_errors(
         {"id": "r413", "prompt": "x", "x_sim_status": 413},
     ]
     write_jobs(tmp_path / "jobs.jsonl", [*simple_jobs(20), *refused])
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--progress",
-        "off",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
-    )
+    result = await run_batch(tmp_path, sim.base_url)
     assert result.code == 1, result.stderr
     errors = {e["custom_id"]: e for e in read_jsonl(tmp_path / "jobs.errors.jsonl")}
     assert set(errors) == {"r400", "r403", "r404", "r422", "r413"}
@@ -277,14 +244,7 @@ async def test_broken_lines_are_recorded_and_the_rest_runs(
         {"id": "ok-2", "messages": [{"role": "user", "content": "fine too"}]},  # 10
     ]
     write_jobs(tmp_path / "jobs.jsonl", lines)
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--progress",
-        "off",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
-    )
+    result = await run_batch(tmp_path, sim.base_url)
     assert result.code == 1, result.stderr
     assert "Traceback" not in result.stderr
     results = {r["custom_id"] for r in read_jsonl(tmp_path / "jobs.results.jsonl")}
@@ -301,14 +261,7 @@ async def test_broken_lines_are_recorded_and_the_rest_runs(
     assert sim.stats.requests == 3
 
     # A resume writes no second record for lines that already have one.
-    again = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--progress",
-        "off",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
-    )
+    again = await run_batch(tmp_path, sim.base_url)
     assert again.code == 1
     assert len(read_jsonl(tmp_path / "jobs.errors.jsonl")) == 6
     assert len(read_jsonl(tmp_path / "jobs.results.jsonl")) == 3
@@ -317,12 +270,7 @@ async def test_broken_lines_are_recorded_and_the_rest_runs(
 
 async def test_plain_http_to_another_host_is_refused(tmp_path: Path) -> None:
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(1))
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        cwd=tmp_path,
-        env=cli_env(base_url="http://api.vmira.ai/v1"),
-    )
+    result = await run_batch(tmp_path, "http://api.vmira.ai/v1")
     assert result.code == 2
     assert "--allow-insecure-http" in result.stderr
 
@@ -364,9 +312,9 @@ async def test_debug_logs_in_json_never_hold_the_key(
 ) -> None:
     sim.faults = Faults(seed=5, p500=0.2, p429=0.1, retry_after=0.05, revoke_after=30)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(50))
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
+    result = await run_batch(
+        tmp_path,
+        sim.base_url,
         "--log-level",
         "debug",
         "--log-format",
@@ -375,8 +323,6 @@ async def test_debug_logs_in_json_never_hold_the_key(
         "log",
         "--progress-interval",
         "0.05",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
     )
     assert result.code == 3
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -402,14 +348,7 @@ async def test_shards_split_the_file_without_overlap(
         stem = tmp_path / f"jobs.shard-{index}-of-3"
         seen += [r["custom_id"] for r in read_jsonl(Path(f"{stem}.results.jsonl"))]
     assert sorted(seen) == sorted(f"job-{i}" for i in range(60))
-    bad = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--shard",
-        "3/3",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
-    )
+    bad = await run_batch(tmp_path, sim.base_url, "--shard", "3/3")
     assert bad.code == 2
 
 
@@ -420,14 +359,7 @@ async def test_a_server_echoing_the_key_does_not_get_it_into_files_or_logs(
         tmp_path / "jobs.jsonl",
         [{"id": "echo", "prompt": "x", "x_sim_status": 400, "x_sim_echo_auth": True}],
     )
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--log-level",
-        "debug",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
-    )
+    result = await run_batch(tmp_path, sim.base_url, "--log-level", "debug")
     assert result.code == 1
     (error,) = read_jsonl(tmp_path / "jobs.errors.jsonl")
     assert "[REDACTED]" in error["error"]["message"]
@@ -439,16 +371,7 @@ async def test_quota_spent_429_is_treated_as_payment_required(
 ) -> None:
     sim.faults = Faults(seed=6, p_quota=0.05)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(200))
-    result = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--concurrency",
-        "4",
-        "--progress",
-        "off",
-        cwd=tmp_path,
-        env=cli_env(base_url=sim.base_url),
-    )
+    result = await run_batch(tmp_path, sim.base_url, "--concurrency", "4")
     assert result.code == 4, result.stderr
     assert summary_of(tmp_path)["stop_reason"] == "payment_required"
     assert "quota" in result.stderr
