@@ -76,7 +76,14 @@ async def test_a_file_gets_periodic_status_lines_without_control_codes(
     sim.faults = Faults(latency_ms=60)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(80))
     result = await run_batch(
-        tmp_path, sim.base_url, "--concurrency", "3", "--progress-interval", "0.2"
+        tmp_path,
+        sim.base_url,
+        "--progress",
+        "auto",
+        "--concurrency",
+        "3",
+        "--progress-interval",
+        "0.2",
     )
     assert result.code == 0
     status = [line for line in result.stderr.splitlines() if "progress: done" in line]
@@ -108,6 +115,8 @@ async def test_json_logs_are_one_object_per_stderr_line(
     result = await run_batch(
         tmp_path,
         sim.base_url,
+        "--progress",
+        "auto",
         "--log-format",
         "json",
         "--log-level",
