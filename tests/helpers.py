@@ -103,13 +103,15 @@ async def start_cli(
 
 
 async def finish_cli(
-    proc: asyncio.subprocess.Process, *, timeout_s: float = 60
+    proc: asyncio.subprocess.Process, *, cwd: Path | None = None, timeout_s: float = 60
 ) -> CliResult:
-    """Wait for a started CLI; check that its output holds no key."""
+    """Wait for a started CLI; check that its output, and files in cwd, hold no key."""
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     assert proc.returncode is not None
     assert_no_key(out)
     assert_no_key(err)
+    if cwd is not None:
+        assert_no_key_in_files(cwd)
     return CliResult(proc.returncode, out.decode(), err.decode())
 
 
@@ -118,18 +120,22 @@ async def run_cli(
 ) -> CliResult:
     """Run the CLI to completion."""
     proc = await start_cli(*args, cwd=cwd, env=env)
-    return await finish_cli(proc, timeout_s=timeout_s)
+    return await finish_cli(proc, cwd=cwd, timeout_s=timeout_s)
+
+
+def assert_no_key_in_files(directory: Path) -> None:
+    """No file under directory (outputs, summaries, logs) holds a test key."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            assert_no_key(path.read_bytes())
 
 
 def assert_outputs_clean(directory: Path) -> None:
     """No file the run wrote holds a key, and every JSONL line parses."""
-    for path in directory.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            assert_no_key(data)
-            if path.suffix == ".jsonl":
-                for line in data.splitlines():
-                    json.loads(line)
+    assert_no_key_in_files(directory)
+    for path in directory.rglob("*.jsonl"):
+        for line in path.read_bytes().splitlines():
+            json.loads(line)
 
 
 async def run_batch(

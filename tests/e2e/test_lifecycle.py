@@ -111,7 +111,7 @@ async def test_sigkill_at_random_instants_then_resume_until_done(
         if proc.returncode is None and kills < 6:
             proc.kill()
             kills += 1
-        code = (await finish_cli(proc)).code
+        code = (await finish_cli(proc, cwd=tmp_path)).code
         # Nothing the files already held was sent again.
         after = sim.times_seen()
         resent = {
@@ -145,7 +145,7 @@ async def test_signal_drains_in_flight_jobs_then_resume_completes(
     sent_at_signal = sim.stats.requests
     signalled = time.monotonic()
     proc.send_signal(signum)
-    result = await finish_cli(proc)
+    result = await finish_cli(proc, cwd=tmp_path)
     assert time.monotonic() - signalled < 10 + 2
     assert result.code == code, result.stderr
     # Every request in flight at the signal finished and was written; none started.
@@ -176,7 +176,7 @@ async def test_grace_period_over_cancels_what_is_still_in_flight(
     await wait_for(lambda: sim.stats.in_flight >= 3)
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    result = await finish_cli(proc)
+    result = await finish_cli(proc, cwd=tmp_path)
     assert result.code == 143
     assert time.monotonic() - signalled < 0.3 + 2
     assert read_jsonl(tmp_path / "jobs.results.jsonl") == []
@@ -192,7 +192,7 @@ async def test_second_signal_cancels_at_once(sim: Simulator, tmp_path: Path) -> 
     await asyncio.sleep(0.2)
     signalled = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    result = await finish_cli(proc)
+    result = await finish_cli(proc, cwd=tmp_path)
     assert result.code == 130
     assert time.monotonic() - signalled < 2
 
