@@ -314,9 +314,12 @@ class Pipeline:
             if self._tpm is not None:
                 charged = self._tokens_expected(job)
                 await self._tpm.acquire(charged)
-            # A 429 that arrived while this request waited for its slot wins.
+            # A 429 that arrived while this request waited for its slot wins;
+            # the tokens charged for the slot it gives up are handed back.
             if self.gate.remaining_s() <= 0:
                 return charged
+            if self._tpm is not None:
+                self._tpm.adjust(-charged)
 
     def _tokens_expected(self, job: Job) -> float:
         # The estimate, scaled by how far reported usage has differed from
