@@ -7,6 +7,7 @@ import contextlib
 import os
 import stat
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,6 +18,7 @@ from worker.errors import ConfigError
 from worker.logs import scrub_bytes
 
 _CHUNK_BYTES = 1 << 16
+_PIPE_CHUNKS_AHEAD = 4
 _WRITE_BUFFER_BYTES = 1 << 16
 
 
@@ -59,31 +61,59 @@ async def iter_lines(fh: BinaryIO) -> AsyncIterator[tuple[int, bytes]]:
     """(line number, bytes) for every non-blank line, read in chunks.
 
     A regular file is read on the event loop (a chunk costs microseconds); a pipe
-    is read in a thread so a slow producer never stalls the requests in flight.
+    is read by a daemon thread, so a slow producer never stalls the requests in
+    flight and an idle one never keeps a stopping run alive.
     """
-    in_thread = not _is_regular_file(fh)
-    read1 = getattr(fh, "read1", fh.read)
+    chunks = _file_chunks(fh) if _is_regular_file(fh) else _pipe_chunks(fh)
     pending = b""
     line_no = 0
-    while True:
-        chunk = (
-            await asyncio.to_thread(read1, _CHUNK_BYTES)
-            if in_thread
-            else read1(_CHUNK_BYTES)
-        )
-        if not chunk:
-            break
+    async for chunk in chunks:
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
             line_no += 1
             if line.strip():
                 yield line_no, line
-        if not in_thread:
-            # Reading a local file never blocks; let the workers run between chunks.
-            await asyncio.sleep(0)
     if pending.strip():
         yield line_no + 1, pending
+
+
+async def _file_chunks(fh: BinaryIO) -> AsyncIterator[bytes]:
+    read1 = getattr(fh, "read1", fh.read)
+    while chunk := read1(_CHUNK_BYTES):
+        yield chunk
+        # Reading a local file never blocks; let the workers run between chunks.
+        await asyncio.sleep(0)
+
+
+async def _pipe_chunks(fh: BinaryIO) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    room = threading.Semaphore(_PIPE_CHUNKS_AHEAD)  # backpressure on the producer
+    fd = fh.fileno()
+
+    def pump() -> None:
+        # A daemon thread, not the default executor: asyncio.run() joins that
+        # executor at exit, and a read blocked on an idle pipe would never return.
+        # It reads the descriptor itself: a thread blocked inside the buffered
+        # reader would hold its lock, and the interpreter aborts on it at exit.
+        while True:
+            room.acquire()
+            try:
+                chunk = os.read(fd, _CHUNK_BYTES)
+            except OSError:
+                chunk = b""
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except RuntimeError:  # the loop is gone: the run is over
+                return
+            if not chunk:
+                return
+
+    threading.Thread(target=pump, name="mira-batch-input", daemon=True).start()
+    while chunk := await chunks.get():
+        room.release()
+        yield chunk
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import (
     assert_outputs_clean,
+    cli_command,
     cli_env,
     finish_cli,
     read_jsonl,
@@ -61,7 +62,11 @@ def payloads_by_id(jobs: list[dict[str, Any]]) -> dict[bytes, str]:
 
 
 def summary(cwd: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((cwd / "jobs.summary.json").read_text())
+    return summary_file(cwd / "jobs.summary.json")
+
+
+def summary_file(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
@@ -319,3 +324,28 @@ async def test_fresh_needs_force_to_discard_results(
     assert redone.code == 0
     assert len(read_jsonl(tmp_path / "jobs.results.jsonl")) == 5
     assert sim.stats.requests == 10
+
+
+async def test_sigterm_while_an_idle_pipe_feeds_standard_input(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *cli_command("run", "-", "--progress", "off", "--shutdown-grace", "0.5"),
+        cwd=tmp_path,
+        env=cli_env(base_url=sim.base_url),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"".join(orjson.dumps(job) + b"\n" for job in simple_jobs(5)))
+    await proc.stdin.drain()
+    # The producer goes quiet without closing the pipe; the results arrive.
+    await wait_for(lambda: len(ids_in(tmp_path / "stdin.results.jsonl")) == 5)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == 143
+    assert time.monotonic() - signalled < 0.5 + 2
+    proc.stdin.close()
+    assert summary_file(tmp_path / "stdin.summary.json")["stop_reason"] == "interrupted"
