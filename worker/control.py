@@ -27,9 +27,11 @@ class RunControl:
             self.message = message
             self.fatal = fatal
             if message:
-                log.warning("stopping (%s): %s", reason, message)
+                log.warning(
+                    "stopping (%s): %s", reason, message, extra={"stop_reason": reason}
+                )
             else:
-                log.warning("stopping (%s)", reason)
+                log.warning("stopping (%s)", reason, extra={"stop_reason": reason})
         self.stopping.set()
 
     def force(self) -> None:

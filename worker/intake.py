@@ -98,7 +98,12 @@ class Intake:
     def _write_invalid(self, exc: InvalidJobError, *, job_id: str | None) -> None:
         self._stats.failed += 1
         self._stats.invalid += 1
-        log.warning("line %d is not a valid job: %s", exc.line_no, exc.message)
+        log.warning(
+            "line %d is not a valid job: %s",
+            exc.line_no,
+            exc.message,
+            extra={"job_id": job_id, "line": exc.line_no},
+        )
         self._writer.write_error(
             error_record(
                 self._ids.next(), job_id, exc, metadata=None, line_no=exc.line_no

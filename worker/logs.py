@@ -13,7 +13,15 @@ import orjson
 # Anything shaped like a Mira key, or a bearer credential, whatever else it is.
 _SECRET = re.compile(r"sk-mira-[0-9A-Za-z]{4,}|(?i:bearer)\s+[^\s'\"\\]+")
 _KEY_BYTES = re.compile(rb"sk-mira-[0-9A-Za-z]{4,}")
-_FIELDS = ("job_id", "status", "attempt", "request_id", "stop_reason", "summary")
+_FIELDS = (
+    "line",
+    "job_id",
+    "status",
+    "attempt",
+    "request_id",
+    "stop_reason",
+    "summary",
+)
 
 
 def scrub(text: str) -> str:

@@ -122,7 +122,7 @@ class Pipeline:
         return build_retrying(
             self._settings.max_attempts,
             sleep=self._stoppable_sleep,
-            before_sleep=self._before_retry,
+            before_sleep=self._count_retry,
         )
 
     async def _stoppable_sleep(self, seconds: float) -> None:
@@ -169,8 +169,11 @@ class Pipeline:
             stats=self.stats,
             writer=self._writer,
             record_ids=self._ids,
-            expected_lines=count_lines(source),
+            expected_lines=(lines := count_lines(source)),
         )
+        # For the progress ETA before the whole file is read: blank lines and
+        # the shard split make it an estimate.
+        self.stats.expected_jobs = lines // (self._shard.count if self._shard else 1)
         async for line_no, raw in iter_lines(source):
             if self._control.stopping.is_set():
                 break
@@ -203,10 +206,22 @@ class Pipeline:
             attempts += 1
             try:
                 return await self._attempt(job)
-            except RetryableError:
+            except RetryableError as exc:
                 if not retried:
                     retried = True
                     self.stats.retrying += 1
+                log.debug(
+                    "job %s attempt %d failed: %s",
+                    job.id,
+                    attempts,
+                    exc,
+                    extra={
+                        "job_id": job.id,
+                        "attempt": attempts,
+                        "status": exc.status,
+                        "request_id": exc.request_id,
+                    },
+                )
                 raise
 
         try:
@@ -243,7 +258,17 @@ class Pipeline:
     def _fail(self, job: Job, exc: JobError, attempts: int) -> None:
         stats = self.stats
         stats.failed += 1
-        log.warning("job %s failed: %s", job.id, exc)
+        log.warning(
+            "job %s failed: %s",
+            job.id,
+            exc,
+            extra={
+                "job_id": job.id,
+                "status": exc.status,
+                "request_id": exc.request_id,
+                "attempt": attempts,
+            },
+        )
         self._writer.write_error(
             error_record(
                 self._ids.next(), job.id, exc, metadata=job.metadata, attempts=attempts
@@ -346,15 +371,8 @@ class Pipeline:
             ) from exc
         self.gate.defer(exc.retry_after_s)
 
-    def _before_retry(self, state: RetryCallState) -> None:
+    def _count_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         if not isinstance(exc, RetryableError):
             return
         self.stats.retries[exc.cause] += 1
-        wait_s = state.next_action.sleep if state.next_action else 0.0
-        log.debug(
-            "attempt %d failed: %s; retrying in %.2f s",
-            state.attempt_number,
-            exc,
-            wait_s,
-        )

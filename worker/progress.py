@@ -105,20 +105,27 @@ class ProgressReporter:
     def status_line(self) -> str:
         """done / failed / retrying / in flight, concurrency, rate, tokens."""
         s = self._stats
+        total = self._total()
+        of = "?" if total is None else f"{total}{'' if s.input_complete else '~'}"
         return (
-            f"done {s.done + s.skipped}/{s.total}{'' if s.input_complete else '+'} "
+            f"done {s.done + s.skipped}/{of} "
             f"(ok {s.succeeded}, failed {s.failed}, skipped {s.skipped}) | "
             f"retrying {s.retrying} | in flight {s.in_flight} | "
             f"concurrency {self._limiter.limit}/{self._limiter.ceiling} | "
             f"{self._rate:.1f} req/s | {s.total_tokens:,} tokens"
         )
 
-    def _eta_s(self) -> float | None:
+    def _total(self) -> int | None:
         s = self._stats
-        left = s.total - s.done - s.skipped
-        if not s.input_complete or self._rate <= 0:
+        if s.input_complete:
+            return s.total
+        return max(s.total, s.expected_jobs) if s.expected_jobs else None
+
+    def _eta_s(self) -> float | None:
+        s, total = self._stats, self._total()
+        if total is None or self._rate <= 0:
             return None
-        return left / self._rate
+        return max(0, total - s.done - s.skipped) / self._rate
 
     def _log_line(self) -> None:
         eta = self._eta_s()
@@ -131,7 +138,7 @@ class ProgressReporter:
         s = self._stats
         self._progress.update(
             self._bar,
-            total=s.total if s.input_complete else None,
+            total=self._total(),
             completed=s.done + s.skipped,
             status=self.status_line(),
         )

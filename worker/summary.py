@@ -95,6 +95,7 @@ class RunStats:
     in_flight: int = 0
     retrying: int = 0
     input_complete: bool = False
+    expected_jobs: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0

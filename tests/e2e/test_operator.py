@@ -133,6 +133,12 @@ async def test_json_logs_are_one_object_per_stderr_line(
         assert {"time", "level", "message"} <= set(record)
     assert any(r["level"] in {"warning", "error"} for r in records)
     assert_no_key(result.stderr, SENTINEL_KEY, key)
+    if scenario == "faults_and_failures":
+        (failed,) = [r for r in records if r.get("job_id") == "refused"]
+        assert failed["level"] == "warning"
+        assert failed["status"] == 400
+        assert failed["attempt"] == 1
+        assert any(r.get("attempt", 0) >= 1 and r["level"] == "debug" for r in records)
     if scenario != "bad_key":
         final = records[-1]
         assert final["summary"]["stop_reason"] in {"completed", "auth_failed"}
