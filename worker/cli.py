@@ -35,20 +35,27 @@ SIGINT/SIGTERM. 3, 4, 5, 6, 130 and 143 are resumable: run the same command agai
 """
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text) if text.replace(".", "", 1).isdigit() else -1.0
+    value = _number(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of 0 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SENTINEL_KEY, assert_no_key
+from worker.cli import build_parser
 from worker.config import (
     check_base_url_security,
     is_loopback_host,
@@ -178,3 +179,26 @@ def test_is_loopback_host() -> None:
     assert is_loopback_host("localhost")
     assert is_loopback_host("::1")
     assert not is_loopback_host("example.com")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "x.jsonl", "--timeout", "0"],
+        ["run", "x.jsonl", "--timeout", "nan"],
+        ["run", "x.jsonl", "--max-retry-after", "-1"],
+        ["run", "x.jsonl", "--deadline", "soon"],
+        ["run", "x.jsonl", "--shard", "2/2"],
+        ["run", "x.jsonl", "--shard", "a/b"],
+        ["run", "x.jsonl", "--fresh", "--retry-failed"],
+    ],
+)
+def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+
+
+def test_shutdown_grace_of_zero_is_allowed() -> None:
+    args = build_parser().parse_args(["run", "x.jsonl", "--shutdown-grace", "0"])
+    assert args.shutdown_grace_s == 0
