@@ -189,6 +189,5 @@ class RetryAfterGate:
         return waited
 
 
-def monotonic() -> float:
-    """The default clock."""
-    return time.monotonic()
+# The default clock: time.monotonic itself, with no wrapper on the hot path.
+monotonic: Clock = time.monotonic

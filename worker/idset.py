@@ -39,8 +39,8 @@ class IdSet:
         return self._count
 
     def __contains__(self, job_id: object) -> bool:
-        if not isinstance(job_id, str):
-            return False
+        if not self._count or not isinstance(job_id, str):
+            return False  # an empty set (a fresh run) costs no hashing
         h = _hash64(job_id)
         return self._slots[_probe(self._slots, h)] == h
 
