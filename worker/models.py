@@ -99,7 +99,7 @@ def _body_from_line(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | N
         body = obj.get("body")
         if not isinstance(body, dict):
             return None, "body must be an object"
-        return dict(body), None
+        return body, None  # freshly parsed: ours to change
     body = {k: v for k, v in obj.items() if k not in _SIMPLE_OWN_KEYS}
     if "messages" in body:
         return body, None

@@ -37,6 +37,8 @@ from worker.summary import RunStats
 
 log = logging.getLogger("worker.run")
 
+QUEUE_LOW_WATER = 32
+
 
 class Completer(Protocol):
     """What the pipeline needs of a client: one attempt per call."""
@@ -90,9 +92,14 @@ class Pipeline:
             else None
         )
         self._ids = RecordIds()
-        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(
-            maxsize=2 * settings.concurrency
-        )
+        # The queue is bounded by the reader, which pauses at `_high` queued jobs
+        # and resumes at `_low`: one wake-up per (high - low) jobs instead of
+        # one per job, as a full asyncio.Queue(maxsize) would cost.
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._high = max(QUEUE_LOW_WATER * 2, 4 * settings.concurrency)
+        self._low = self._high // 2
+        self._room = asyncio.Event()
+        self._room.set()
         self._tokens_estimated = 0
         self._tokens_reported = 0
         self._consecutive_failures = 0
@@ -179,17 +186,22 @@ class Pipeline:
                 break
             job = intake.admit(line_no, raw)
             if job is not None:
-                await self._queue.put(job)
+                if self._queue.qsize() >= self._high:
+                    self._room.clear()
+                    await self._room.wait()
+                self._queue.put_nowait(job)
         else:
             self.stats.input_complete = True
         for _ in range(workers):
-            await self._queue.put(None)
+            self._queue.put_nowait(None)
 
     # -- workers --------------------------------------------------------------
 
     async def _work(self, retrying: AsyncRetrying) -> None:
         try:
             while (job := await self._queue.get()) is not None:
+                if not self._room.is_set() and self._queue.qsize() <= self._low:
+                    self._room.set()
                 if not self._control.stopping.is_set():
                     await self._process(job, retrying)
         finally:

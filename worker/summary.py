@@ -41,6 +41,7 @@ NEXT_STEP = {
 _BUCKET_BASE = 1e-4
 _BUCKET_GROWTH = 1.02
 _BUCKETS = 900  # 0.1 ms .. ~6,000 s in 2% steps
+_INV_LOG_GROWTH = 1 / math.log(_BUCKET_GROWTH)
 
 
 class LatencyHistogram:
@@ -60,7 +61,7 @@ class LatencyHistogram:
         else:
             index = min(
                 _BUCKETS - 1,
-                1 + int(math.log(seconds / _BUCKET_BASE, _BUCKET_GROWTH)),
+                1 + int(math.log(seconds / _BUCKET_BASE) * _INV_LOG_GROWTH),
             )
         self._counts[index] += 1
         self.count += 1
