@@ -282,8 +282,8 @@ def run_reference(
                 return requests
         return 0
 
-    name = "aiohttp-lean" if kind == "lean" else "openai-sdk"
-    return measure(name, argv, cwd, parse)
+    label = {"lean": "aiohttp-lean", "openai": "openai-sdk", "window": "mira (window)"}
+    return measure(label[kind], argv, cwd, parse)
 
 
 def median_of(runs: list[Measure]) -> dict[str, Any]:
@@ -315,6 +315,7 @@ def throughput(
     for concurrency in concurrencies:
         runs: dict[str, list[Measure]] = {
             "mira-batch": [],
+            "mira (window)": [],
             "aiohttp-lean": [],
             "openai-sdk": [],
         }
@@ -322,6 +323,9 @@ def throughput(
             runs["mira-batch"].append(run_mira_batch(path, url, concurrency, work))
             runs["aiohttp-lean"].append(
                 run_reference("lean", path, url, concurrency, work)
+            )
+            runs["mira (window)"].append(
+                run_reference("window", path, url, concurrency, work)
             )
             if with_openai:
                 runs["openai-sdk"].append(
