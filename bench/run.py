@@ -470,8 +470,8 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="A/B/C rounds; medians are reported (default: 3)",
+        default=5,
+        help="A/B/C rounds; medians are reported (default: 5)",
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument(
