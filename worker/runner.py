@@ -126,7 +126,10 @@ async def execute_run(
                     async with ProgressReporter(settings, stats, pipeline.limiter, out):
                         await pipeline.run(source)
             finally:
+                # The periodic fsync ends before the files close (close fsyncs
+                # them once more); asyncio.wait never swallows our own cancel.
                 syncer.cancel()
+                await asyncio.wait([syncer])
                 writer.close()
         stop_reason = control.stop_reason or "completed"
         any_failed = stats.failed + stats.failed_before > 0
