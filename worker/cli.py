@@ -321,6 +321,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.force and not args.fresh:
         raise ConfigError("--force only goes with --fresh")
+    tune_gc_for_throughput()
     return asyncio.run(
         execute_run(settings, files, mode=mode, force=args.force, shard=shard)
     )
