@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from worker import __version__
-from worker.config import DEFAULT_BASE_URL, Settings, load_settings
+from worker.config import (
+    DEFAULT_BASE_URL,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PROGRESS_MODES,
+    Settings,
+    load_settings,
+)
 from worker.errors import ConfigError
 from worker.intake import Shard
 from worker.logs import emit, setup_logging
@@ -178,17 +185,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument(
         "--log-level",
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
         help="(default: info)",
     )
     g.add_argument(
         "--log-format",
-        choices=["text", "json"],
+        choices=LOG_FORMATS,
         help="text for people, json for log collectors (default: text)",
     )
     g.add_argument(
         "--progress",
-        choices=["auto", "bar", "log", "off"],
+        choices=PROGRESS_MODES,
         help="auto: a bar on a terminal, else status lines (default: auto)",
     )
     g.add_argument(
@@ -367,10 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args,
             "log_level",
             "MIRA_LOG_LEVEL",
-            ("debug", "info", "warning", "error"),
+            LOG_LEVELS,
             "info",
         ),
-        _early_choice(args, "log_format", "MIRA_LOG_FORMAT", ("text", "json"), "text"),
+        _early_choice(args, "log_format", "MIRA_LOG_FORMAT", LOG_FORMATS, "text"),
     )
     try:
         if args.command == "run":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -16,6 +16,14 @@ from worker.errors import ConfigError
 KEY_PATTERN = re.compile(r"sk-mira-[0-9a-fA-F]{40}")
 KEY_FORMAT = "'sk-mira-' followed by 40 hexadecimal characters (48 characters in all)"
 DEFAULT_BASE_URL = "https://api.vmira.ai/v1"
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
+ProgressMode = Literal["auto", "bar", "log", "off"]
+# The same choices for argparse, so the flags and the settings cannot drift apart.
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
+PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 
 
 def _env(name: str) -> AliasChoices:
@@ -56,9 +64,9 @@ class Settings(BaseSettings):
         10.0, ge=0, validation_alias=_env("shutdown_grace_s")
     )
     allow_insecure_http: bool = False
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
-    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
+    progress: ProgressMode = "auto"
     progress_interval_s: float = Field(
         10.0, gt=0, validation_alias=_env("progress_interval_s")
     )
