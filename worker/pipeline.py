@@ -46,6 +46,16 @@ class Completer(Protocol):
     async def complete(self, payload: bytes) -> ChatReply: ...
 
 
+def _log_fields(job: Job, exc: WorkerError, attempt: int) -> dict[str, object]:
+    """The fields a JSON log line carries about one job's failed attempt."""
+    return {
+        "job_id": job.id,
+        "status": exc.status,
+        "request_id": exc.request_id,
+        "attempt": attempt,
+    }
+
+
 class _Abandoned(Exception):
     """The run is stopping: leave this job for a resume, write nothing."""
 
@@ -227,12 +237,7 @@ class Pipeline:
                     job.id,
                     attempts,
                     exc,
-                    extra={
-                        "job_id": job.id,
-                        "attempt": attempts,
-                        "status": exc.status,
-                        "request_id": exc.request_id,
-                    },
+                    extra=_log_fields(job, exc, attempts),
                 )
                 raise
 
@@ -271,15 +276,7 @@ class Pipeline:
         stats = self.stats
         stats.failed += 1
         log.warning(
-            "job %s failed: %s",
-            job.id,
-            exc,
-            extra={
-                "job_id": job.id,
-                "status": exc.status,
-                "request_id": exc.request_id,
-                "attempt": attempts,
-            },
+            "job %s failed: %s", job.id, exc, extra=_log_fields(job, exc, attempts)
         )
         self._writer.write_error(
             error_record(
