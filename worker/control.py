@@ -26,12 +26,12 @@ class RunControl:
             self.stop_reason = reason
             self.message = message
             self.fatal = fatal
-            if message:
-                log.warning(
-                    "stopping (%s): %s", reason, message, extra={"stop_reason": reason}
-                )
-            else:
-                log.warning("stopping (%s)", reason, extra={"stop_reason": reason})
+            log.warning(
+                "stopping (%s)%s",
+                reason,
+                f": {message}" if message else "",
+                extra={"stop_reason": reason},
+            )
         self.stopping.set()
 
     def force(self) -> None:

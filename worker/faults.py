@@ -41,8 +41,7 @@ class Faults:
 
     def updated(self, changes: dict[str, Any]) -> Faults:
         """A copy with some fields changed; unknown names are refused."""
-        known = {f.name: f.type for f in fields(self)}
-        unknown = set(changes) - set(known)
+        unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
         typed: dict[str, Any] = {}
