@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.helpers import SENTINEL_KEY, assert_no_key
-from worker.faults import Faults
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 
 @pytest.fixture(autouse=True)

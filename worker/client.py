@@ -24,19 +24,6 @@ class ChatReply:
     body: dict[str, Any]
     request_id: str | None
 
-    @property
-    def total_tokens(self) -> int | None:
-        """usage.total_tokens when the server reported it."""
-        usage = self.body.get("usage")
-        if isinstance(usage, dict):
-            total = usage.get("total_tokens")
-            if isinstance(total, int):
-                return total
-            parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
-            if all(isinstance(part, int) for part in parts):
-                return sum(parts)  # type: ignore[arg-type]
-        return None
-
 
 def _decode_error_body(raw: bytes) -> object:
     try:

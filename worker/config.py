@@ -45,30 +45,76 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    base_url: str = DEFAULT_BASE_URL
-    model: str = Field("mira", min_length=1)
-    concurrency: int = Field(16, ge=1, le=4096)
-    max_attempts: int = Field(6, ge=1, le=100)
+    base_url: str = Field(DEFAULT_BASE_URL, description="API base URL")
+    model: str = Field(
+        "mira", min_length=1, description="model for jobs that name none"
+    )
+    allow_insecure_http: bool = Field(
+        False,
+        description="allow an http:// base URL to a non-loopback host "
+        "(refused without it)",
+    )
+    concurrency: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="most requests in flight; the run adapts below it on 429",
+    )
+    max_attempts: int = Field(6, ge=1, le=100, description="attempts per job")
     request_timeout_s: float = Field(
-        120.0, gt=0, validation_alias=_env("request_timeout_s")
+        120.0,
+        gt=0,
+        validation_alias=_env("request_timeout_s"),
+        description="per-attempt timeout, seconds",
     )
-    rpm: float | None = Field(None, gt=0)
-    tpm: float | None = Field(None, gt=0)
+    rpm: float | None = Field(
+        None, gt=0, description="requests per minute, evenly spaced (none: unlimited)"
+    )
+    tpm: float | None = Field(
+        None,
+        gt=0,
+        description="tokens per minute, estimated, corrected by usage "
+        "(none: unlimited)",
+    )
     max_retry_after_s: float = Field(
-        300.0, ge=0, validation_alias=_env("max_retry_after_s")
+        300.0,
+        ge=0,
+        validation_alias=_env("max_retry_after_s"),
+        description="longest Retry-After to wait, seconds; longer stops the run, "
+        "exit 5",
     )
-    deadline_s: float | None = Field(None, gt=0, validation_alias=_env("deadline_s"))
-    token_budget: int | None = Field(None, gt=0)
-    max_consecutive_failures: int = Field(50, ge=0)
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        validation_alias=_env("deadline_s"),
+        description="wall-clock budget in seconds; stops resumably, exit 5",
+    )
+    token_budget: int | None = Field(
+        None, gt=0, description="stop resumably once this many tokens were used, exit 5"
+    )
+    max_consecutive_failures: int = Field(
+        50,
+        ge=0,
+        description="API refusals in a row that stop the run, exit 6; 0 = never",
+    )
     shutdown_grace_s: float = Field(
-        10.0, ge=0, validation_alias=_env("shutdown_grace_s")
+        10.0,
+        ge=0,
+        validation_alias=_env("shutdown_grace_s"),
+        description="seconds in-flight requests get after SIGTERM/SIGINT",
     )
-    allow_insecure_http: bool = False
-    log_level: LogLevel = "info"
-    log_format: LogFormat = "text"
-    progress: ProgressMode = "auto"
+    log_level: LogLevel = Field("info", description="how much to log")
+    log_format: LogFormat = Field(
+        "text", description="text for people, json for log collectors"
+    )
+    progress: ProgressMode = Field(
+        "auto", description="auto: a live bar on a terminal, else status lines"
+    )
     progress_interval_s: float = Field(
-        10.0, gt=0, validation_alias=_env("progress_interval_s")
+        10.0,
+        gt=0,
+        validation_alias=_env("progress_interval_s"),
+        description="seconds between status lines",
     )
     shard_count: int | None = Field(None, ge=1)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from worker.config import Settings
-from worker.faults import Faults
 from worker.runner import RunFiles, execute_run
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 log = logging.getLogger("worker.demo")
 

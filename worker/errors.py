@@ -4,11 +4,9 @@
 
     WorkerError                     base; never raised bare
     ├── ConfigError                 bad settings or unreadable input -> exit 2
-    ├── FatalError                  stops the whole run at once
+    ├── FatalError                  stops the whole run at once (its stop_reason)
     │   ├── AuthError               401: key invalid, expired or revoked -> exit 3
     │   └── PaymentRequiredError    402, or 429 "insufficient_quota" -> exit 4
-    ├── StopRunError                stops the run resumably (in-flight work finishes)
-    │   └── QuotaExhaustedError     Retry-After longer than --max-retry-after -> exit 5
     ├── RetryableError              transient; the only family that is retried
     │   ├── RateLimitedError        429; carries retry_after_s
     │   ├── ServerError             5xx, 408, 409
@@ -28,6 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
+from worker.stop import StopReason
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Mira always sends Retry-After with a 429; its docs say to assume 60 s without one.
@@ -70,39 +70,21 @@ class FatalError(WorkerError):
     """Stops the whole run now: in-flight requests are cancelled."""
 
     code = "fatal"
-    stop_reason = "fatal"
+    stop_reason: StopReason
 
 
 class AuthError(FatalError):
     """401: the key is invalid, expired or revoked; it will not work again."""
 
     code = "auth_failed"
-    stop_reason = "auth_failed"
+    stop_reason = StopReason.AUTH_FAILED
 
 
 class PaymentRequiredError(FatalError):
     """402, or a 429 saying the quota is spent: nothing more can be paid for."""
 
     code = "payment_required"
-    stop_reason = "payment_required"
-
-
-class StopRunError(WorkerError):
-    """Stops the run resumably: no new request, in-flight requests finish."""
-
-    code = "stopped"
-    stop_reason = "stopped"
-
-
-class QuotaExhaustedError(StopRunError):
-    """A Retry-After longer than the run is willing to wait."""
-
-    code = "rate_limit_budget"
-    stop_reason = "rate_limit_budget"
-
-    def __init__(self, message: str, *, retry_after_s: float, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after_s = retry_after_s
+    stop_reason = StopReason.PAYMENT_REQUIRED
 
 
 class RetryableError(WorkerError):

@@ -134,9 +134,10 @@ class Pacer:
 
     A request may start once the schedule reaches `next`; starting moves `next`
     on by `cost / rate` (GCRA with no burst), so in any window of W seconds at
-    most rate*W + 1 requests start. The slot is taken at the moment of starting,
-    not reserved ahead: a cost corrected by `adjust` (the usage a response
-    reported) then delays every request that has not started yet.
+    most rate*W + 1 requests start. The slot is taken at the moment of starting
+    (`take`), not reserved while waiting (`wait_ready`): a worker that waits
+    holds nothing, and a cost corrected by `adjust` (the usage a response
+    reported) delays every request that has not started yet.
     """
 
     __slots__ = ("_clock", "_next", "_rate", "_sleep")
@@ -149,11 +150,23 @@ class Pacer:
         self._sleep = sleep
         self._next = -math.inf
 
-    async def acquire(self, cost: float = 1.0) -> None:
-        """Wait until this request may start, then take its slot."""
+    def is_ready(self) -> bool:
+        """True when a request may start now."""
+        return self._next <= self._clock()
+
+    async def wait_ready(self) -> None:
+        """Sleep until a request may start; takes no slot."""
         while (wait_s := self._next - self._clock()) > 0:
             await self._sleep(wait_s)
+
+    def take(self, cost: float = 1.0) -> None:
+        """Start a request of `cost` now: move the schedule on."""
         self._next = max(self._clock(), self._next) + cost / self._rate
+
+    async def acquire(self, cost: float = 1.0) -> None:
+        """Wait until this request may start, then take its slot."""
+        await self.wait_ready()
+        self.take(cost)
 
     def adjust(self, extra_cost: float) -> None:
         """Charge (or refund, when negative) cost found out after the start."""
@@ -163,30 +176,29 @@ class Pacer:
 class RetryAfterGate:
     """One `not before` time shared by every worker: a 429's Retry-After pauses all."""
 
-    __slots__ = ("_clock", "_not_before", "_sleep", "waits")
+    __slots__ = ("_clock", "_not_before", "_sleep")
 
     def __init__(self, *, clock: Clock, sleep: Sleep) -> None:
         self._clock = clock
         self._sleep = sleep
         self._not_before = -math.inf
-        self.waits = 0
 
     def defer(self, delay_s: float) -> None:
         """Hold every request back for delay_s from now (the longest wait wins)."""
         self._not_before = max(self._not_before, self._clock() + delay_s)
-        self.waits += 1
 
     def remaining_s(self) -> float:
         """Seconds until requests may be sent again (0 when open)."""
         return max(0.0, self._not_before - self._clock())
 
-    async def wait(self) -> bool:
-        """Sleep until the gate is open; True when it had to wait."""
-        waited = False
+    def is_open(self) -> bool:
+        """True when requests may be sent now."""
+        return self._not_before <= self._clock()
+
+    async def wait(self) -> None:
+        """Sleep until the gate is open."""
         while (remaining := self._not_before - self._clock()) > 0:
-            waited = True
             await self._sleep(remaining)
-        return waited
 
 
 # The default clock: time.monotonic itself, with no wrapper on the hot path.

@@ -23,7 +23,6 @@ class Job:
     """A valid job: what to send and what to copy into its output line."""
 
     id: str
-    line_no: int
     model: str
     payload: bytes
     metadata: dict[str, Any] | None
@@ -169,7 +168,6 @@ def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
     )
     return Job(
         id=job_id,
-        line_no=line_no,
         model=model,
         payload=orjson.dumps(body),
         metadata=metadata,

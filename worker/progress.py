@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ class ProgressReporter:
         self._rate = 0.0
         self._progress: Progress | None = None
         self._bar: TaskID | None = None
+        self._failed = False
 
     async def __aenter__(self) -> ProgressReporter:
         if self.mode == "bar":
@@ -81,17 +81,34 @@ class ProgressReporter:
     ) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # asyncio.wait neither raises the task's error nor swallows our cancel.
+            await asyncio.wait([self._task])
         if self._progress is not None:
-            self._draw_bar()
-            self._progress.stop()
+            self._safely(self._draw_bar)
+            self._safely(self._progress.stop)
 
     async def _tick(self, interval_s: float, draw: Callable[[], None]) -> None:
         while True:
             await asyncio.sleep(interval_s)
             self._update_rate()
-            draw()
+            if not self._safely(draw):
+                return
+
+    def _safely(self, step: Callable[[], None]) -> bool:
+        """Run a display step; a failure ends the display, never the run."""
+        if self._failed:
+            return False
+        try:
+            step()
+        except Exception as exc:
+            self._failed = True
+            log.warning(
+                "the progress display failed (%s: %s); the run goes on without it",
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        return True
 
     def _update_rate(self) -> None:
         now = time.monotonic()

@@ -6,26 +6,37 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
 
 import orjson
 
 from worker.client import ChatClient
 from worker.config import Settings, check_base_url_security, load_api_key
-from worker.control import RunControl
 from worker.flow import Clock, Sleep, monotonic
-from worker.intake import Shard
-from worker.jsonl import ResultWriter, open_input
+from worker.jsonl import open_input
 from worker.logs import emit, scrub_bytes
 from worker.pipeline import Pipeline
 from worker.progress import ProgressReporter
+from worker.reader import Shard, make_intake
+from worker.records import RecordIds
 from worker.report import render_summary
-from worker.resume import atomic_write, load_resume_state, release_failed, start_fresh
+from worker.resume import (
+    ResumeState,
+    atomic_write,
+    load_resume_state,
+    release_failed,
+    start_fresh,
+)
+from worker.sender import Client, Sender
 from worker.shutdown import handle_signals
-from worker.summary import RunStats, build_summary, exit_code_for
+from worker.stop import StopController
+from worker.summary import RunStats, build_summary
+from worker.throttle import Throttle
+from worker.writer import ResultWriter
 
 log = logging.getLogger("worker.run")
 
@@ -91,56 +102,23 @@ async def execute_run(
     source = open_input(files.input)
     try:
         stats = RunStats()
-        if mode == "fresh":
-            start_fresh([files.results, files.errors], force=force)
-        elif mode == "retry_failed":
-            released = release_failed(files.errors)
-            if released:
-                log.info(
-                    "%d failed jobs from %s go back into play", released, files.errors
-                )
-        resume = load_resume_state(files.results, files.errors)
-        stats.succeeded_before, stats.failed_before = resume.succeeded, resume.failed
-        if len(resume.done):
-            log.info("resuming: %d jobs already have an outcome", len(resume.done))
+        resume = _prepare_outputs(files, mode, force=force, stats=stats)
         writer = ResultWriter(files.results, files.errors)
         writer.open()
+        stop = StopController(sleep=sleep)
+        throttle = Throttle(settings, stop, stats, clock)
+        client = (client_factory or _make_client)(settings, api_key)
+        parts = _Parts(settings, stats, writer, stop, throttle)
         started = time.monotonic()
-        control = RunControl()
-        make_client = client_factory or _make_client
-        with handle_signals(control) as signals:
-            syncer = asyncio.create_task(writer.sync_every(FSYNC_INTERVAL_S))
-            try:
-                async with make_client(settings, api_key) as client:
-                    pipeline = Pipeline(
-                        settings,
-                        client,
-                        writer,
-                        resume=resume,
-                        control=control,
-                        stats=stats,
-                        shard=shard,
-                        clock=clock,
-                        sleep=sleep,
-                    )
-                    async with ProgressReporter(settings, stats, pipeline.limiter, out):
-                        await pipeline.run(source)
-            finally:
-                # The periodic fsync ends before the files close (close fsyncs
-                # them once more); asyncio.wait never swallows our own cancel.
-                syncer.cancel()
-                await asyncio.wait([syncer])
-                writer.close()
-        stop_reason = control.stop_reason or "completed"
-        any_failed = stats.failed + stats.failed_before > 0
-        code = exit_code_for(
-            stop_reason, any_failed=any_failed, signal_exit=signals.exit_code
-        )
+        with handle_signals(stop):
+            async with _syncing(writer), client:
+                pipeline = parts.pipeline(source, client, resume=resume, shard=shard)
+                async with ProgressReporter(settings, stats, throttle.limiter, out):
+                    await pipeline.run(source)
         summary = build_summary(
             stats,
-            stop_reason=stop_reason,
-            message=control.message,
-            exit_code=code,
+            reason=stop.reason,
+            message=stop.message,
             elapsed_s=time.monotonic() - started,
             files={
                 "input": files.input,
@@ -149,25 +127,113 @@ async def execute_run(
             },
             concurrency={
                 "ceiling": settings.concurrency,
-                "final": pipeline.limiter.limit,
-                "decreases": pipeline.limiter.decreases,
+                "final": throttle.limiter.limit,
+                "decreases": throttle.limiter.decreases,
             },
         )
-        document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
-        atomic_write(files.summary, scrub_bytes(document))
-        if settings.log_format == "json":
-            # Log collectors get the summary as one JSON line like every other.
-            log.info(
-                "run finished: %s",
-                stop_reason,
-                extra={"stop_reason": stop_reason, "summary": summary},
-            )
-        else:
-            emit(out, render_summary(summary))
+        _report(summary, files.summary, settings, out)
+        code: int = summary["exit_code"]
         return code
     finally:
         if source is not sys.stdin.buffer:
             source.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """What one run shares between its reader and its workers."""
+
+    settings: Settings
+    stats: RunStats
+    writer: ResultWriter
+    stop: StopController
+    throttle: Throttle
+
+    def pipeline(
+        self,
+        source: BinaryIO,
+        client: Client,
+        *,
+        resume: ResumeState,
+        shard: Shard | None,
+    ) -> Pipeline:
+        """The reader and the workers, wired to the run's shared parts."""
+        settings, record_ids = self.settings, RecordIds()
+        intake = make_intake(
+            source,
+            default_model=settings.model,
+            shard=shard,
+            resume=resume,
+            stats=self.stats,
+            writer=self.writer,
+            record_ids=record_ids,
+        )
+        sender = Sender(
+            settings,
+            client,
+            self.throttle,
+            self.writer,
+            stop=self.stop,
+            stats=self.stats,
+            record_ids=record_ids,
+        )
+        return Pipeline(
+            intake=intake,
+            sender=sender,
+            throttle=self.throttle,
+            stop=self.stop,
+            concurrency=settings.concurrency,
+            deadline_s=settings.deadline_s,
+            grace_s=settings.shutdown_grace_s,
+        )
+
+
+@asynccontextmanager
+async def _syncing(writer: ResultWriter) -> AsyncIterator[None]:
+    """fsync the outputs every second while the run lasts; close them after."""
+    syncer = asyncio.create_task(writer.sync_every(FSYNC_INTERVAL_S))
+    try:
+        yield
+    finally:
+        # The periodic fsync ends before the files close (close fsyncs them
+        # once more); asyncio.wait never swallows a cancellation of ours.
+        syncer.cancel()
+        await asyncio.wait([syncer])
+        writer.close()
+
+
+def _prepare_outputs(
+    files: RunFiles, mode: ResumeMode, *, force: bool, stats: RunStats
+) -> ResumeState:
+    """Apply --fresh or --retry-failed, then read what earlier runs finished."""
+    if mode == "fresh":
+        start_fresh([files.results, files.errors], force=force)
+    elif mode == "retry_failed":
+        released = release_failed(files.errors)
+        if released:
+            log.info("%d failed jobs from %s go back into play", released, files.errors)
+    resume = load_resume_state(files.results, files.errors)
+    stats.succeeded_before, stats.failed_before = resume.succeeded, resume.failed
+    if len(resume.done):
+        log.info("resuming: %d jobs already have an outcome", len(resume.done))
+    return resume
+
+
+def _report(
+    summary: dict[str, Any], path: Path, settings: Settings, out: TextIO
+) -> None:
+    """Write the summary file, then show it: a table, or one JSON log line."""
+    document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
+    atomic_write(path, scrub_bytes(document))
+    if settings.log_format == "json":
+        # Log collectors get the summary as one JSON line like every other.
+        log.info(
+            "run finished: %s",
+            summary["stop_reason"],
+            extra={"stop_reason": summary["stop_reason"], "summary": summary},
+        )
+    else:
+        emit(out, render_summary(summary))
 
 
 def _make_client(settings: Settings, api_key: str) -> ChatClient:

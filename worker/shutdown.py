@@ -1,4 +1,4 @@
-"""SIGTERM/SIGINT: the first asks the run to stop gracefully, the second forces it."""
+"""SIGTERM/SIGINT: the first asks the run to stop gracefully, the second cancels."""
 
 from __future__ import annotations
 
@@ -7,42 +7,34 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.control import RunControl
-from worker.summary import EXIT_SIGINT, EXIT_SIGTERM
+from worker.stop import StopController, StopReason
 
-_EXIT_FOR = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
-
-
-class SignalState:
-    """Which signal stopped the run, for the exit code."""
-
-    def __init__(self) -> None:
-        self.exit_code: int | None = None
+_REASON_FOR = {signal.SIGINT: StopReason.SIGINT, signal.SIGTERM: StopReason.SIGTERM}
 
 
 @contextmanager
-def handle_signals(control: RunControl) -> Iterator[SignalState]:
+def handle_signals(stop: StopController) -> Iterator[None]:
     """Install the handlers for the duration of a run, then restore the defaults."""
     loop = asyncio.get_running_loop()
-    state = SignalState()
+    received: list[signal.Signals] = []
 
     def on_signal(signum: signal.Signals) -> None:
         # Only sets state: a signal handler never awaits.
-        if state.exit_code is None:
-            state.exit_code = _EXIT_FOR[signum]
-            control.request_stop("interrupted", f"received {signum.name}")
-        else:
-            control.force()
+        if received:
+            stop.cancel_now()
+            return
+        received.append(signum)
+        stop.request(_REASON_FOR[signum], f"received {signum.name}")
 
     installed = []
-    for signum in _EXIT_FOR:
+    for signum in _REASON_FOR:
         try:
             loop.add_signal_handler(signum, on_signal, signum)
             installed.append(signum)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not on POSIX
             pass
     try:
-        yield state
+        yield
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)

@@ -8,34 +8,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-# Stop reasons (CONTRACT section 5) and the exit code each one ends with.
-EXIT_CODES = {
-    "auth_failed": 3,
-    "payment_required": 4,
-    "rate_limit_budget": 5,
-    "deadline": 5,
-    "token_budget": 5,
-    "systematic_failure": 6,
-}
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
+from worker.stop import StopReason
 
-NEXT_STEP = {
-    "completed": "nothing: every job has an outcome",
-    "completed_with_failures": (
-        "read the errors file; fix the cause and rerun with --retry-failed"
-    ),
-    "auth_failed": "the key was rejected (401): set a valid key and rerun the same "
-    "command; finished jobs are kept",
-    "payment_required": "top up the balance, then rerun the same command",
-    "rate_limit_budget": "the API asked for a longer pause than --max-retry-after "
-    "(quota spent for now): rerun later",
-    "deadline": "the --deadline was reached: rerun to continue",
-    "token_budget": "the --token-budget was reached: rerun (with a new budget) "
-    "to continue",
-    "systematic_failure": "every recent job failed the same way: fix the cause "
-    "(base URL, model, plan), then rerun with --retry-failed",
-    "interrupted": "stopped by a signal: rerun the same command to continue",
+COMPLETED = "completed"
+_NEXT_WHEN_COMPLETED = {
+    False: "nothing: every job has an outcome",
+    True: "read the errors file; fix the cause and rerun with --retry-failed",
 }
 
 _BUCKET_BASE = 1e-4
@@ -130,14 +108,10 @@ class RunStats:
         return total
 
 
-def exit_code_for(
-    stop_reason: str, *, any_failed: bool, signal_exit: int | None
-) -> int:
+def exit_code_for(reason: StopReason | None, *, any_failed: bool) -> int:
     """The process exit code for how the run ended (CONTRACT section 6)."""
-    if stop_reason == "interrupted":
-        return signal_exit if signal_exit is not None else EXIT_SIGTERM
-    if stop_reason in EXIT_CODES:
-        return EXIT_CODES[stop_reason]
+    if reason is not None:
+        return reason.exit_code
     return 1 if any_failed else 0
 
 
@@ -148,9 +122,8 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 def build_summary(
     stats: RunStats,
     *,
-    stop_reason: str,
+    reason: StopReason | None,
     message: str | None,
-    exit_code: int,
     elapsed_s: float,
     files: dict[str, str],
     concurrency: dict[str, int],
@@ -164,11 +137,7 @@ def build_summary(
         "not_attempted": stats.not_attempted,
     }
     any_failed = stats.failed + stats.failed_before > 0
-    step_key = (
-        "completed_with_failures"
-        if stop_reason == "completed" and any_failed
-        else stop_reason
-    )
+    next_step = _NEXT_WHEN_COMPLETED[any_failed] if reason is None else reason.next_step
     return {
         **counts,
         "counts": counts,
@@ -176,10 +145,10 @@ def build_summary(
         "succeeded_before": stats.succeeded_before,
         "failed_before": stats.failed_before,
         "input_complete": stats.input_complete,
-        "stop_reason": stop_reason,
+        "stop_reason": COMPLETED if reason is None else reason.label,
         "message": message,
-        "next_step": NEXT_STEP.get(step_key),
-        "exit_code": exit_code,
+        "next_step": next_step,
+        "exit_code": exit_code_for(reason, any_failed=any_failed),
         "tokens": {
             "prompt": stats.prompt_tokens,
             "completion": stats.completion_tokens,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import read_jsonl, run_batch, simple_jobs, write_jobs
-from worker.faults import Faults
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 pytestmark = pytest.mark.e2e
 

@@ -25,9 +25,9 @@ from tests.helpers import (
     start_cli,
     write_jobs,
 )
-from worker.faults import Faults
 from worker.models import parse_job
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 pytestmark = pytest.mark.e2e
 

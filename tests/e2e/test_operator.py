@@ -20,8 +20,8 @@ from tests.helpers import (
     simple_jobs,
     write_jobs,
 )
-from worker.faults import Faults
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
 from worker.client import ChatClient, ChatReply
 from worker.config import Settings
 from worker.errors import RateLimitedError
-from worker.faults import Faults
 from worker.runner import RunFiles, execute_run
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from multidict import CIMultiDict
 
 from tests.helpers import OTHER_KEY, SENTINEL_KEY
-from worker.faults import Faults
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 pytestmark = pytest.mark.integration
 

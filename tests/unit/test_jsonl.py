@@ -6,7 +6,8 @@ import asyncio
 import os
 from pathlib import Path
 
-from worker.jsonl import ResultWriter, count_lines, iter_lines
+from worker.jsonl import count_lines, iter_lines
+from worker.writer import ResultWriter
 
 
 async def test_iter_lines_numbers_lines_skips_blanks_and_keeps_a_last_unterminated_one(

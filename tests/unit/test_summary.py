@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.report import render_summary
+from worker.stop import StopReason
 from worker.summary import LatencyHistogram, RunStats, build_summary, exit_code_for
 
 
@@ -19,22 +20,23 @@ def test_percentiles_are_within_two_percent() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reason", "failed", "signal", "code"),
+    ("reason", "failed", "code"),
     [
-        ("completed", False, None, 0),
-        ("completed", True, None, 1),
-        ("auth_failed", False, None, 3),
-        ("payment_required", True, None, 4),
-        ("rate_limit_budget", False, None, 5),
-        ("deadline", False, None, 5),
-        ("token_budget", False, None, 5),
-        ("systematic_failure", True, None, 6),
-        ("interrupted", False, 130, 130),
-        ("interrupted", False, 143, 143),
+        (None, False, 0),
+        (None, True, 1),
+        (StopReason.AUTH_FAILED, False, 3),
+        (StopReason.PAYMENT_REQUIRED, True, 4),
+        (StopReason.RATE_LIMIT_BUDGET, False, 5),
+        (StopReason.DEADLINE, False, 5),
+        (StopReason.TOKEN_BUDGET, False, 5),
+        (StopReason.SYSTEMATIC_FAILURE, True, 6),
+        (StopReason.OUTPUT_FAILED, True, 7),
+        (StopReason.SIGINT, False, 130),
+        (StopReason.SIGTERM, False, 143),
     ],
 )
-def test_exit_codes(reason: str, failed: bool, signal: int | None, code: int) -> None:
-    assert exit_code_for(reason, any_failed=failed, signal_exit=signal) == code
+def test_exit_codes(reason: StopReason | None, failed: bool, code: int) -> None:
+    assert exit_code_for(reason, any_failed=failed) == code
 
 
 def test_summary_has_the_contract_fields_and_renders() -> None:
@@ -44,9 +46,8 @@ def test_summary_has_the_contract_fields_and_renders() -> None:
     stats.latency.add(0.1)
     summary = build_summary(
         stats,
-        stop_reason="completed",
+        reason=None,
         message=None,
-        exit_code=1,
         elapsed_s=2.0,
         files={"input": "in.jsonl", "results": "r", "errors": "e"},
         concurrency={"ceiling": 16, "final": 8, "decreases": 1},

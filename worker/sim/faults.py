@@ -85,3 +85,22 @@ def unit(*parts: object) -> float:
     """A deterministic number in [0, 1) from the parts."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def pick_fault(faults: Faults, draw: tuple[object, ...]) -> str | None:
+    """The fault this draw injects ("429", "500", "drop", ...), or None."""
+    roll = unit(*draw, "fault")
+    for chance, outcome in (
+        (faults.p429, "429"),
+        (faults.p_quota, "quota"),
+        (faults.p500, "500"),
+        (faults.p502, "502"),
+        (faults.p503, "503"),
+        (faults.p_drop, "drop"),
+        (faults.p_truncate, "truncate"),
+        (faults.p_malformed, "malformed"),
+    ):
+        if roll < chance:
+            return outcome
+        roll -= chance
+    return None

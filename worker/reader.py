@@ -1,22 +1,28 @@
-"""Line by line, what runs: parse, keep this shard's jobs, drop repeats and done ids.
+"""The reader: input lines -> jobs on a bounded queue, for the workers to take.
 
-Invalid lines are answered here with their error record (CONTRACT section 4).
+Line by line it parses, keeps this shard's jobs, and drops repeats and done ids;
+an invalid line is answered here with its error record (CONTRACT section 4).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from worker.errors import InvalidJobError
 from worker.idset import IdSet
-from worker.jsonl import ResultWriter
+from worker.jsonl import count_lines, iter_lines
 from worker.models import Job, parse_job, shard_of
 from worker.records import RecordIds, error_record
 from worker.resume import ResumeState
 from worker.summary import RunStats
+from worker.writer import ResultWriter
 
 log = logging.getLogger("worker.run")
+
+QUEUE_LOW_WATER = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,7 @@ class Intake:
         self._default_model = default_model
         self._shard = shard
         self._resume = resume
-        self._stats = stats
+        self.stats = self._stats = stats
         self._writer = writer
         self._ids = record_ids
         self._seen = IdSet(expected=expected_lines)
@@ -109,3 +115,81 @@ class Intake:
                 self._ids.next(), job_id, exc, metadata=None, line_no=exc.line_no
             )
         )
+
+
+class JobQueue:
+    """A queue the reader pauses on at a high-water mark and resumes at half.
+
+    One wake-up of the reader per (high - low) jobs, where a full
+    asyncio.Queue(maxsize) would wake it once per job. `None` ends a worker.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._high = max(QUEUE_LOW_WATER * 2, 4 * concurrency)
+        self._low = self._high // 2
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def put(self, job: Job) -> None:
+        """Queue a job, first waiting for room when the queue is full."""
+        if self._queue.qsize() >= self._high:
+            self._room.clear()
+            await self._room.wait()
+        self._queue.put_nowait(job)
+
+    def end(self, workers: int) -> None:
+        """One end marker per worker."""
+        for _ in range(workers):
+            self._queue.put_nowait(None)
+
+    async def get(self) -> Job | None:
+        """The next job, or None: this worker is done."""
+        job = await self._queue.get()
+        if not self._room.is_set() and self._queue.qsize() <= self._low:
+            self._room.set()
+        return job
+
+
+async def feed(
+    source: BinaryIO, intake: Intake, queue: JobQueue, *, workers: int
+) -> None:
+    """Put every job of `source` on the queue, then the workers' end markers.
+
+    A graceful stop cancels this task wherever it waits (an idle pipe, a full
+    queue); the end markers are posted all the same, so the workers finish.
+    """
+    try:
+        async for line_no, raw in iter_lines(source):
+            job = intake.admit(line_no, raw)
+            if job is not None:
+                await queue.put(job)
+        intake.stats.input_complete = True
+    finally:
+        queue.end(workers)
+
+
+def make_intake(
+    source: BinaryIO,
+    *,
+    default_model: str,
+    shard: Shard | None,
+    resume: ResumeState,
+    stats: RunStats,
+    writer: ResultWriter,
+    record_ids: RecordIds,
+) -> Intake:
+    """An Intake sized from the file's line count (0 for a pipe)."""
+    lines = count_lines(source)
+    # For the progress ETA before the whole file is read: blank lines and
+    # the shard split make it an estimate.
+    stats.expected_jobs = lines // (shard.count if shard else 1)
+    return Intake(
+        default_model=default_model,
+        shard=shard,
+        resume=resume,
+        stats=stats,
+        writer=writer,
+        record_ids=record_ids,
+        expected_lines=lines,
+    )

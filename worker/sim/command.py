@@ -11,9 +11,9 @@ from dataclasses import fields
 
 from worker.config import KEY_FORMAT, KEY_PATTERN
 from worker.errors import ConfigError
-from worker.faults import Faults
 from worker.logs import emit
-from worker.simulator import Simulator
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
 
 _HELP = {
     "seed": "seed of every fault decision",

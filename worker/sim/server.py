@@ -17,21 +17,27 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict
-from typing import Any
 
 import orjson
 from aiohttp import web
 
 from worker.config import KEY_PATTERN
-from worker.faults import MODELS, PLAN_MODELS, Faults, SimStats, unit
+from worker.sim.answers import (
+    CUT,
+    break_connection,
+    check_request,
+    completion,
+    detail_response,
+    fault_response,
+    models_response,
+)
+from worker.sim.faults import Faults, SimStats, pick_fault, unit
+from worker.sim.limits import REVOKED, UNPAID, KeyLimits, Refusal
 
 SHUTDOWN_TIMEOUT_S = 1.0
 MAX_BODY_BYTES = 2 * 1024 * 1024
-MAX_MESSAGES = 200
-MAX_CONTENT_CHARS = 32_000
 # Arrivals this soon after a 429 was sent may have left the client before it saw it.
 RETRY_AFTER_GRACE_S = 0.05
-_CUT = web.Response(status=200)  # marker: cut the connection mid-body
 _RAW_BODY = web.RequestKey("sim_raw_body", bytes)
 _ANSWERED = web.RequestKey("sim_answered", bool)  # a real completion, not a fault
 
@@ -39,12 +45,6 @@ _ANSWERED = web.RequestKey("sim_answered", bool)  # a real completion, not a fau
 def make_key() -> str:
     """A fresh key in Mira's format."""
     return "sk-mira-" + secrets.token_hex(20)
-
-
-def _detail(
-    status: int, detail: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"detail": detail}, status=status, headers=headers)
 
 
 class Simulator:
@@ -58,10 +58,7 @@ class Simulator:
         self.stats = SimStats()
         self._seen: Counter[bytes] = Counter()
         self._succeeded: set[bytes] = set()
-        self._per_key: Counter[str] = Counter()
-        self._in_flight_by_key: Counter[str] = Counter()
-        self._revoked: set[str] = set()
-        self._unpaid: set[str] = set()
+        self.limits = KeyLimits()
         self._pause_windows: list[tuple[float, float]] = []
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -81,16 +78,14 @@ class Simulator:
         self.stats = SimStats()
         self._seen.clear()
         self._succeeded.clear()
-        self._per_key.clear()
-        self._revoked.clear()
-        self._unpaid.clear()
+        self.limits.reset()
         self._pause_windows.clear()
 
     def app(self) -> web.Application:
         """The aiohttp application."""
         app = web.Application(client_max_size=MAX_BODY_BYTES * 2)
         app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models", models_response)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_post("/_sim/faults", self._set_faults)
         app.router.add_post("/_sim/reset", self._reset)
@@ -144,7 +139,7 @@ class Simulator:
                 raise ValueError("expected a JSON object")
             self.faults = self.faults.updated(changes)
         except ValueError as exc:
-            return _detail(400, str(exc))
+            return detail_response(400, str(exc))
         return web.json_response(asdict(self.faults))
 
     async def _reset(self, request: web.Request) -> web.Response:
@@ -157,52 +152,40 @@ class Simulator:
         # Counted like any request: a wrong base URL is a scenario tests check.
         self.stats.requests += 1
         self.stats.by_status[404] += 1
-        return _detail(404, "Not Found", {"x-request-id": str(uuid.uuid4())})
-
-    async def _models(self, request: web.Request) -> web.Response:
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 1_700_000_000,
-                "owned_by": "mira",
-            }
-            for name in MODELS
-        ]
-        return web.json_response(
-            {"object": "list", "data": data},
-            headers={"x-request-id": str(uuid.uuid4())},
-        )
+        return detail_response(404, "Not Found", {"x-request-id": str(uuid.uuid4())})
 
     def _authenticate(
         self, request: web.Request
     ) -> tuple[str | None, web.Response | None]:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or not header[7:].strip():
-            return None, _detail(401, "API key required")
+            return None, detail_response(401, "API key required")
         key = header[7:].strip()
         if not KEY_PATTERN.fullmatch(key) or key not in self.keys:
-            return None, _detail(401, "Invalid API key")
-        if key in self._revoked:
+            return None, self._refuse(REVOKED, 0.0)
+        if key in self.limits.revoked:
             self.stats.after_revocation += 1
-            return None, _detail(401, "Invalid API key")
-        if key in self._unpaid:
+            return None, self._refuse(REVOKED, 0.0)
+        if key in self.limits.unpaid:
             self.stats.after_payment_stop += 1
-            return None, _detail(402, "Insufficient balance: top up in the dashboard")
+            return None, self._refuse(UNPAID, 0.0)
         return key, None
 
     def _note_arrival(self, now: float) -> None:
         if any(start <= now < end for start, end in self._pause_windows):
             self.stats.during_retry_after += 1
 
-    def _rate_limited(
-        self, retry_after: float, detail: str, now: float
-    ) -> web.Response:
+    def _refuse(self, refusal: Refusal, now: float) -> web.Response:
+        """The refusal as a response; a 429 opens a pause nobody should send in."""
+        retry_after = refusal.retry_after_s
+        if retry_after is None:
+            return detail_response(refusal.status, refusal.detail)
         if retry_after > 0:
             self._pause_windows.append((now + RETRY_AFTER_GRACE_S, now + retry_after))
             del self._pause_windows[:-64]
-        value = f"{retry_after:g}"
-        return _detail(429, detail, {"Retry-After": value})
+        return detail_response(
+            refusal.status, refusal.detail, {"Retry-After": f"{retry_after:g}"}
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         now = time.monotonic()
@@ -216,8 +199,8 @@ class Simulator:
             response = await self._answer(request, now)
         finally:
             self.stats.in_flight -= 1
-        if response is None or response is _CUT:
-            return await self._break_connection(request, mid_body=response is _CUT)
+        if response is None or response is CUT:
+            return await self._break_connection(request, mid_body=response is CUT)
         response.headers.setdefault("x-request-id", str(uuid.uuid4()))
         self.stats.by_status[response.status] += 1
         if request.get(_ANSWERED):
@@ -239,44 +222,30 @@ class Simulator:
     async def _break_connection(
         self, request: web.Request, *, mid_body: bool
     ) -> web.StreamResponse:
-        transport = request.transport
-        assert transport is not None
-        if not mid_body:
+        if mid_body:
+            self.stats.truncated += 1
+        else:
             self.stats.dropped += 1
-            transport.abort()
-            return web.Response(status=500)  # never reaches the client
-        self.stats.truncated += 1
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = 400
-        await response.prepare(request)
-        await response.write(b'{"id": "chatcmpl-cut", "object": "chat.com')
-        await asyncio.sleep(0)
-        transport.abort()
-        return response
+        return await break_connection(request, mid_body=mid_body)
 
     async def _answer(
         self, request: web.Request, now: float
     ) -> web.StreamResponse | None:
-        key, refusal = self._authenticate(request)
-        if refusal is not None:
-            return refusal
+        key, unauthorised = self._authenticate(request)
+        if unauthorised is not None:
+            return unauthorised
         assert key is not None
         faults = self.faults
-        self._per_key[key] += 1
-        count = self._per_key[key]
-        if faults.revoke_after and count > faults.revoke_after:
-            self._revoked.add(key)
+        refusal = self.limits.admit(key, faults)
+        if refusal is REVOKED:
             self.stats.revoked_at = self.stats.revoked_at or now
-            return _detail(401, "Invalid API key")
-        if faults.payment_after and count > faults.payment_after:
-            self._unpaid.add(key)
+        elif refusal is UNPAID:
             self.stats.payment_stopped_at = self.stats.payment_stopped_at or now
-            return _detail(402, "Insufficient balance: top up in the dashboard")
-        if faults.daily_cap and count > faults.daily_cap:
-            return self._rate_limited(3600, "Daily message limit reached", now)
+        if refusal is not None:
+            return self._refuse(refusal, now)
         raw = await request.read()
         if len(raw) > MAX_BODY_BYTES:
-            return _detail(413, "Request body too large (limit 2 MB)")
+            return detail_response(413, "Request body too large (limit 2 MB)")
         self._seen[raw] += 1
         request[_RAW_BODY] = raw
         draw = (
@@ -284,18 +253,12 @@ class Simulator:
             hashlib.blake2b(raw, digest_size=16).digest(),
             self._seen[raw],
         )
-        self._in_flight_by_key[key] += 1
         try:
-            if (
-                faults.max_in_flight
-                and self._in_flight_by_key[key] > faults.max_in_flight
-            ):
-                return self._rate_limited(
-                    faults.in_flight_retry_after, "Too many concurrent requests", now
-                )
+            if (busy := self.limits.enter(key, faults)) is not None:
+                return self._refuse(busy, now)
             return await self._reply(request, raw, draw, faults, now)
         finally:
-            self._in_flight_by_key[key] -= 1
+            self.limits.leave(key)
 
     async def _reply(
         self,
@@ -308,26 +271,18 @@ class Simulator:
         delay_ms = faults.latency_ms + faults.latency_jitter_ms * unit(*draw, "latency")
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
-        roll = unit(*draw, "fault")
-        for chance, outcome in (
-            (faults.p429, "429"),
-            (faults.p_quota, "quota"),
-            (faults.p500, "500"),
-            (faults.p502, "502"),
-            (faults.p503, "503"),
-            (faults.p_drop, "drop"),
-            (faults.p_truncate, "truncate"),
-            (faults.p_malformed, "malformed"),
-        ):
-            if roll < chance:
-                return self._fault(outcome, faults, now)
-            roll -= chance
+        outcome = pick_fault(faults, draw)
+        if outcome == "429":
+            return self._refuse(Refusal.rate_limited(faults.retry_after), now)
+        if outcome is not None:
+            self.stats.malformed += outcome == "malformed"
+            return fault_response(outcome)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return _detail(400, "Malformed JSON body")
+            return detail_response(400, "Malformed JSON body")
         if not isinstance(body, dict):
-            return _detail(400, "Request body must be a JSON object")
+            return detail_response(400, "Request body must be a JSON object")
         scripted = body.get("x_sim_status")
         if isinstance(scripted, int) and scripted >= 400:
             detail = f"scripted failure {scripted}"
@@ -335,100 +290,10 @@ class Simulator:
                 # A careless server that quotes the credential back: clients
                 # must not copy it into their files or logs.
                 detail += f" for {request.headers.get('Authorization', '')}"
-            return _detail(scripted, detail)
-        refusal = self._check_request(body, faults)
+            return detail_response(scripted, detail)
+        refusal = check_request(body, faults.plan)
         if refusal is not None:
             return refusal
-        answer = self._completion(body)
+        answer = completion(body)
         request[_ANSWERED] = True
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
-
-    def _fault(self, outcome: str, faults: Faults, now: float) -> web.Response | None:
-        if outcome == "429":
-            return self._rate_limited(faults.retry_after, "Rate limit exceeded", now)
-        if outcome == "quota":
-            body = {
-                "error": {
-                    "message": "You exceeded your current quota",
-                    "type": "insufficient_quota",
-                    "code": "insufficient_quota",
-                }
-            }
-            return web.json_response(body, status=429)
-        if outcome == "500":
-            return _detail(500, "Internal server error")
-        if outcome == "502":
-            return web.Response(
-                status=502,
-                text="<html><body><h1>502 Bad Gateway</h1></body></html>",
-                content_type="text/html",
-            )
-        if outcome == "503":
-            return _detail(503, "Service temporarily unavailable")
-        if outcome == "malformed":
-            self.stats.malformed += 1
-            return web.Response(
-                body=b'{"id": "chatcmpl-bad", "choices": [{"mess',
-                content_type="application/json",
-            )
-        return _CUT if outcome == "truncate" else None
-
-    def _check_request(
-        self, body: dict[str, Any], faults: Faults
-    ) -> web.Response | None:
-        model = body.get("model", "mira")
-        if model not in MODELS:
-            return _detail(400, f"Unknown model: {model}")
-        if model not in PLAN_MODELS[faults.plan]:
-            return _detail(403, f"Your plan does not include {model}")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return _detail(422, "messages: field required")
-        if len(messages) > MAX_MESSAGES:
-            return _detail(422, f"Too many messages (max {MAX_MESSAGES})")
-        for message in messages:
-            if not isinstance(message, dict) or not isinstance(
-                message.get("content"), str
-            ):
-                return _detail(422, "Each message needs a role and string content")
-            if len(message["content"]) > MAX_CONTENT_CHARS:
-                return _detail(
-                    422, f"Message content over {MAX_CONTENT_CHARS} characters"
-                )
-        temperature = body.get("temperature")
-        if temperature is not None and not (
-            isinstance(temperature, (int, float)) and 0 <= temperature <= 2
-        ):
-            return _detail(400, "temperature must be between 0 and 2")
-        return None
-
-    @staticmethod
-    def _completion(body: dict[str, Any]) -> dict[str, Any]:
-        messages = body["messages"]
-        last = next(
-            (m["content"] for m in reversed(messages) if m.get("role") == "user"),
-            messages[-1]["content"],
-        )
-        content = f"Echo: {last[:400]}"
-        prompt_tokens = (
-            sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages) + 3
-        )
-        completion_tokens = max(1, len(content) // 4)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "mira"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }

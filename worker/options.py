@@ -1,0 +1,172 @@
+"""The `run` command's flags, built from the settings model.
+
+Each flag's help text and default come from its `Settings` field, so no default is
+written twice. argparse is kept (rather than pydantic-settings' own CLI) because
+the contract fixes flag names such as `--timeout` and `-o` that differ from the
+field names, and `run` shares its parser with three other subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args
+
+from worker.config import Settings, load_settings
+from worker.reader import Shard
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number, 0 or more."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def parse_shard(text: str) -> Shard:
+    """`K/N` with 0 <= K < N."""
+    index_text, sep, count_text = text.partition("/")
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        index = count = -1
+    if not sep or count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(
+            f"--shard {text!r}: expected K/N with 0 <= K < N"
+        )
+    return Shard(index, count)
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A command-line flag for one Settings field."""
+
+    field: str
+    name: str
+    group: str
+    parse: Callable[[str], object] | None = None  # None: a switch, or choices
+
+
+RUN_FLAGS = (
+    Flag("base_url", "--base-url", "API", str),
+    Flag("model", "--model", "API", str),
+    Flag("allow_insecure_http", "--allow-insecure-http", "API"),
+    Flag("concurrency", "--concurrency", "speed and retries", int),
+    Flag("max_attempts", "--max-attempts", "speed and retries", int),
+    Flag("request_timeout_s", "--timeout", "speed and retries", positive_float),
+    Flag("rpm", "--rpm", "speed and retries", positive_float),
+    Flag("tpm", "--tpm", "speed and retries", positive_float),
+    Flag("max_retry_after_s", "--max-retry-after", "budgets", non_negative_float),
+    Flag("deadline_s", "--deadline", "budgets", positive_float),
+    Flag("token_budget", "--token-budget", "budgets", int),
+    Flag("max_consecutive_failures", "--max-consecutive-failures", "budgets", int),
+    Flag("shutdown_grace_s", "--shutdown-grace", "budgets", non_negative_float),
+    Flag("log_level", "--log-level", "output"),
+    Flag("log_format", "--log-format", "output"),
+    Flag("progress", "--progress", "output"),
+    Flag("progress_interval_s", "--progress-interval", "output", positive_float),
+)
+
+
+def _default_text(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_flag(parser: argparse._ActionsContainer, flag: Flag) -> None:
+    """Add one settings flag; its default stays None so the environment can win."""
+    info = Settings.model_fields[flag.field]
+    help_text = f"{info.description} (default: {_default_text(info.default)})"
+    if flag.parse is not None:
+        parser.add_argument(flag.name, dest=flag.field, type=flag.parse, help=help_text)
+    elif info.annotation is bool:
+        parser.add_argument(
+            flag.name,
+            dest=flag.field,
+            action="store_true",
+            default=None,
+            help=help_text,
+        )
+    else:
+        parser.add_argument(
+            flag.name,
+            dest=flag.field,
+            choices=get_args(info.annotation),
+            help=help_text,
+        )
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Every option of `run`: the settings' flags, then files and resume."""
+    p.add_argument(
+        "input", metavar="INPUT", help="job file (JSONL); - reads standard input"
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for flag in RUN_FLAGS:
+        if flag.group not in groups:
+            groups[flag.group] = p.add_argument_group(flag.group)
+        add_flag(groups[flag.group], flag)
+    g = p.add_argument_group("files and resume")
+    for names, what in (
+        (("-o", "--output"), "results"),
+        (("--errors",), "errors"),
+        (("--summary",), "summary"),
+    ):
+        suffix = "summary.json" if what == "summary" else f"{what}.jsonl"
+        g.add_argument(
+            *names, type=Path, help=f"{what} file (default: <input stem>.{suffix})"
+        )
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="put the jobs of the errors file back into play",
+    )
+    mode.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over, ignoring earlier output (needs --force if it is not empty)",
+    )
+    g.add_argument(
+        "--force", action="store_true", help="let --fresh discard non-empty output"
+    )
+    g.add_argument(
+        "--shard",
+        type=parse_shard,
+        help="run shard K of N (default: from JOB_COMPLETION_INDEX, MIRA_SHARD_COUNT)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the flags given, then the environment, `.env` and defaults.
+
+    Raises:
+        ConfigError: a value is out of its bounds.
+    """
+    return load_settings(
+        **{flag.field: getattr(args, flag.field) for flag in RUN_FLAGS}
+    )

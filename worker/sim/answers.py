@@ -1,0 +1,140 @@
+"""What the simulator answers: completions, Mira's refusals of a body, and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from worker.sim.faults import MODELS, PLAN_MODELS
+
+MAX_MESSAGES = 200
+MAX_CONTENT_CHARS = 32_000
+CUT = web.Response(status=200)  # marker: cut the connection mid-body
+
+
+def detail_response(
+    status: int, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An error in Mira's shape: `{"detail": "..."}`."""
+    return web.json_response({"detail": detail}, status=status, headers=headers)
+
+
+def fault_response(outcome: str) -> web.Response | None:
+    """The response an injected fault gives; None drops the connection, CUT cuts it."""
+    if outcome == "quota":
+        body = {
+            "error": {
+                "message": "You exceeded your current quota",
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+            }
+        }
+        return web.json_response(body, status=429)
+    if outcome == "500":
+        return detail_response(500, "Internal server error")
+    if outcome == "502":
+        return web.Response(
+            status=502,
+            text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+            content_type="text/html",
+        )
+    if outcome == "503":
+        return detail_response(503, "Service temporarily unavailable")
+    if outcome == "malformed":
+        return web.Response(
+            body=b'{"id": "chatcmpl-bad", "choices": [{"mess',
+            content_type="application/json",
+        )
+    return CUT if outcome == "truncate" else None
+
+
+def check_request(body: dict[str, Any], plan: str) -> web.Response | None:
+    """Mira's refusals of a request body: unknown model, plan, messages, range."""
+    model = body.get("model", "mira")
+    if model not in MODELS:
+        return detail_response(400, f"Unknown model: {model}")
+    if model not in PLAN_MODELS[plan]:
+        return detail_response(403, f"Your plan does not include {model}")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return detail_response(422, "messages: field required")
+    if len(messages) > MAX_MESSAGES:
+        return detail_response(422, f"Too many messages (max {MAX_MESSAGES})")
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            return detail_response(422, "Each message needs a role and string content")
+        if len(message["content"]) > MAX_CONTENT_CHARS:
+            return detail_response(
+                422, f"Message content over {MAX_CONTENT_CHARS} characters"
+            )
+    temperature = body.get("temperature")
+    if temperature is not None and not (
+        isinstance(temperature, (int, float)) and 0 <= temperature <= 2
+    ):
+        return detail_response(400, "temperature must be between 0 and 2")
+    return None
+
+
+def completion(body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-shaped completion that echoes the last user message, with usage."""
+    messages = body["messages"]
+    last = next(
+        (m["content"] for m in reversed(messages) if m.get("role") == "user"),
+        messages[-1]["content"],
+    )
+    content = f"Echo: {last[:400]}"
+    prompt_tokens = (
+        sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages) + 3
+    )
+    completion_tokens = max(1, len(content) // 4)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "mira"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+async def models_response(request: web.Request) -> web.Response:
+    """`GET /v1/models` in the OpenAI list shape; it needs no key, as Mira's."""
+    data = [
+        {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "mira"}
+        for name in MODELS
+    ]
+    return web.json_response(
+        {"object": "list", "data": data}, headers={"x-request-id": str(uuid.uuid4())}
+    )
+
+
+async def break_connection(
+    request: web.Request, *, mid_body: bool
+) -> web.StreamResponse:
+    """Drop the connection with no answer, or cut it in the middle of a body."""
+    transport = request.transport
+    assert transport is not None
+    if not mid_body:
+        transport.abort()
+        return web.Response(status=500)  # never reaches the client
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = 400
+    await response.prepare(request)
+    await response.write(b'{"id": "chatcmpl-cut", "object": "chat.com')
+    await asyncio.sleep(0)
+    transport.abort()
+    return response

@@ -1,0 +1,164 @@
+"""When a request may start: the Retry-After gate, the concurrency limit, the pacers
+and the token budget, behind one `async with throttle.turn(job) as turn:`.
+
+A worker waiting for the gate or a pacer holds no concurrency slot: it takes a
+slot only once they would let it go, and gives the slot back if a 429 closed
+the gate meanwhile. Leaving the block reports the outcome: a success grows
+the limit, a 429 cuts it and pauses every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+from worker.client import ChatReply
+from worker.config import Settings
+from worker.errors import RateLimitedError, WorkerError
+from worker.flow import AdaptiveLimiter, Clock, Pacer, RetryAfterGate
+from worker.models import Job
+from worker.stop import RunStopping, StopController, StopReason
+from worker.summary import RunStats
+
+log = logging.getLogger("worker.run")
+
+
+class Throttle:
+    """Decides when each request may start, and learns from how they end."""
+
+    def __init__(
+        self, settings: Settings, stop: StopController, stats: RunStats, clock: Clock
+    ) -> None:
+        self._stop = stop
+        self._stats = stats
+        self._clock = clock
+        self._max_retry_after_s = settings.max_retry_after_s
+        self._token_budget = settings.token_budget
+        self.limiter = AdaptiveLimiter(settings.concurrency)
+        self.gate = RetryAfterGate(clock=clock, sleep=stop.sleep)
+        self._rpm = self._pacer(settings.rpm)
+        self._tpm = self._pacer(settings.tpm)
+        self._tokens_estimated = 0
+        self._tokens_reported = 0
+
+    def _pacer(self, per_minute: float | None) -> Pacer | None:
+        if per_minute is None:
+            return None
+        return Pacer(per_minute / 60, clock=self._clock, sleep=self._stop.sleep)
+
+    def turn(self, job: Job) -> Turn:
+        """`async with throttle.turn(job) as turn:` wraps one attempt of a job."""
+        return Turn(self, job)
+
+    async def _take_slot(self, job: Job) -> tuple[int, float]:
+        """Wait for the gate, the pacers and a concurrency slot; return the slot's
+        congestion epoch and the tokens charged to --tpm.
+
+        Raises:
+            RunStopping: the run is stopping; no slot is held.
+        """
+        budget = self._token_budget
+        if budget is not None and self._stats.total_tokens >= budget:
+            self._stop.request(
+                StopReason.TOKEN_BUDGET,
+                f"{self._stats.total_tokens} tokens used of a budget of {budget}",
+            )
+        rpm, tpm, gate, limiter = self._rpm, self._tpm, self.gate, self.limiter
+        while True:
+            if self._stop.stopping.is_set():
+                raise RunStopping
+            await gate.wait()
+            if rpm is not None:
+                await rpm.wait_ready()
+            if tpm is not None:
+                await tpm.wait_ready()
+            epoch = await limiter.acquire()
+            ready = (rpm is None or rpm.is_ready()) and (tpm is None or tpm.is_ready())
+            if ready and gate.is_open() and not self._stop.stopping.is_set():
+                break
+            limiter.release()  # a 429 or another worker got there first
+        charged = 0.0
+        if rpm is not None:
+            rpm.take()
+        if tpm is not None:
+            charged = self._tokens_expected(job)
+            tpm.take(charged)
+        return epoch, charged
+
+    def _tokens_expected(self, job: Job) -> float:
+        # The estimate, scaled by how far reported usage has differed from
+        # estimates so far: a steady under-estimate must not overrun --tpm.
+        if self._tokens_estimated == 0:
+            return float(job.tokens_est)
+        return job.tokens_est * self._tokens_reported / self._tokens_estimated
+
+    def _on_success(self, job: Job, reply: ChatReply, charged: float) -> None:
+        tokens = self._stats.add_usage(reply.body.get("usage"))
+        if self._tpm is not None and tokens:
+            self._tpm.adjust(tokens - charged)
+            self._tokens_estimated += job.tokens_est
+            self._tokens_reported += tokens
+        self.limiter.on_success()
+
+    def _on_rate_limited(self, exc: RateLimitedError, epoch: int) -> None:
+        limiter = self.limiter
+        if limiter.on_congestion(epoch):
+            log.info(
+                "429: concurrency cut to %d; pausing all requests for %.3g s",
+                limiter.limit,
+                exc.retry_after_s,
+            )
+        if exc.retry_after_s > self._max_retry_after_s:
+            self._stop.request(
+                StopReason.RATE_LIMIT_BUDGET,
+                f"the API asked to wait {exc.retry_after_s:g} s (over "
+                f"--max-retry-after {self._max_retry_after_s:g} s): {exc.message}",
+            )
+        else:
+            self.gate.defer(exc.retry_after_s)
+
+
+class Turn:
+    """One request's turn: entered when it may start, left when it has an answer."""
+
+    __slots__ = ("_charged", "_epoch", "_job", "_started", "_throttle", "latency_s")
+
+    def __init__(self, throttle: Throttle, job: Job) -> None:
+        self._throttle = throttle
+        self._job = job
+        self._epoch = 0
+        self._charged = 0.0
+        self._started = 0.0
+        self.latency_s = 0.0
+
+    async def __aenter__(self) -> Turn:
+        throttle = self._throttle
+        self._epoch, self._charged = await throttle._take_slot(self._job)
+        stats = throttle._stats
+        stats.requests_sent += 1
+        stats.in_flight += 1
+        self._started = throttle._clock()
+        return self
+
+    def succeeded(self, reply: ChatReply) -> None:
+        """Record a 2xx answer: its latency, status and reported usage."""
+        throttle = self._throttle
+        self.latency_s = throttle._clock() - self._started
+        stats = throttle._stats
+        stats.statuses[reply.status] += 1
+        stats.latency.add(self.latency_s)
+        throttle._on_success(self._job, reply, self._charged)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        throttle = self._throttle
+        throttle._stats.in_flight -= 1
+        throttle.limiter.release()
+        if isinstance(exc, WorkerError) and exc.status is not None:
+            throttle._stats.statuses[exc.status] += 1
+        if isinstance(exc, RateLimitedError):
+            throttle._on_rate_limited(exc, self._epoch)
