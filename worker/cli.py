@@ -66,6 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_options(run)
+    _add_validate(sub)
+    sim = sub.add_parser(
+        "simulate",
+        help="run the bundled Mira-compatible simulator until stopped",
+        description="Serve a Mira-compatible API with seeded fault injection.",
+    )
+    add_simulate_options(sim)
+    demo = sub.add_parser(
+        "demo",
+        help="run the example jobs against the simulator, end to end",
+        description="Start the simulator on a free loopback port with a generated "
+        "key and a few transient faults, run jobs/example.jsonl through the real "
+        "pipeline into ./demo-output/, and print the summary. Needs no key and no "
+        "network.",
+    )
+    demo.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("demo-output"),
+        help="(default: ./demo-output)",
+    )
+    return parser
+
+
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     val = sub.add_parser(
         "validate",
         help="check a job file and estimate its tokens and cost; sends nothing",
@@ -85,27 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="price in rubles per million input,output tokens; repeatable "
         "(defaults: mira=50,150 mira-pro=100,300 mira-max=250,750)",
     )
-    sim = sub.add_parser(
-        "simulate",
-        help="run the bundled Mira-compatible simulator until stopped",
-        description="Serve a Mira-compatible API with seeded fault injection.",
-    )
-    add_simulate_options(sim)
-    demo = sub.add_parser(
-        "demo",
-        help="run the example jobs against the simulator, end to end",
-        description="Start the simulator on a free loopback port with a generated key "
-        "and "
-        "a few transient faults, run jobs/example.jsonl through the real pipeline into "
-        "./demo-output/, and print the summary. Needs no key and no network.",
-    )
-    demo.add_argument(
-        "--output-dir",
-        type=Path,
-        default=Path("demo-output"),
-        help="(default: ./demo-output)",
-    )
-    return parser
 
 
 def _shard_from_env() -> Shard | None:

@@ -89,7 +89,7 @@ async def execute_run(
     out: TextIO | None = None,
     clock: Clock = monotonic,
     sleep: Sleep = _default_sleep,
-    client_factory: Callable[[Settings, str], ChatClient] | None = None,
+    client_factory: Callable[[Settings, str], Client] | None = None,
 ) -> int:
     """Run one batch and return the process exit code.
 

@@ -8,6 +8,7 @@ leaves the job unwritten for a resume.
 from __future__ import annotations
 
 import logging
+from types import TracebackType
 from typing import Protocol
 
 from tenacity import RetryCallState
@@ -28,7 +29,17 @@ log = logging.getLogger("worker.run")
 
 
 class Client(Protocol):
-    """What a worker needs of the API client: one attempt per call."""
+    """What the run needs of an API client: a session, and one attempt per call."""
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
 
     async def complete(self, payload: bytes) -> ChatReply: ...
 

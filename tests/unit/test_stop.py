@@ -1,0 +1,151 @@
+"""Stop reasons and their precedence, the controller, and the reader's cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeClock
+from worker.config import Settings
+from worker.models import parse_job
+from worker.reader import Intake, JobQueue, feed
+from worker.records import RecordIds
+from worker.resume import ResumeState
+from worker.stop import RunStopping, StopController, StopReason
+from worker.summary import RunStats
+from worker.throttle import Throttle
+from worker.writer import ResultWriter
+
+MOST_TO_LEAST_SERIOUS = [
+    StopReason.OUTPUT_FAILED,
+    StopReason.AUTH_FAILED,
+    StopReason.PAYMENT_REQUIRED,
+    StopReason.SYSTEMATIC_FAILURE,
+    StopReason.DEADLINE,
+    StopReason.SIGTERM,
+]
+
+
+def controller() -> StopController:
+    clock = FakeClock()
+    return StopController(sleep=clock.sleep)
+
+
+@pytest.mark.parametrize("first", MOST_TO_LEAST_SERIOUS)
+@pytest.mark.parametrize("second", MOST_TO_LEAST_SERIOUS)
+async def test_the_more_serious_reason_wins_in_either_order(
+    first: StopReason, second: StopReason
+) -> None:
+    stop = controller()
+    stop.request(first, "first")
+    stop.request(second, "second")
+    expected = min(first, second, key=MOST_TO_LEAST_SERIOUS.index)
+    assert stop.reason is expected
+    assert stop.message == ("first" if expected is first else "second")
+
+
+async def test_equally_serious_reasons_keep_the_first() -> None:
+    stop = controller()
+    stop.request(StopReason.DEADLINE, "deadline")
+    stop.request(StopReason.TOKEN_BUDGET, "tokens")
+    assert stop.reason is StopReason.DEADLINE
+
+
+@pytest.mark.parametrize("reason", list(StopReason))
+async def test_only_output_failure_401_and_402_cancel_at_once(
+    reason: StopReason,
+) -> None:
+    stop = controller()
+    stop.request(reason, "why")
+    assert stop.stopping.is_set()
+    fatal = reason in {
+        StopReason.OUTPUT_FAILED,
+        StopReason.AUTH_FAILED,
+        StopReason.PAYMENT_REQUIRED,
+    }
+    assert stop.cancelling.is_set() is fatal
+
+
+def test_each_reason_has_its_exit_code_and_a_next_step() -> None:
+    codes = {reason: reason.exit_code for reason in StopReason}
+    assert codes == {
+        StopReason.OUTPUT_FAILED: 7,
+        StopReason.AUTH_FAILED: 3,
+        StopReason.PAYMENT_REQUIRED: 4,
+        StopReason.SYSTEMATIC_FAILURE: 6,
+        StopReason.RATE_LIMIT_BUDGET: 5,
+        StopReason.DEADLINE: 5,
+        StopReason.TOKEN_BUDGET: 5,
+        StopReason.SIGINT: 130,
+        StopReason.SIGTERM: 143,
+    }
+    assert all(reason.next_step for reason in StopReason)
+
+
+async def test_sleep_raises_at_once_when_the_run_is_stopping() -> None:
+    clock = FakeClock()
+    stop = StopController(sleep=clock.sleep)
+    stop.request(StopReason.SIGTERM, "signal")
+    with pytest.raises(RunStopping):
+        await stop.sleep(30)
+    assert clock.sleeps == []
+
+
+async def test_sleep_is_cut_short_by_a_stop() -> None:
+    stop = StopController(sleep=asyncio.sleep)
+    sleeper = asyncio.create_task(stop.sleep(600))
+    await asyncio.sleep(0)
+    stop.request(StopReason.DEADLINE, "deadline")
+    with pytest.raises(RunStopping):
+        await asyncio.wait_for(sleeper, 5)
+
+
+async def test_a_cancelled_reader_still_posts_every_end_marker(
+    tmp_path: Path,
+) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        stats = RunStats()
+        intake = Intake(
+            default_model="mira",
+            shard=None,
+            resume=ResumeState(),
+            stats=stats,
+            writer=ResultWriter(tmp_path / "r.jsonl", tmp_path / "e.jsonl"),
+            record_ids=RecordIds(),
+        )
+        queue = JobQueue(4)
+        with os.fdopen(read_end, "rb", closefd=False) as source:
+            reading = asyncio.create_task(feed(source, intake, queue, workers=4))
+            os.write(write_end, b'{"id": "a", "prompt": "x"}\n')
+            first = await asyncio.wait_for(queue.get(), 5)
+            assert first is not None
+            assert first.id == "a"
+            reading.cancel()  # the pipe is idle: the reader waits on it
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            ends = [await asyncio.wait_for(queue.get(), 5) for _ in range(4)]
+        assert ends == [None] * 4
+        assert stats.input_complete is False
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def test_a_worker_waiting_out_a_retry_after_holds_no_slot() -> None:
+    clock = FakeClock()
+    stop = StopController(sleep=clock.sleep)
+    settings = Settings(concurrency=1, rpm=None, tpm=None, token_budget=None)
+    throttle = Throttle(settings, stop, RunStats(), clock)
+    throttle.gate.defer(30)
+    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
+    waiting = asyncio.create_task(throttle.turn(job).__aenter__())
+    await asyncio.sleep(0)
+    assert throttle.limiter.in_flight == 0  # the gate holds it, not a slot
+    turn = await asyncio.wait_for(waiting, 5)
+    assert throttle.limiter.in_flight == 1
+    await turn.__aexit__(None, None, None)
+    assert throttle.limiter.in_flight == 0
