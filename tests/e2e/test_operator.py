@@ -74,7 +74,7 @@ async def test_a_file_gets_periodic_status_lines_without_control_codes(
     sim: Simulator, tmp_path: Path
 ) -> None:
     sim.faults = Faults(latency_ms=60)
-    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(80))
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(40))
     result = await run_batch(
         tmp_path,
         sim.base_url,
@@ -83,7 +83,7 @@ async def test_a_file_gets_periodic_status_lines_without_control_codes(
         "--concurrency",
         "3",
         "--progress-interval",
-        "0.2",
+        "0.1",
     )
     assert result.code == 0
     status = [line for line in result.stderr.splitlines() if "progress: done" in line]
@@ -103,7 +103,7 @@ async def test_json_logs_are_one_object_per_stderr_line(
     jobs: list[object] = list(simple_jobs(40))
     key = SENTINEL_KEY
     if scenario == "faults_and_failures":
-        sim.faults = Faults(seed=4, p500=0.2, p429=0.1, retry_after=0.05)
+        sim.faults = Faults(seed=4, p500=0.05, p429=0.05, retry_after=0.05)
         jobs.append({"id": "refused", "prompt": "x", "x_sim_status": 400})
     elif scenario == "revoked_key":
         sim.faults = Faults(revoke_after=10)
