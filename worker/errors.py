@@ -4,6 +4,7 @@
 
     WorkerError                     base; never raised bare
     ├── ConfigError                 bad settings or unreadable input -> exit 2
+    ├── OutputError                 an output file cannot be written -> exit 7
     ├── FatalError                  stops the whole run at once (its stop_reason)
     │   ├── AuthError               401: key invalid, expired or revoked -> exit 3
     │   └── PaymentRequiredError    402, or 429 "insufficient_quota" -> exit 4
@@ -15,6 +16,7 @@
     └── JobError                    permanent for this job; written to the errors file
         ├── InvalidJobError         a bad input line; carries line_no
         ├── RequestRejectedError    other 4xx and redirects
+        ├── UnrecordableResponseError  a 2xx body that cannot be written back out
         └── RetriesExhaustedError   the last RetryableError is its __cause__
 """
 
@@ -64,6 +66,13 @@ class ConfigError(WorkerError):
     """Settings or input that make the run impossible; nothing was sent."""
 
     code = "config_error"
+
+
+class OutputError(WorkerError):
+    """An output file cannot be written: paying for answers that cannot be
+    recorded is the one thing the run must not do, so it stops at once."""
+
+    code = "output_failed"
 
 
 class FatalError(WorkerError):
@@ -147,6 +156,12 @@ class RequestRejectedError(JobError):
     """The API refused this request (4xx other than 401/402/429, or a redirect)."""
 
     code = "request_rejected"
+
+
+class UnrecordableResponseError(JobError):
+    """A 2xx answer that cannot be recorded (nested too deep to serialise)."""
+
+    code = "unrecordable_response"
 
 
 class RetriesExhaustedError(JobError):

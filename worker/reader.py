@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from worker.errors import InvalidJobError
+from worker.errors import InvalidJobError, OutputError
 from worker.idset import IdSet
 from worker.jsonl import count_lines, iter_lines
 from worker.models import Job, parse_job, shard_of
@@ -165,6 +165,8 @@ async def feed(
             if job is not None:
                 await queue.put(job)
         intake.stats.input_complete = True
+    except OutputError:
+        return  # an invalid line's record could not be written: the run stops
     finally:
         queue.end(workers)
 

@@ -33,7 +33,7 @@ from worker.resume import (
 )
 from worker.sender import Client, Sender
 from worker.shutdown import handle_signals
-from worker.stop import StopController
+from worker.stop import StopController, StopReason
 from worker.summary import RunStats, build_summary
 from worker.throttle import Throttle
 from worker.writer import ResultWriter
@@ -103,9 +103,13 @@ async def execute_run(
     try:
         stats = RunStats()
         resume = _prepare_outputs(files, mode, force=force, stats=stats)
-        writer = ResultWriter(files.results, files.errors)
-        writer.open()
         stop = StopController(sleep=sleep)
+        writer = ResultWriter(
+            files.results,
+            files.errors,
+            on_failure=lambda exc: stop.request(StopReason.OUTPUT_FAILED, str(exc)),
+        )
+        writer.open()
         throttle = Throttle(settings, stop, stats, clock)
         client = (client_factory or _make_client)(settings, api_key)
         parts = _Parts(settings, stats, writer, stop, throttle)
@@ -131,9 +135,7 @@ async def execute_run(
                 "decreases": throttle.limiter.decreases,
             },
         )
-        _report(summary, files.summary, settings, out)
-        code: int = summary["exit_code"]
-        return code
+        return _report(summary, files.summary, settings, out)
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -221,10 +223,15 @@ def _prepare_outputs(
 
 def _report(
     summary: dict[str, Any], path: Path, settings: Settings, out: TextIO
-) -> None:
-    """Write the summary file, then show it: a table, or one JSON log line."""
+) -> int:
+    """Write the summary file, show it (a table, or one JSON log line), and
+    return the exit code: 7 when even the summary could not be written."""
     document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
-    atomic_write(path, scrub_bytes(document))
+    try:
+        atomic_write(path, scrub_bytes(document))
+    except OSError as exc:
+        log.error("could not write the summary %s: %s", path, exc.strerror)
+        summary["exit_code"] = StopReason.OUTPUT_FAILED.exit_code
     if settings.log_format == "json":
         # Log collectors get the summary as one JSON line like every other.
         log.info(
@@ -234,6 +241,8 @@ def _report(
         )
     else:
         emit(out, render_summary(summary))
+    code: int = summary["exit_code"]
+    return code
 
 
 def _make_client(settings: Settings, api_key: str) -> ChatClient:

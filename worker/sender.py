@@ -11,11 +11,19 @@ import logging
 from types import TracebackType
 from typing import Protocol
 
+import orjson
 from tenacity import RetryCallState
 
 from worker.client import ChatReply
 from worker.config import Settings
-from worker.errors import FatalError, JobError, RetryableError, WorkerError
+from worker.errors import (
+    FatalError,
+    JobError,
+    OutputError,
+    RetryableError,
+    UnrecordableResponseError,
+    WorkerError,
+)
 from worker.models import Job
 from worker.reader import JobQueue
 from worker.records import RecordIds, error_record, success_record
@@ -103,39 +111,57 @@ class Sender:
                 self._stop.request(exc.stop_reason, str(exc))
                 return
             except JobError as exc:
-                self._fail(job, exc, attempts)
-                continue
+                outcome = self._fail(job, exc, attempts)
+            else:
+                outcome = self._succeed(job, reply, latency_s, attempts)
             finally:
                 if retried:
                     self._stats.retrying -= 1
-            self._succeed(job, reply, latency_s, attempts)
+            if not outcome:
+                return  # the writer failed: the run is stopping (exit 7)
 
     def _succeed(
         self, job: Job, reply: ChatReply, latency_s: float, attempts: int
-    ) -> None:
-        self._consecutive_failures = 0
-        self._stats.succeeded += 1
-        self._writer.write_result(
-            success_record(
-                self._ids.next(),
-                job.id,
+    ) -> bool:
+        """Write the result; False when the writer failed."""
+        record = success_record(
+            self._ids.next(),
+            job.id,
+            status=reply.status,
+            request_id=reply.request_id,
+            body=reply.body,
+            metadata=job.metadata,
+            attempts=attempts,
+            latency_s=latency_s,
+        )
+        try:
+            self._writer.write_result(record)
+        except OutputError:
+            return False
+        except orjson.JSONEncodeError as exc:
+            # A body orjson read but cannot write (nested too deep): retrying
+            # would pay for the same answer again, so the job fails here.
+            problem = UnrecordableResponseError(
+                f"the answer cannot be recorded: {exc}",
                 status=reply.status,
                 request_id=reply.request_id,
-                body=reply.body,
-                metadata=job.metadata,
-                attempts=attempts,
-                latency_s=latency_s,
             )
-        )
+            return self._fail(job, problem, attempts)
+        self._consecutive_failures = 0
+        self._stats.succeeded += 1
+        return True
 
-    def _fail(self, job: Job, exc: JobError, attempts: int) -> None:
-        self._stats.failed += 1
+    def _fail(self, job: Job, exc: JobError, attempts: int) -> bool:
+        """Write the failure; False when the writer failed."""
         _log_attempt(logging.WARNING, job, exc, attempts, failed=True)
-        self._writer.write_error(
-            error_record(
-                self._ids.next(), job.id, exc, metadata=job.metadata, attempts=attempts
-            )
+        record = error_record(
+            self._ids.next(), job.id, exc, metadata=job.metadata, attempts=attempts
         )
+        try:
+            self._writer.write_error(record)
+        except OutputError:
+            return False
+        self._stats.failed += 1
         self._consecutive_failures += 1
         limit = self._settings.max_consecutive_failures
         if limit and self._consecutive_failures >= limit:
@@ -145,6 +171,7 @@ class Sender:
                 f"the last with {exc}; "
                 "fix the cause, then rerun with --retry-failed",
             )
+        return True
 
     def _count_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

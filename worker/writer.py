@@ -1,48 +1,59 @@
-"""The single writer of result and error lines: append, flush, fsync."""
+"""The single writer of result and error lines: append, hand to the OS, fsync.
+
+Each line reaches the OS the moment its job finishes (one write per line, no
+buffer of ours), so a write error is known before another request can start:
+the writer reports it (`on_failure`), refuses every later line, and the run
+stops with exit 7. A kill at any instant leaves at most a torn last line, which
+the next run repairs.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, OutputError
 from worker.logs import scrub_bytes
 
-_WRITE_BUFFER_BYTES = 1 << 16
+# Files the run creates hold prompts and completions: private to their owner.
+NEW_FILE_MODE = 0o600
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:
     """One JSONL line (newline included), scrubbed of anything shaped like a key.
 
     A server that echoes a credential into a body must not put it in our files.
+
+    Raises:
+        orjson.JSONEncodeError: the record cannot be serialised (nested too deep).
     """
     return scrub_bytes(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
 
 class ResultWriter:
-    """The only writer of the results and errors files.
+    """The only writer of the results and errors files."""
 
-    Lines are appended as jobs finish; every line written during one turn of the
-    event loop reaches the OS in one flush at the end of that turn, so a killed
-    process loses nothing the files were told. `sync` makes it durable (fsync).
-    """
-
-    def __init__(self, results_path: Path, errors_path: Path) -> None:
+    def __init__(
+        self,
+        results_path: Path,
+        errors_path: Path,
+        *,
+        on_failure: Callable[[OutputError], None] | None = None,
+    ) -> None:
         self.results_path = results_path
         self.errors_path = errors_path
-        self._results: BinaryIO | None = None
-        self._errors: BinaryIO | None = None
-        self._flush_scheduled = False
+        self._on_failure = on_failure
+        self._fds: dict[Path, int] = {}
         self._dirty = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.failure: OutputError | None = None
 
     def open(self) -> None:
-        """Open both files for appending.
+        """Open both files for appending (created 0600).
 
         Raises:
             ConfigError: a file cannot be opened for writing.
@@ -50,72 +61,76 @@ class ResultWriter:
         try:
             for path in (self.results_path, self.errors_path):
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self._results = open(self.results_path, "ab", _WRITE_BUFFER_BYTES)  # noqa: SIM115
-            self._errors = open(self.errors_path, "ab", _WRITE_BUFFER_BYTES)  # noqa: SIM115
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                self._fds[path] = os.open(path, flags, NEW_FILE_MODE)
         except OSError as exc:
             self.close()
             raise ConfigError(
                 f"cannot open output {exc.filename}: {exc.strerror}"
             ) from None
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None
 
     def write_result(self, record: dict[str, Any]) -> None:
-        """Append one success line."""
-        assert self._results is not None, "writer is not open"
-        self._append(self._results, dumps_line(record))
+        """Append one success line.
+
+        Raises:
+            OutputError: the line could not be written; the run must stop.
+            orjson.JSONEncodeError: the record cannot be serialised.
+        """
+        self._append(self.results_path, dumps_line(record))
 
     def write_error(self, record: dict[str, Any]) -> None:
-        """Append one failure line."""
-        assert self._errors is not None, "writer is not open"
-        self._append(self._errors, dumps_line(record))
+        """Append one failure line (raises as `write_result`)."""
+        self._append(self.errors_path, dumps_line(record))
 
-    def _append(self, fh: BinaryIO, line: bytes) -> None:
-        fh.write(line)
+    def _append(self, path: Path, line: bytes) -> None:
+        if self.failure is not None:
+            raise self.failure  # never append after a torn line
+        fd = self._fds[path]
+        view = memoryview(line)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise self._fail(path, exc) from None
         self._dirty = True
-        if self._loop is None:
-            self.flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
 
-    def flush(self) -> None:
-        """Hand every buffered line to the OS."""
-        self._flush_scheduled = False
-        for fh in (self._results, self._errors):
-            if fh is not None and not fh.closed:
-                fh.flush()
+    def _fail(self, path: Path, exc: OSError) -> OutputError:
+        if self.failure is None:
+            self.failure = OutputError(f"cannot write {path}: {exc.strerror}")
+            if self._on_failure is not None:
+                self._on_failure(self.failure)
+        return self.failure
 
     async def sync(self) -> None:
-        """Flush, then fsync both files off the event loop."""
-        if not self._dirty:
+        """fsync both files off the event loop, if anything was written."""
+        if not self._dirty or self.failure is not None:
             return
         self._dirty = False
-        self.flush()
-        fds = [
-            fh.fileno() for fh in (self._results, self._errors) if fh and not fh.closed
-        ]
-        await asyncio.to_thread(_fsync_all, fds)
+        fds = dict(self._fds)
+        failed = await asyncio.to_thread(_fsync_all, fds)
+        if failed is not None:
+            self._fail(*failed)
 
     async def sync_every(self, interval_s: float) -> None:
-        """fsync at least once every interval_s until cancelled."""
-        while True:
+        """fsync at least once every interval_s until cancelled or failed."""
+        while self.failure is None:
             await asyncio.sleep(interval_s)
             await self.sync()
 
     def close(self) -> None:
-        """Flush, fsync and close; safe to call twice."""
-        for fh in (self._results, self._errors):
-            if fh is not None and not fh.closed:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
+        """fsync and close; a failure is reported, not raised. Safe to call twice."""
+        fds, self._fds = self._fds, {}
+        if self.failure is None and (failed := _fsync_all(fds)) is not None:
+            self._fail(*failed)
+        for fd in fds.values():
+            os.close(fd)
 
 
-def _fsync_all(fds: list[int]) -> None:
-    for fd in fds:
-        # Closed under us at exit: close() fsyncs again anyway.
-        with contextlib.suppress(OSError):
+def _fsync_all(fds: dict[Path, int]) -> tuple[Path, OSError] | None:
+    """fsync each file; the first that fails, with its error."""
+    for path, fd in fds.items():
+        try:
             os.fsync(fd)
+        except OSError as exc:
+            return path, exc
+    return None

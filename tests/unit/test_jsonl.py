@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 from worker.jsonl import count_lines, iter_lines
-from worker.writer import ResultWriter
 
 
 async def test_iter_lines_numbers_lines_skips_blanks_and_keeps_a_last_unterminated_one(
@@ -40,17 +38,3 @@ def test_count_lines_leaves_the_position_alone(tmp_path: Path) -> None:
     with os.fdopen(read_fd, "rb") as pipe:
         assert count_lines(pipe) == 0
     os.close(write_fd)
-
-
-async def test_writer_flushes_lines_at_the_end_of_the_loop_turn(tmp_path: Path) -> None:
-    writer = ResultWriter(tmp_path / "r.jsonl", tmp_path / "e.jsonl")
-    writer.open()
-    writer.write_result({"custom_id": "a"})
-    writer.write_error({"custom_id": "b"})
-    assert (tmp_path / "r.jsonl").read_bytes() == b""  # still buffered this turn
-    await asyncio.sleep(0)
-    assert (tmp_path / "r.jsonl").read_bytes() == b'{"custom_id":"a"}\n'
-    assert (tmp_path / "e.jsonl").read_bytes() == b'{"custom_id":"b"}\n'
-    await writer.sync()
-    writer.close()
-    writer.close()
