@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -26,9 +26,10 @@ LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 
 
-def _env(name: str) -> AliasChoices:
+def _env(name: str) -> str:
     # Durations carry `_s` in the code but not in the documented MIRA_* names.
-    return AliasChoices(name, f"mira_{name.removesuffix('_s')}")
+    # Only the MIRA_ name: a bare DEADLINE_S in the environment is not ours.
+    return f"mira_{name.removesuffix('_s')}"
 
 
 class Settings(BaseSettings):
@@ -143,6 +144,10 @@ def load_settings(**flags: object) -> Settings:
         return Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            "cannot read .env in the working directory: it is not UTF-8 text"
+        ) from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

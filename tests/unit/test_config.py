@@ -202,3 +202,36 @@ def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
 def test_shutdown_grace_of_zero_is_allowed() -> None:
     args = build_parser().parse_args(["run", "x.jsonl", "--shutdown-grace", "0"])
     assert args.shutdown_grace_s == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DEADLINE_S",
+        "REQUEST_TIMEOUT_S",
+        "SHUTDOWN_GRACE_S",
+        "MAX_RETRY_AFTER_S",
+        "PROGRESS_INTERVAL_S",
+        "CONCURRENCY",
+        "deadline_s",
+    ],
+)
+def test_only_mira_variables_configure_the_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    monkeypatch.setenv(name, "3")
+    (tmp_path / ".env").write_text(f"{name}=4\n")
+    s = load_settings()
+    assert s.deadline_s is None
+    assert (s.request_timeout_s, s.shutdown_grace_s, s.max_retry_after_s) == (
+        120,
+        10,
+        300,
+    )
+    assert (s.progress_interval_s, s.concurrency) == (10, 16)
+
+
+def test_a_dotenv_that_is_not_utf8_is_a_clear_config_error(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"MIRA_MODEL=caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings()
