@@ -97,10 +97,15 @@ class PaymentRequiredError(FatalError):
 
 
 class RetryableError(WorkerError):
-    """Transient: the same request may succeed later."""
+    """Transient: the same request may succeed later.
+
+    `retry_after_s` is the server's Retry-After, when it sent one; the run holds
+    every request back that long (never less than a retry's own backoff).
+    """
 
     code = "retryable"
     cause = "other"
+    retry_after_s: float | None = None
 
 
 class RateLimitedError(RetryableError):
@@ -108,6 +113,7 @@ class RateLimitedError(RetryableError):
 
     code = "rate_limited"
     cause = "rate_limited"
+    retry_after_s: float
 
     def __init__(self, message: str, *, retry_after_s: float, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -115,10 +121,16 @@ class RateLimitedError(RetryableError):
 
 
 class ServerError(RetryableError):
-    """5xx, 408 or 409."""
+    """5xx, 408 or 409; a 503 may say when to come back (Retry-After)."""
 
     code = "server_error"
     cause = "server_error"
+
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
 
 
 class TransportError(RetryableError):
@@ -261,7 +273,8 @@ def error_for_status(
             retry_after = DEFAULT_RETRY_AFTER_S
         return RateLimitedError(detail, retry_after_s=retry_after, **kw)
     if status in RETRYABLE_STATUSES or status >= 500:
-        return ServerError(detail, **kw)
+        retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
+        return ServerError(detail, retry_after_s=retry_after, **kw)
     if 300 <= status < 400:
         location = headers.get("Location", "")
         where = f" to {location}" if location else ""

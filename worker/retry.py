@@ -1,7 +1,9 @@
 """The retry policy: tenacity, retrying only RetryableError, with jittered backoff.
 
-A 429's Retry-After is not waited here: it is put on the run's shared gate, which
-holds back every worker (Mira's limits are per user, not per request).
+A Retry-After is not waited here: it is put on the run's shared gate, which holds
+back every worker (Mira's limits are per user, not per request). The backoff
+here and the gate run from the same moment, so a retry waits the longer of the
+two: a Retry-After of 0, in the past or negative never shortens the backoff.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
-from tenacity.wait import wait_base
 
-from worker.errors import RateLimitedError, RetriesExhaustedError, RetryableError
+from worker.errors import RetriesExhaustedError, RetryableError
 from worker.flow import Sleep
 
 T = TypeVar("T")
@@ -27,19 +28,6 @@ T = TypeVar("T")
 # Full jitter (AWS): N workers that failed together must not retry together.
 BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 30.0
-
-
-class wait_backoff_unless_rate_limited(wait_base):
-    """Jittered exponential backoff; no extra wait after a 429 (the gate waits)."""
-
-    def __init__(self, multiplier_s: float, max_s: float) -> None:
-        self._backoff = wait_random_exponential(multiplier=multiplier_s, max=max_s)
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        if outcome is not None and isinstance(outcome.exception(), RateLimitedError):
-            return 0.0
-        return self._backoff(retry_state)
 
 
 def build_retrying(
@@ -54,7 +42,7 @@ def build_retrying(
     return AsyncRetrying(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(max_attempts),
-        wait=wait_backoff_unless_rate_limited(multiplier_s, max_backoff_s),
+        wait=wait_random_exponential(multiplier=multiplier_s, max=max_backoff_s),
         sleep=sleep,
         before_sleep=before_sleep,
         reraise=False,

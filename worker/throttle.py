@@ -14,7 +14,7 @@ from types import TracebackType
 
 from worker.client import ChatReply
 from worker.config import Settings
-from worker.errors import RateLimitedError, WorkerError
+from worker.errors import RateLimitedError, RetryableError, WorkerError
 from worker.flow import AdaptiveLimiter, Clock, Pacer, RetryAfterGate
 from worker.models import Job
 from worker.stop import RunStopping, StopController, StopReason
@@ -100,22 +100,24 @@ class Throttle:
             self._tokens_reported += tokens
         self.limiter.on_success()
 
-    def _on_rate_limited(self, exc: RateLimitedError, epoch: int) -> None:
-        limiter = self.limiter
-        if limiter.on_congestion(epoch):
+    def _on_retryable(self, exc: RetryableError, epoch: int) -> None:
+        if isinstance(exc, RateLimitedError) and self.limiter.on_congestion(epoch):
             log.info(
                 "429: concurrency cut to %d; pausing all requests for %.3g s",
-                limiter.limit,
+                self.limiter.limit,
                 exc.retry_after_s,
             )
-        if exc.retry_after_s > self._max_retry_after_s:
+        retry_after_s = exc.retry_after_s
+        if retry_after_s is None or retry_after_s <= 0:
+            return
+        if retry_after_s > self._max_retry_after_s:
             self._stop.request(
                 StopReason.RATE_LIMIT_BUDGET,
-                f"the API asked to wait {exc.retry_after_s:g} s (over "
+                f"the API asked to wait {retry_after_s:g} s (over "
                 f"--max-retry-after {self._max_retry_after_s:g} s): {exc.message}",
             )
         else:
-            self.gate.defer(exc.retry_after_s)
+            self.gate.defer(retry_after_s)
 
 
 class Turn:
@@ -160,5 +162,5 @@ class Turn:
         throttle.limiter.release()
         if isinstance(exc, WorkerError) and exc.status is not None:
             throttle._stats.statuses[exc.status] += 1
-        if isinstance(exc, RateLimitedError):
-            throttle._on_rate_limited(exc, self._epoch)
+        if isinstance(exc, RetryableError):
+            throttle._on_retryable(exc, self._epoch)

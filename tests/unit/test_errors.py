@@ -137,3 +137,15 @@ def test_error_detail_is_bounded() -> None:
 def test_error_str_is_one_line_with_status() -> None:
     error = error_for_status(404, {}, {"detail": "Not\nFound"})
     assert str(error) == "HTTP 404: Not Found"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"), [("30", 30.0), ("0", 0.0), ("-5", 0.0), (None, None)]
+)
+def test_a_503_carries_its_retry_after_too(
+    header: str | None, expected: float | None
+) -> None:
+    headers = {} if header is None else {"Retry-After": header}
+    error = error_for_status(503, headers, {"detail": "busy"})
+    assert isinstance(error, ServerError)
+    assert error.retry_after_s == expected

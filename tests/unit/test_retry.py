@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tenacity import RetryCallState
+from tenacity import RetryCallState, wait_random_exponential
 
 from worker.errors import (
     AuthError,
@@ -16,7 +16,6 @@ from worker.errors import (
 from worker.retry import (
     build_retrying,
     call_with_retries,
-    wait_backoff_unless_rate_limited,
 )
 
 
@@ -53,10 +52,25 @@ async def test_transient_errors_are_retried_with_backoff_then_succeed() -> None:
     assert all(0 <= w <= 30 for w in waits)
 
 
-async def test_429_adds_no_wait_of_its_own_since_the_gate_holds_everyone() -> None:
-    script = Script(RateLimitedError("slow", retry_after_s=5, status=429))
-    result, waits = await run(script)
-    assert (result, waits) == ("ok", [0.0])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RateLimitedError("slow", retry_after_s=0, status=429),
+        ServerError("later", retry_after_s=0, status=503),
+        ServerError("later", retry_after_s=None, status=503),
+    ],
+)
+async def test_a_retry_after_of_zero_never_shortens_the_backoff(
+    error: Exception,
+) -> None:
+    samples = []
+    for _ in range(50):
+        result, waits = await run(Script(error, error))
+        assert result == "ok"
+        samples += waits
+    # Full jitter: uniform up to 0.5 * 2**attempt; never all zero.
+    assert max(samples) > 0.2
+    assert all(0 <= w <= 2 for w in samples)
 
 
 async def test_gives_up_after_max_attempts_with_the_last_error_as_cause() -> None:
@@ -80,7 +94,7 @@ async def test_fatal_and_job_errors_are_never_retried(error: Exception) -> None:
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
-    wait = wait_backoff_unless_rate_limited(multiplier_s=0.5, max_s=30)
+    wait = wait_random_exponential(multiplier=0.5, max=30)
 
     def state(attempt: int) -> RetryCallState:
         s = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakes import FakeClock
 from worker.config import Settings
+from worker.errors import RateLimitedError, RetryableError, ServerError
 from worker.models import parse_job
 from worker.reader import Intake, JobQueue, feed
 from worker.records import RecordIds
@@ -149,3 +150,39 @@ async def test_a_worker_waiting_out_a_retry_after_holds_no_slot() -> None:
     assert throttle.limiter.in_flight == 1
     await turn.__aexit__(None, None, None)
     assert throttle.limiter.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "paused_s"),
+    [
+        (ServerError("later", status=503, retry_after_s=7), 7),
+        (ServerError("later", status=503, retry_after_s=0), 0),
+        (ServerError("later", status=503), 0),
+        (RateLimitedError("slow", status=429, retry_after_s=5), 5),
+        (RateLimitedError("slow", status=429, retry_after_s=0), 0),
+    ],
+)
+async def test_every_retryable_status_with_a_retry_after_pauses_the_run(
+    error: RetryableError, paused_s: float
+) -> None:
+    clock = FakeClock()
+    stop = StopController(sleep=clock.sleep)
+    settings = Settings(concurrency=4, rpm=None, tpm=None, token_budget=None)
+    throttle = Throttle(settings, stop, RunStats(), clock)
+    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
+    turn = await throttle.turn(job).__aenter__()
+    await turn.__aexit__(type(error), error, None)
+    assert throttle.gate.remaining_s() == paused_s
+    assert not stop.stopping.is_set()
+
+
+async def test_a_503_asking_for_longer_than_max_retry_after_stops_resumably() -> None:
+    clock = FakeClock()
+    stop = StopController(sleep=clock.sleep)
+    settings = Settings(concurrency=4, rpm=None, tpm=None, token_budget=None)
+    throttle = Throttle(settings, stop, RunStats(), clock)
+    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
+    turn = await throttle.turn(job).__aenter__()
+    error = ServerError("maintenance", status=503, retry_after_s=3600)
+    await turn.__aexit__(type(error), error, None)
+    assert stop.reason is StopReason.RATE_LIMIT_BUDGET
