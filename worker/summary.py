@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from array import array
 from collections import Counter
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.stop import StopReason
+
+log = logging.getLogger("worker.run")
 
 COMPLETED = "completed"
 _NEXT_WHEN_COMPLETED = {
@@ -81,6 +84,7 @@ class RunStats:
     retries: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    untrusted_usage_seen: bool = False
 
     @property
     def done(self) -> int:
@@ -93,19 +97,36 @@ class RunStats:
         return max(0, self.total - self.succeeded - self.failed - self.skipped)
 
     def add_usage(self, usage: object) -> int:
-        """Add a response's reported usage; return its total tokens."""
+        """Add a response's reported usage; return its total tokens.
+
+        The numbers come from the server, so they are not trusted: anything but
+        a whole number of 0 or more counts as 0 (said once), so a negative
+        total can never give back budget or pacing.
+        """
         if not isinstance(usage, dict):
             return 0
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
+        prompt = self._tokens(usage.get("prompt_tokens"))
+        completion = self._tokens(usage.get("completion_tokens"))
         total = usage.get("total_tokens")
-        prompt = prompt if isinstance(prompt, int) else 0
-        completion = completion if isinstance(completion, int) else 0
-        total = total if isinstance(total, int) else prompt + completion
+        total = prompt + completion if total is None else self._tokens(total)
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         self.total_tokens += total
         return total
+
+    def _tokens(self, value: object) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if not self.untrusted_usage_seen:
+            self.untrusted_usage_seen = True
+            log.warning(
+                "the server reported usage %r, which is not a token count; "
+                "it counts as 0 for budgets and pacing",
+                value,
+            )
+        return 0
 
 
 def exit_code_for(reason: StopReason | None, *, any_failed: bool) -> int:

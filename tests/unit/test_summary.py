@@ -69,3 +69,23 @@ def test_summary_has_the_contract_fields_and_renders() -> None:
     text = render_summary(summary)
     assert "6 succeeded" in text
     assert "server_error 2" in text
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": -5, "completion_tokens": 3, "total_tokens": -1_000_000},
+        {"prompt_tokens": "7", "completion_tokens": 3.5, "total_tokens": True},
+        {"total_tokens": -1},
+    ],
+)
+def test_usage_from_the_server_is_clamped_and_said_once(
+    usage: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = RunStats()
+    stats.add_usage({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
+    stats.add_usage(usage)
+    stats.add_usage(usage)
+    assert stats.total_tokens >= 15
+    assert min(stats.prompt_tokens, stats.completion_tokens) >= 0
+    assert caplog.text.count("not a token count") == 1
