@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,10 +139,18 @@ def start_fresh(paths: list[Path], *, force: bool) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace a file's content so a kill leaves either the old or the new file."""
+    """Replace a file's content so a kill leaves either the old or the new file.
+
+    A new file is private (0600); a file that exists keeps its mode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o600
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

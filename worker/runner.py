@@ -6,8 +6,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TextIO
@@ -19,6 +19,7 @@ from worker.config import Settings, check_base_url_security, load_api_key
 from worker.flow import Clock, Sleep, monotonic
 from worker.jsonl import open_input
 from worker.logs import emit, scrub_bytes
+from worker.outputs import RunLock, check_output_paths
 from worker.pipeline import Pipeline
 from worker.progress import ProgressReporter
 from worker.reader import Shard, make_intake
@@ -99,8 +100,11 @@ async def execute_run(
     out = out or sys.stderr
     api_key = load_api_key(settings)
     check_base_url_security(settings)
-    source = open_input(files.input)
-    try:
+    check_output_paths(
+        files.input,
+        {"results": files.results, "errors": files.errors, "summary": files.summary},
+    )
+    with RunLock(files.results), _opened(files.input) as source:
         stats = RunStats()
         resume = _prepare_outputs(files, mode, force=force, stats=stats)
         stop = StopController(sleep=sleep)
@@ -111,34 +115,27 @@ async def execute_run(
         )
         writer.open()
         throttle = Throttle(settings, stop, stats, clock)
-        client = (client_factory or _make_client)(settings, api_key)
         parts = _Parts(settings, stats, writer, stop, throttle)
+        client = (client_factory or _make_client)(settings, api_key)
         started = time.monotonic()
         with handle_signals(stop):
             async with _syncing(writer), client:
                 pipeline = parts.pipeline(source, client, resume=resume, shard=shard)
                 async with ProgressReporter(settings, stats, throttle.limiter, out):
                     await pipeline.run(source)
-        summary = build_summary(
-            stats,
-            reason=stop.reason,
-            message=stop.message,
-            elapsed_s=time.monotonic() - started,
-            files={
-                "input": files.input,
-                "results": str(files.results),
-                "errors": str(files.errors),
-            },
-            concurrency={
-                "ceiling": settings.concurrency,
-                "final": throttle.limiter.limit,
-                "decreases": throttle.limiter.decreases,
-            },
-        )
+        summary = parts.summary(files, elapsed_s=time.monotonic() - started)
         return _report(summary, files.summary, settings, out)
+
+
+@contextmanager
+def _opened(source: str) -> Iterator[BinaryIO]:
+    """The input, opened; closed after unless it is standard input."""
+    fh = open_input(source)
+    try:
+        yield fh
     finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+        if fh is not sys.stdin.buffer:
+            fh.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +184,26 @@ class _Parts:
             concurrency=settings.concurrency,
             deadline_s=settings.deadline_s,
             grace_s=settings.shutdown_grace_s,
+        )
+
+    def summary(self, files: RunFiles, *, elapsed_s: float) -> dict[str, Any]:
+        """The summary of how the run went (CONTRACT section 5)."""
+        limiter = self.throttle.limiter
+        return build_summary(
+            self.stats,
+            reason=self.stop.reason,
+            message=self.stop.message,
+            elapsed_s=elapsed_s,
+            files={
+                "input": files.input,
+                "results": str(files.results),
+                "errors": str(files.errors),
+            },
+            concurrency={
+                "ceiling": self.settings.concurrency,
+                "final": limiter.limit,
+                "decreases": limiter.decreases,
+            },
         )
 
 

@@ -15,10 +15,12 @@ from tests.helpers import (
     assert_no_key,
     assert_outputs_clean,
     cli_env,
+    finish_cli,
     read_jsonl,
     run_batch,
     run_cli,
     simple_jobs,
+    start_cli,
     write_jobs,
 )
 from worker.sim.faults import Faults
@@ -152,3 +154,31 @@ async def test_a_server_echoing_the_key_does_not_get_it_into_files_or_logs(
     (error,) = read_jsonl(tmp_path / "jobs.errors.jsonl")
     assert "[REDACTED]" in error["error"]["message"]
     assert_outputs_clean(tmp_path)
+
+
+async def test_a_second_run_on_the_same_files_exits_2_naming_the_first(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.faults = Faults(latency_ms=100)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(30))
+    env = cli_env(base_url=sim.base_url)
+    first = await start_cli(
+        "run",
+        "jobs.jsonl",
+        "--progress",
+        "off",
+        "--concurrency",
+        "2",
+        cwd=tmp_path,
+        env=env,
+    )
+    lock = tmp_path / "jobs.results.jsonl.lock"
+    async with asyncio.timeout(10):
+        while not (lock.exists() and lock.read_text().strip()):
+            await asyncio.sleep(0.01)
+    second = await run_batch(tmp_path, sim.base_url)
+    assert second.code == 2
+    assert f"PID {first.pid}" in second.stderr
+    assert (await finish_cli(first, cwd=tmp_path)).code == 0
+    assert sim.stats.requests == 30
+    assert len(read_jsonl(tmp_path / "jobs.results.jsonl")) == 30

@@ -1,0 +1,102 @@
+"""Before the first request: the output paths are checked, and the run takes its lock.
+
+One run per output set: a cron overlap must not send (and pay for) every job
+twice. The lock is an exclusive `flock` on `<results>.lock`, held for the whole
+run; the kernel releases it when the process ends, even on SIGKILL. The file is
+left in place: removing it would let a third run lock a fresh file while a
+second still holds the old one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from worker.errors import ConfigError
+
+
+def check_output_paths(input_path: str, outputs: dict[str, Path]) -> None:
+    """Every output writable, and distinct from the others and from the input.
+
+    Compared after resolving links, so a symlink cannot make two names one file.
+
+    Raises:
+        ConfigError: a conflict or an unwritable path; nothing was sent.
+    """
+    seen: dict[Path, str] = {}
+    if input_path != "-":
+        seen[Path(input_path).resolve()] = "the input"
+    for what, path in outputs.items():
+        real = path.resolve()
+        if real in seen:
+            raise ConfigError(
+                f"the {what} file {path} is the same file as {seen[real]}: "
+                "give each output its own path"
+            )
+        seen[real] = f"the {what} file"
+        _check_writable(path, what)
+
+
+def _check_writable(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise ConfigError(f"the {what} file {path} is a directory")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"the {what} file {path} is not writable")
+        directory = path.parent
+    else:
+        directory = path.parent
+        while not directory.exists():  # created on first write
+            directory = directory.parent
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        # The summary is replaced through a temporary file beside it.
+        raise ConfigError(
+            f"cannot write the {what} file {path}: {directory} is not writable"
+        )
+
+
+class RunLock:
+    """An exclusive lock on `<results>.lock` for the life of the run."""
+
+    def __init__(self, results: Path) -> None:
+        self.path = results.with_name(results.name + ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        """Take the lock, or refuse at once.
+
+        Raises:
+            ConfigError: another run holds it (its PID is named).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open the lock {self.path}: {exc.strerror}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"another mira-batch run (PID {holder}) is using these output files "
+                f"(lock {self.path}); let it finish or stop it, then run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
