@@ -13,6 +13,10 @@ import orjson
 # Anything shaped like a Mira key, or a bearer credential, whatever else it is.
 _SECRET = re.compile(r"sk-mira-[0-9A-Za-z]{4,}|(?i:bearer)\s+[^\s'\"\\]+")
 _KEY_BYTES = re.compile(rb"sk-mira-[0-9A-Za-z]{4,}")
+_PLACEHOLDER = "[REDACTED]"
+# The secret parts (40 hex) of the keys in use, as they may be echoed: a server
+# that quotes the key without its prefix must not get it into a log or a file.
+_secrets: list[str] = []
 _FIELDS = (
     "line",
     "job_id",
@@ -24,20 +28,37 @@ _FIELDS = (
 )
 
 
+def register_secret(key: str) -> None:
+    """Mask this key's secret part wherever it appears, prefix or not."""
+    secret = key.removeprefix("sk-mira-")
+    for variant in (secret, secret.lower(), secret.upper()):
+        if variant not in _secrets:
+            _secrets.append(variant)
+
+
 def scrub(text: str) -> str:
-    """Replace anything that looks like a key with a placeholder."""
-    return _SECRET.sub("[REDACTED]", text)
+    """Replace anything that looks like a key, or is one in use, with a placeholder."""
+    text = _SECRET.sub(_PLACEHOLDER, text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, _PLACEHOLDER)
+    return text
 
 
 def scrub_bytes(data: bytes) -> bytes:
-    """Mask Mira keys in a JSON line or document; untouched (and cheap) without one.
+    """Mask keys in a JSON line or document; untouched (and cheap) without one.
 
-    Only the key shape is matched: model output that says "bearer" is data. The
-    placeholder holds no quote or backslash, so JSON stays valid.
+    Only the key shape and the keys in use are matched: model output that says
+    "bearer" is data. The placeholder holds no quote or backslash, so JSON stays
+    valid.
     """
-    if b"sk-mira-" not in data:
-        return data
-    return _KEY_BYTES.sub(b"[REDACTED]", data)
+    if b"sk-mira-" in data:
+        data = _KEY_BYTES.sub(_PLACEHOLDER.encode(), data)
+    for secret in _secrets:
+        encoded = secret.encode()
+        if encoded in data:
+            data = data.replace(encoded, _PLACEHOLDER.encode())
+    return data
 
 
 class ScrubbingTextFormatter(logging.Formatter):
@@ -59,15 +80,17 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": scrub(record.getMessage()),
+            "message": record.getMessage(),
         }
         for name in _FIELDS:
             value = record.__dict__.get(name)
             if value is not None:
-                entry[name] = scrub(value) if isinstance(value, str) else value
+                entry[name] = value
         if record.exc_info:
-            entry["exception"] = scrub(self.formatException(record.exc_info))
-        return orjson.dumps(entry, default=str).decode()
+            entry["exception"] = self.formatException(record.exc_info)
+        # The whole serialised line is scrubbed, not its fields: a key inside a
+        # nested field (a server's 401 detail in the summary) is masked too.
+        return scrub(orjson.dumps(entry, default=str).decode())
 
 
 def setup_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None:

@@ -18,7 +18,7 @@ from worker.client import ChatClient
 from worker.config import Settings, check_base_url_security, load_api_key
 from worker.flow import Clock, Sleep, monotonic
 from worker.jsonl import open_input
-from worker.logs import emit, scrub_bytes
+from worker.logs import emit, register_secret, scrub_bytes
 from worker.outputs import RunLock, check_output_paths
 from worker.pipeline import Pipeline
 from worker.progress import ProgressReporter
@@ -99,6 +99,7 @@ async def execute_run(
     """
     out = out or sys.stderr
     api_key = load_api_key(settings)
+    register_secret(api_key)
     check_base_url_security(settings)
     check_output_paths(
         files.input,

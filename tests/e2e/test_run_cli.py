@@ -182,3 +182,21 @@ async def test_a_second_run_on_the_same_files_exits_2_naming_the_first(
     assert (await finish_cli(first, cwd=tmp_path)).code == 0
     assert sim.stats.requests == 30
     assert len(read_jsonl(tmp_path / "jobs.results.jsonl")) == 30
+
+
+@pytest.mark.parametrize("echo", ["bearer", "bare"])
+async def test_a_401_that_quotes_the_key_leaks_it_nowhere_in_json_mode(
+    sim: Simulator, tmp_path: Path, echo: str
+) -> None:
+    sim.faults = Faults(revoke_after=5, echo_key=echo)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(20))
+    result = await run_batch(
+        tmp_path, sim.base_url, "--log-format", "json", "--log-level", "debug"
+    )
+    assert result.code == 3, result.stderr
+    final = json.loads(result.stderr.splitlines()[-1])
+    assert final["summary"]["stop_reason"] == "auth_failed"
+    assert "[REDACTED]" in final["summary"]["message"]
+    summary = json.loads((tmp_path / "jobs.summary.json").read_text())
+    assert "[REDACTED]" in summary["message"]
+    assert_outputs_clean(tmp_path)  # run_batch already checked both streams

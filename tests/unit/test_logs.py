@@ -75,3 +75,27 @@ def test_scrub_bytes_masks_keys_in_json_and_keeps_it_valid() -> None:
     assert json.loads(cleaned)["text"] == "the bearer of news"
     untouched = b'{"a": "b"}'
     assert scrub_bytes(untouched) is untouched
+
+
+def test_a_key_in_use_is_masked_with_or_without_its_prefix() -> None:
+    from worker.logs import register_secret, scrub, scrub_bytes
+
+    key = "sk-mira-" + "c0ffee" * 6 + "abcd"
+    register_secret(key)
+    secret = key.removeprefix("sk-mira-")
+    for text in (key, secret, secret.upper(), f"Bearer {key}", f"x={secret}."):
+        assert secret not in scrub(text).lower()
+        assert secret.encode() not in scrub_bytes(text.encode()).lower()
+
+
+def test_json_lines_are_scrubbed_after_serialising_nested_fields() -> None:
+    import json
+    import logging
+
+    from worker.logs import JsonFormatter
+
+    record = logging.LogRecord("worker", logging.INFO, __file__, 1, "done", (), None)
+    record.summary = {"message": "HTTP 401: bad key sk-mira-" + "ab" * 20}
+    line = JsonFormatter().format(record)
+    assert "sk-mira-abab" not in line
+    assert json.loads(line)["summary"]["message"].endswith("[REDACTED]")

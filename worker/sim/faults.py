@@ -38,6 +38,7 @@ class Faults:
     payment_after: int = 0
     daily_cap: int = 0
     plan: str = "max"
+    echo_key: str = ""  # "bearer" or "bare": 401/402 details quote the key
 
     def updated(self, changes: dict[str, Any]) -> Faults:
         """A copy with some fields changed; unknown names are refused."""
@@ -50,6 +51,8 @@ class Faults:
             typed[name] = type(current)(value)
         if typed.get("plan", self.plan) not in PLAN_MODELS:
             raise ValueError(f"plan must be one of {sorted(PLAN_MODELS)}")
+        if typed.get("echo_key", self.echo_key) not in ("", "bearer", "bare"):
+            raise ValueError("echo_key must be '', 'bearer' or 'bare'")
         return replace(self, **typed)
 
 

@@ -8,7 +8,7 @@ tell the limits apart only by the Retry-After (MIRA_API.md).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from worker.sim.faults import Faults
 
@@ -79,3 +79,11 @@ class KeyLimits:
     def leave(self, key: str) -> None:
         """A request of `key` has its answer."""
         self._in_flight[key] -= 1
+
+
+def echoing(refusal: Refusal, key: str, how: str) -> Refusal:
+    """A careless server's refusal, quoting the credential back."""
+    if not how or refusal.status not in (401, 402):
+        return refusal
+    quoted = f"Bearer {key}" if how == "bearer" else key.removeprefix("sk-mira-")
+    return replace(refusal, detail=f"{refusal.detail} (credential {quoted})")

@@ -32,7 +32,7 @@ from worker.sim.answers import (
     models_response,
 )
 from worker.sim.faults import Faults, SimStats, pick_fault, unit
-from worker.sim.limits import REVOKED, UNPAID, KeyLimits, Refusal
+from worker.sim.limits import REVOKED, UNPAID, KeyLimits, Refusal, echoing
 
 SHUTDOWN_TIMEOUT_S = 1.0
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -242,7 +242,7 @@ class Simulator:
         elif refusal is UNPAID:
             self.stats.payment_stopped_at = self.stats.payment_stopped_at or now
         if refusal is not None:
-            return self._refuse(refusal, now)
+            return self._refuse(echoing(refusal, key, faults.echo_key), now)
         raw = await request.read()
         if len(raw) > MAX_BODY_BYTES:
             return detail_response(413, "Request body too large (limit 2 MB)")
