@@ -11,9 +11,17 @@ import aiohttp
 import orjson
 
 from worker import __version__
-from worker.errors import BadResponseError, TransportError, error_for_status
+from worker.errors import (
+    BadResponseError,
+    ResponseTooLargeError,
+    TransportError,
+    UnrecordableResponseError,
+    error_for_status,
+)
 
 _MAX_ERROR_TEXT_CHARS = 2000
+# An error body is read only this far: its status says what to do.
+_MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +31,23 @@ class ChatReply:
     status: int
     body: dict[str, Any]
     request_id: str | None
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """The body, decompressed, up to `limit` bytes; and whether that was all of it.
+
+    Read in chunks as they arrive (aiohttp decompresses each step in bounded
+    pieces), so memory stays near `limit` whatever the server sends: a huge
+    body, an endless chunked one, or a gzip bomb.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
 
 
 def _decode_error_body(raw: bytes) -> object:
@@ -47,11 +72,13 @@ class ChatClient:
         *,
         timeout_s: float,
         max_connections: int,
+        max_response_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self._url = f"{base_url.rstrip('/')}/chat/completions"
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -98,10 +125,19 @@ class ChatClient:
             async with self._session.post(
                 self._url, data=payload, allow_redirects=False
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
                 request_id = resp.headers.get("x-request-id")
                 headers = resp.headers
+                ok = 200 <= status < 300
+                limit = self._max_response_bytes if ok else _MAX_ERROR_BODY_BYTES
+                raw, complete = await _read_at_most(resp, limit)
+                if ok and not complete:
+                    raise ResponseTooLargeError(
+                        f"the answer is over --max-response-bytes ({limit} bytes, "
+                        "decompressed); it was not read further",
+                        status=status,
+                        request_id=request_id,
+                    )
         except TimeoutError as exc:
             raise TransportError("request timed out") from exc
         except aiohttp.ClientError as exc:
@@ -111,7 +147,15 @@ class ChatClient:
         if 200 <= status < 300:
             try:
                 body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+            except orjson.JSONDecodeError as exc:
+                if "depth limit" in str(exc):
+                    # The same answer would come back nested as deep: paying
+                    # for it again cannot help.
+                    raise UnrecordableResponseError(
+                        f"HTTP {status} with JSON nested too deep to read ({exc})",
+                        status=status,
+                        request_id=request_id,
+                    ) from None
                 body = None
             if not isinstance(body, dict):
                 raise BadResponseError(

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     model: str = Field(
         "mira", min_length=1, description="model for jobs that name none"
     )
+    max_response_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="largest answer read, in bytes, decompressed; a larger one "
+        "fails its job (response_too_large)",
+    )
     allow_insecure_http: bool = Field(
         False,
         description="allow an http:// base URL to a non-loopback host "

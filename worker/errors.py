@@ -16,7 +16,8 @@
     └── JobError                    permanent for this job; written to the errors file
         ├── InvalidJobError         a bad input line; carries line_no
         ├── RequestRejectedError    other 4xx and redirects
-        ├── UnrecordableResponseError  a 2xx body that cannot be written back out
+        ├── UnrecordableResponseError  a 2xx body nested too deep to read or write
+        ├── ResponseTooLargeError   a 2xx body over --max-response-bytes
         └── RetriesExhaustedError   the last RetryableError is its __cause__
 """
 
@@ -171,9 +172,15 @@ class RequestRejectedError(JobError):
 
 
 class UnrecordableResponseError(JobError):
-    """A 2xx answer that cannot be recorded (nested too deep to serialise)."""
+    """A 2xx answer nested too deep to read or to record."""
 
     code = "unrecordable_response"
+
+
+class ResponseTooLargeError(JobError):
+    """A 2xx body over --max-response-bytes (decompressed): not read further."""
+
+    code = "response_too_large"
 
 
 class RetriesExhaustedError(JobError):

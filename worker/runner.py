@@ -269,4 +269,5 @@ def _make_client(settings: Settings, api_key: str) -> ChatClient:
         api_key,
         timeout_s=settings.request_timeout_s,
         max_connections=settings.concurrency,
+        max_response_bytes=settings.max_response_bytes,
     )
