@@ -49,9 +49,9 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
         if isinstance(content, str):
             chars += len(content)
         elif isinstance(content, list):
-            chars += sum(
-                len(part.get("text", "")) for part in content if isinstance(part, dict)
-            )
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else None
+                chars += len(text) if isinstance(text, str) else 0
     return chars // 4 + 4 * len(messages) + 3
 
 
@@ -166,10 +166,19 @@ def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
         if isinstance(max_tokens, int) and max_tokens > 0
         else DEFAULT_COMPLETION_ESTIMATE
     )
+    try:
+        payload = orjson.dumps(body)
+        if metadata is not None:
+            # Checked as it will sit in the output line, one level down.
+            orjson.dumps({"metadata": metadata})
+    except orjson.JSONEncodeError as exc:
+        raise InvalidJobError(
+            f"cannot be sent or recorded: {exc}", line_no=line_no, job_id=job_id
+        ) from None
     return Job(
         id=job_id,
         model=model,
-        payload=orjson.dumps(body),
+        payload=payload,
         metadata=metadata,
         prompt_tokens_est=estimate_prompt_tokens(body["messages"]),
         completion_tokens_est=completion_est,
