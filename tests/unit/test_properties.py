@@ -213,16 +213,21 @@ async def run_until_done(directory: Path, plan: dict[int, str], jobs: int) -> No
     async def no_wait(seconds: float) -> None:
         await asyncio.sleep(0)
 
-    codes = []
+    codes: list[int] = []
+    held: list[str] = []
     for attempt in range(6):
         client = ScriptedClient(plan if attempt == 0 else {})
+
+        def factory(s: Settings, key: str, c: ScriptedClient = client) -> Any:
+            return c
+
         codes.append(
             await execute_run(
                 run_settings,
                 files,
                 out=io.StringIO(),
                 sleep=no_wait,
-                client_factory=lambda s, key, c=client: c,
+                client_factory=factory,
             )
         )
         held = ids_in(files.results) + ids_in(files.errors)
