@@ -45,7 +45,7 @@ async def test_terminal_gets_a_live_bar_that_updates(
     sim: Simulator, tmp_path: Path
 ) -> None:
     sim.faults = Faults(latency_ms=60)
-    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(80))
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(50))
     master, slave = pty.openpty()
     env = cli_env(base_url=sim.base_url, COLUMNS="160", TERM="xterm-256color")
     proc = await asyncio.create_subprocess_exec(

@@ -397,10 +397,10 @@ async def test_adaptive_concurrency_settles_below_the_servers_limit(
     # Real time: the server's requests in flight end in real time, so a pause
     # on the fake clock would not let them. Mira's Retry-After is 5 s.
     sim.faults = Faults(max_in_flight=3, in_flight_retry_after=0.2, latency_ms=10)
-    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(200))
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(120))
     assert await batch.run(concurrency=32, real_time=True) == 0
     assert sim.stats.during_retry_after == 0
-    assert len(batch.results) == 200
+    assert len(batch.results) == 120
     assert sim.stats.by_status[429] < 0.10 * sim.stats.requests
     assert batch.summary["concurrency"]["final"] <= 4
     assert batch.summary["concurrency"]["decreases"] >= 1
