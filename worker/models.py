@@ -118,11 +118,11 @@ def _body_from_line(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | N
     return body, None
 
 
-def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
-    """Parse one non-blank input line.
+def _load_object(raw: bytes, line_no: int) -> dict[str, Any]:
+    """The line as a JSON object.
 
     Raises:
-        InvalidJobError: the line cannot become a request; carries its line number.
+        InvalidJobError: not UTF-8, not JSON, or not an object.
     """
     try:
         obj = orjson.loads(raw)
@@ -142,6 +142,16 @@ def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
             line_no=line_no,
             job_id=None,
         )
+    return obj
+
+
+def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
+    """Parse one non-blank input line.
+
+    Raises:
+        InvalidJobError: the line cannot become a request; carries its line number.
+    """
+    obj = _load_object(raw, line_no)
     job_id, problem = read_job_id(obj, line_no)
     body: dict[str, Any] | None = None
     if problem is None:
