@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from worker.sim.faults import MODELS, PLAN_MODELS
@@ -138,3 +139,24 @@ async def break_connection(
     await asyncio.sleep(0)
     transport.abort()
     return response
+
+
+def read_body(
+    raw: bytes, request: web.Request, plan: str
+) -> dict[str, Any] | web.Response:
+    """The request's JSON body, or the refusal Mira answers it with."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return detail_response(400, "Malformed JSON body")
+    if not isinstance(body, dict):
+        return detail_response(400, "Request body must be a JSON object")
+    scripted = body.get("x_sim_status")
+    if isinstance(scripted, int) and scripted >= 400:
+        detail = f"scripted failure {scripted}"
+        if body.get("x_sim_echo_auth"):
+            # A careless server that quotes the credential back: clients
+            # must not copy it into their files or logs.
+            detail += f" for {request.headers.get('Authorization', '')}"
+        return detail_response(scripted, detail)
+    return check_request(body, plan) or body

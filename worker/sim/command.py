@@ -12,13 +12,16 @@ from dataclasses import fields
 from worker.config import KEY_FORMAT, KEY_PATTERN
 from worker.errors import ConfigError
 from worker.logs import emit
-from worker.sim.faults import Faults
+from worker.sim.faults import MIRA_PROFILE, Faults
 from worker.sim.server import Simulator
 
 _HELP = {
     "seed": "seed of every fault decision",
-    "latency_ms": "added latency per request, ms",
+    "latency_ms": "latency per request, ms (the median with --latency-sigma)",
     "latency_jitter_ms": "extra random latency up to this many ms",
+    "latency_sigma": "log-normal latency around --latency-ms with this sigma; 0 = off",
+    "latency_ms_per_kchar": "extra latency per 1,000 bytes of request, ms",
+    "server_timeout_s": "answer 408 when a request would take longer, s; 0 = never",
     "p429": "probability of a 429 with --retry-after",
     "retry_after": "Retry-After of injected 429s, seconds",
     "p500": "probability of a 500",
@@ -28,11 +31,19 @@ _HELP = {
     "p_truncate": "probability of cutting the connection mid-body",
     "p_malformed": "probability of a 200 whose body is not valid JSON",
     "p_quota": "probability of a 429 insufficient_quota (treated as 402)",
-    "max_in_flight": "requests in flight per key before 429s (Mira: 3); 0 = no limit",
+    "max_in_flight": "requests in flight per user before 429s (Mira: 3); 0 = no limit",
     "in_flight_retry_after": "Retry-After of those 429s, seconds (Mira: 5)",
+    "window_requests": "sliding window: N requests per --window-s per user "
+    "(Mira: 60); 429 with the seconds until the oldest leaves; 0 = off",
+    "window_s": "the sliding window's length, seconds (Mira: 60)",
+    "monthly_tokens": "429 with Retry-After 86400 once the user used this many "
+    "tokens; 0 = no budget",
+    "gpu_slots": "generations at once across all users; 0 = unlimited",
+    "gpu_queue": "requests that may wait for a GPU slot; beyond, 429 Retry-After 10",
+    "gpu_wait_s": "longest wait for a GPU slot before a 429 Retry-After 10, s",
     "revoke_after": "revoke each key after N requests: 401 from then on; 0 = never",
     "payment_after": "402 after N requests per key; 0 = never",
-    "daily_cap": "429 with Retry-After 3600 after N requests per key; 0 = no cap",
+    "daily_cap": "429 with Retry-After 3600 after N requests per user; 0 = no cap",
     "plan": "plan of every key: free, pro or max (gates models with 403)",
     "echo_key": "a careless server: 401/402 details quote the key, 'bearer' "
     "(with its prefix) or 'bare' (the secret part only)",
@@ -57,6 +68,16 @@ def add_simulate_options(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="accept this key (repeatable); without it one is generated and printed",
     )
+    p.add_argument(
+        "--profile",
+        choices=["mira"],
+        help="start from Mira's real limits: "
+        + ", ".join(
+            f"{name.replace('_', '-')} {value:g}"
+            for name, value in MIRA_PROFILE.items()
+        )
+        + "; flags given beside it win",
+    )
     defaults = Faults()
     group = p.add_argument_group("fault injection (deterministic for a given --seed)")
     for f in fields(Faults):
@@ -64,15 +85,21 @@ def add_simulate_options(p: argparse.ArgumentParser) -> None:
         group.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=type(default),
-            default=default,
+            default=None,  # None: not given, so a --profile value stands
             help=f"{_HELP[f.name]} (default: {default})",
         )
 
 
 def faults_from_args(args: argparse.Namespace) -> Faults:
-    """The Faults the flags describe."""
+    """The Faults the flags describe, over the profile if one is named."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(Faults)
+        if getattr(args, f.name) is not None
+    }
     try:
-        return Faults().updated({f.name: getattr(args, f.name) for f in fields(Faults)})
+        base = Faults().updated(MIRA_PROFILE if args.profile == "mira" else {})
+        return base.updated(given)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

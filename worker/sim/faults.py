@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -16,6 +18,18 @@ PLAN_MODELS = {
 }
 
 
+# Mira's real limits for one user (MIRA_API.md): `--profile mira`.
+MIRA_PROFILE: dict[str, Any] = {
+    "latency_ms": 300.0,
+    "latency_sigma": 0.4,
+    "server_timeout_s": 30.0,
+    "max_in_flight": 3,
+    "in_flight_retry_after": 5.0,
+    "window_requests": 60,
+    "window_s": 60.0,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Faults:
     """What the simulator injects; every probability is per request, 0..1."""
@@ -23,6 +37,9 @@ class Faults:
     seed: int = 0
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    latency_sigma: float = 0.0
+    latency_ms_per_kchar: float = 0.0
+    server_timeout_s: float = 0.0
     p429: float = 0.0
     retry_after: float = 1.0
     p500: float = 0.0
@@ -34,6 +51,12 @@ class Faults:
     p_quota: float = 0.0
     max_in_flight: int = 0
     in_flight_retry_after: float = 5.0
+    window_requests: int = 0
+    window_s: float = 60.0
+    monthly_tokens: int = 0
+    gpu_slots: int = 0
+    gpu_queue: int = 0
+    gpu_wait_s: float = 60.0
     revoke_after: int = 0
     payment_after: int = 0
     daily_cap: int = 0
@@ -70,6 +93,7 @@ class SimStats:
     after_revocation: int = 0
     after_payment_stop: int = 0
     during_retry_after: int = 0
+    limited: Counter[str] = field(default_factory=Counter)
     duplicate_successes: int = 0
     undelivered: int = 0
     first_arrival_at: float | None = None
@@ -81,6 +105,7 @@ class SimStats:
         """JSON-ready counters."""
         data = asdict(self)
         data["by_status"] = {str(k): v for k, v in sorted(self.by_status.items())}
+        data["limited"] = dict(self.limited)
         return data
 
 
@@ -107,3 +132,16 @@ def pick_fault(faults: Faults, draw: tuple[object, ...]) -> str | None:
             return outcome
         roll -= chance
     return None
+
+
+def latency_s(faults: Faults, draw: tuple[object, ...], prompt_chars: int) -> float:
+    """How long this answer takes: log-normal around the median when
+    `latency_sigma` is set (else the median plus uniform jitter), longer for a
+    longer prompt."""
+    median_ms = faults.latency_ms + faults.latency_ms_per_kchar * prompt_chars / 1000
+    if faults.latency_sigma > 0:
+        gauss = statistics.NormalDist().inv_cdf(
+            min(max(unit(*draw, "lat"), 1e-9), 1 - 1e-9)
+        )
+        return median_ms * math.exp(faults.latency_sigma * gauss) / 1000
+    return (median_ms + faults.latency_jitter_ms * unit(*draw, "latency")) / 1000

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
 import time
 import uuid
 from collections import Counter
@@ -25,14 +24,23 @@ from worker.config import KEY_PATTERN
 from worker.sim.answers import (
     CUT,
     break_connection,
-    check_request,
     completion,
     detail_response,
     fault_response,
     models_response,
+    read_body,
 )
-from worker.sim.faults import Faults, SimStats, pick_fault, unit
-from worker.sim.limits import REVOKED, UNPAID, KeyLimits, Refusal, echoing
+from worker.sim.faults import Faults, SimStats, latency_s, pick_fault
+from worker.sim.limits import (
+    GPU_QUEUE_RETRY_AFTER_S,
+    REVOKED,
+    UNPAID,
+    AccountLimits,
+    GpuQueue,
+    Refusal,
+    echoing,
+    make_key,
+)
 
 SHUTDOWN_TIMEOUT_S = 1.0
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -40,11 +48,6 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 RETRY_AFTER_GRACE_S = 0.05
 _RAW_BODY = web.RequestKey("sim_raw_body", bytes)
 _ANSWERED = web.RequestKey("sim_answered", bool)  # a real completion, not a fault
-
-
-def make_key() -> str:
-    """A fresh key in Mira's format."""
-    return "sk-mira-" + secrets.token_hex(20)
 
 
 class Simulator:
@@ -58,7 +61,9 @@ class Simulator:
         self.stats = SimStats()
         self._seen: Counter[bytes] = Counter()
         self._succeeded: set[bytes] = set()
-        self.limits = KeyLimits()
+        self.limits = AccountLimits()
+        self.gpu = GpuQueue()
+        self.stats.limited = self.limits.limited
         self._pause_windows: list[tuple[float, float]] = []
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -78,7 +83,8 @@ class Simulator:
         self.stats = SimStats()
         self._seen.clear()
         self._succeeded.clear()
-        self.limits.reset()
+        self.limits = AccountLimits()
+        self.stats.limited = self.limits.limited
         self._pause_windows.clear()
 
     def app(self) -> web.Application:
@@ -200,7 +206,10 @@ class Simulator:
         finally:
             self.stats.in_flight -= 1
         if response is None or response is CUT:
-            return await self._break_connection(request, mid_body=response is CUT)
+            mid_body = response is CUT
+            self.stats.truncated += mid_body
+            self.stats.dropped += not mid_body
+            return await break_connection(request, mid_body=mid_body)
         response.headers.setdefault("x-request-id", str(uuid.uuid4()))
         self.stats.by_status[response.status] += 1
         if request.get(_ANSWERED):
@@ -219,15 +228,6 @@ class Simulator:
             self.stats.duplicate_successes += 1
         self._succeeded.add(raw)
 
-    async def _break_connection(
-        self, request: web.Request, *, mid_body: bool
-    ) -> web.StreamResponse:
-        if mid_body:
-            self.stats.truncated += 1
-        else:
-            self.stats.dropped += 1
-        return await break_connection(request, mid_body=mid_body)
-
     async def _answer(
         self, request: web.Request, now: float
     ) -> web.StreamResponse | None:
@@ -236,7 +236,7 @@ class Simulator:
             return unauthorised
         assert key is not None
         faults = self.faults
-        refusal = self.limits.admit(key, faults)
+        refusal = self.limits.admit(key, faults, now)
         if refusal is REVOKED:
             self.stats.revoked_at = self.stats.revoked_at or now
         elif refusal is UNPAID:
@@ -254,11 +254,17 @@ class Simulator:
             self._seen[raw],
         )
         try:
-            if (busy := self.limits.enter(key, faults)) is not None:
+            if (busy := self.limits.enter(faults)) is not None:
                 return self._refuse(busy, now)
-            return await self._reply(request, raw, draw, faults, now)
+            if not await self.gpu.acquire(faults):
+                self.limits.limited["gpu_queue"] += 1
+                return self._refuse(Refusal.rate_limited(GPU_QUEUE_RETRY_AFTER_S), now)
+            try:
+                return await self._reply(request, raw, draw, faults, now)
+            finally:
+                await self.gpu.release(faults)
         finally:
-            self.limits.leave(key)
+            self.limits.leave()
 
     async def _reply(
         self,
@@ -268,32 +274,24 @@ class Simulator:
         faults: Faults,
         now: float,
     ) -> web.StreamResponse | None:
-        delay_ms = faults.latency_ms + faults.latency_jitter_ms * unit(*draw, "latency")
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
+        delay_s = latency_s(faults, draw, len(raw))
+        timeout_s = faults.server_timeout_s
+        if timeout_s and delay_s > timeout_s:
+            await asyncio.sleep(timeout_s)
+            return detail_response(408, "Request timed out")
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         outcome = pick_fault(faults, draw)
         if outcome == "429":
+            self.limits.limited["injected"] += 1
             return self._refuse(Refusal.rate_limited(faults.retry_after), now)
         if outcome is not None:
             self.stats.malformed += outcome == "malformed"
             return fault_response(outcome)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return detail_response(400, "Malformed JSON body")
-        if not isinstance(body, dict):
-            return detail_response(400, "Request body must be a JSON object")
-        scripted = body.get("x_sim_status")
-        if isinstance(scripted, int) and scripted >= 400:
-            detail = f"scripted failure {scripted}"
-            if body.get("x_sim_echo_auth"):
-                # A careless server that quotes the credential back: clients
-                # must not copy it into their files or logs.
-                detail += f" for {request.headers.get('Authorization', '')}"
-            return detail_response(scripted, detail)
-        refusal = check_request(body, faults.plan)
-        if refusal is not None:
-            return refusal
+        body = read_body(raw, request, faults.plan)
+        if isinstance(body, web.Response):
+            return body
         answer = completion(body)
+        self.limits.tokens_used += answer["usage"]["total_tokens"]
         request[_ANSWERED] = True
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
