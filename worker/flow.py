@@ -1,4 +1,4 @@
-"""Flow control: adaptive concurrency (AIMD), pacing (RPM/TPM), the Retry-After gate.
+"""Flow control parts: the concurrency limiter, pacers, a sliding window, the gate.
 
 Every piece takes an injected clock and sleep, so tests run them on fake time.
 """
@@ -14,45 +14,24 @@ from collections.abc import Awaitable, Callable
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-# Mira answers 429 once one user has more than 3 requests in flight, so start there
-# and let successes find out whether the server tolerates more.
-INITIAL_CONCURRENCY = 3
-# Near the level that last drew a 429, grow this many times more slowly: every
-# probe of that level costs a Retry-After pause for the whole run.
-PROBE_PATIENCE = 8
-
 
 class AdaptiveLimiter:
-    """Caps requests in flight at a limit that adapts: additive increase, halve on 429.
+    """Caps requests in flight at a limit that can move (see learn.py for how).
 
-    Until the first 429 the limit grows by one per success (slow start). After it,
-    by one per `limit` successes. A 429 halves the limit once per congestion
-    event: requests that were already in flight when the limit was cut carry an
-    older epoch, and their 429s do not cut it again.
+    Each slot carries the congestion epoch it was taken in: requests already in
+    flight when the limit was cut carry an older epoch, so their 429s belong to
+    the same congestion event and do not cut it again.
     """
 
-    __slots__ = (
-        "_congestion_level",
-        "_epoch",
-        "_in_flight",
-        "_limit",
-        "_slow_start",
-        "_successes",
-        "_waiters",
-        "ceiling",
-        "decreases",
-    )
+    __slots__ = ("_epoch", "_in_flight", "_limit", "_waiters", "ceiling", "decreases")
 
-    def __init__(self, ceiling: int, *, initial: int = INITIAL_CONCURRENCY) -> None:
+    def __init__(self, ceiling: int, *, initial: int) -> None:
         if ceiling < 1:
             raise ValueError("ceiling must be at least 1")
         self.ceiling = ceiling
         self._limit = min(ceiling, max(1, initial))
-        self._slow_start = True
         self._in_flight = 0
         self._epoch = 0
-        self._successes = 0
-        self._congestion_level: int | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.decreases = 0
 
@@ -65,6 +44,23 @@ class AdaptiveLimiter:
     def in_flight(self) -> int:
         """Slots held now."""
         return self._in_flight
+
+    @property
+    def epoch(self) -> int:
+        """The current congestion epoch."""
+        return self._epoch
+
+    def raise_to(self, limit: int) -> None:
+        """Allow more in flight (never above the ceiling), waking waiters."""
+        self._limit = max(self._limit, min(self.ceiling, limit))
+        self._wake()
+
+    def cut_to(self, limit: int, *, new_event: bool = True) -> None:
+        """Allow fewer in flight from now on; a new event starts a new epoch."""
+        self._limit = max(1, min(self._limit, limit))
+        if new_event:
+            self._epoch += 1
+            self.decreases += 1
 
     async def acquire(self) -> int:
         """Wait for a slot; return the congestion epoch to report a 429 against."""
@@ -96,37 +92,46 @@ class AdaptiveLimiter:
                 self._in_flight += 1
                 waiter.set_result(None)
 
-    def on_success(self) -> None:
-        """A request succeeded: grow the limit (see the class docstring)."""
-        if self._limit >= self.ceiling:
-            return
-        if self._slow_start:
-            self._limit += 1
-        else:
-            self._successes += 1
-            needed = self._limit
-            level = self._congestion_level
-            if level is not None and self._limit + 1 >= level:
-                needed *= PROBE_PATIENCE
-            if self._successes < needed:
-                return
-            self._successes = 0
-            self._limit += 1
-            if level is not None and self._limit > level:
-                self._congestion_level = None
-        self._wake()
 
-    def on_congestion(self, epoch: int) -> bool:
-        """A 429 arrived for a request sent in `epoch`; True when the limit was cut."""
-        if epoch != self._epoch:
-            return False
-        self._congestion_level = self._limit
-        self._limit = max(1, self._limit // 2)
-        self._slow_start = False
-        self._successes = 0
-        self._epoch += 1
-        self.decreases += 1
-        return True
+class WindowLimiter:
+    """At most `requests` starts in any `window_s` seconds: the client-side twin of
+    a server's sliding window, so a learned window draws no more 429s."""
+
+    __slots__ = ("_clock", "_sleep", "_starts", "requests", "window_s")
+
+    def __init__(
+        self, requests: int, window_s: float, *, clock: Clock, sleep: Sleep
+    ) -> None:
+        self.requests = requests
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._starts: deque[float] = deque()
+
+    def _wait_s(self) -> float:
+        now, starts = self._clock(), self._starts
+        while starts and starts[0] <= now - self.window_s:
+            starts.popleft()
+        if len(starts) < self.requests:
+            return 0.0
+        return starts[len(starts) - self.requests] + self.window_s - now
+
+    def is_ready(self) -> bool:
+        """True when a request may start now."""
+        return self._wait_s() <= 0
+
+    async def wait_ready(self) -> None:
+        """Sleep until a request may start; takes no slot."""
+        while (wait_s := self._wait_s()) > 0:
+            await self._sleep(wait_s)
+
+    def take(self, cost: float = 1.0) -> None:
+        """Start a request now."""
+        self._starts.append(self._clock())
+
+    def take_at(self, started: float) -> None:
+        """Count a request started earlier (the history a window is learned from)."""
+        self._starts.append(started)
 
 
 class Pacer:

@@ -9,6 +9,21 @@ def _ms(value: object) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value * 1000:.0f} ms"
 
 
+def _learned(limits: dict[str, Any]) -> str:
+    """What the account allowed, with the flags that pin it next time."""
+    parts, flags = [], []
+    if limits.get("in_flight"):
+        parts.append(f"{limits['in_flight']} in flight")
+        flags.append(f"--concurrency {limits['in_flight']}")
+    window = limits.get("window")
+    if window:
+        parts.append(f"{window['requests']} requests per {window['seconds']:g} s")
+        flags.append(f"--rpm {window['requests'] * 60 / window['seconds']:.0f}")
+    if not parts:
+        return "no limit met"
+    return f"{', '.join(parts)} (pin with {' '.join(flags)})"
+
+
 def render_summary(summary: dict[str, Any]) -> str:
     """Aligned lines: outcomes, retries, tokens, latency, throughput, next step."""
     retries = dict(summary["retries"])
@@ -42,6 +57,7 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"({summary['requests_per_s']:.1f}/s), concurrency ended at "
             f"{summary['concurrency']['final']} of {summary['concurrency']['ceiling']}",
         ),
+        ("learned", _learned(summary.get("learned_limits") or {})),
         ("results", summary["files"]["results"]),
         ("errors", summary["files"]["errors"]),
     ]

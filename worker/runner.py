@@ -115,7 +115,13 @@ async def execute_run(
             on_failure=lambda exc: stop.request(StopReason.OUTPUT_FAILED, str(exc)),
         )
         writer.open()
-        throttle = Throttle(settings, stop, stats, clock)
+        throttle = Throttle(
+            settings,
+            stop,
+            stats,
+            clock,
+            shard=(shard.index, shard.count) if shard else (0, 1),
+        )
         parts = _Parts(settings, stats, writer, stop, throttle)
         client = (client_factory or _make_client)(settings, api_key)
         started = time.monotonic()
@@ -205,6 +211,7 @@ class _Parts:
                 "final": limiter.limit,
                 "decreases": limiter.decreases,
             },
+            learned=self.throttle.learner.summary(),
         )
 
 

@@ -91,6 +91,22 @@ class RunStats:
         """Jobs with an outcome from this run."""
         return self.succeeded + self.failed
 
+    def expected_total(self) -> int | None:
+        """Jobs this run will have when the input is read (estimated till then)."""
+        if self.input_complete:
+            return self.total
+        return max(self.total, self.expected_jobs) if self.expected_jobs else None
+
+    def remaining_jobs(self) -> int | None:
+        """Jobs still without an outcome; None when the input's size is unknown."""
+        total = self.expected_total()
+        return None if total is None else max(0, total - self.done - self.skipped)
+
+    def progress(self) -> float:
+        """The share of the jobs with an outcome, 0 when unknown."""
+        total = self.expected_total()
+        return (self.done + self.skipped) / total if total else 0.0
+
     @property
     def not_attempted(self) -> int:
         """Jobs read but left without an outcome (picked up by a resume)."""
@@ -148,6 +164,7 @@ def build_summary(
     elapsed_s: float,
     files: dict[str, str],
     concurrency: dict[str, int],
+    learned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary file's content (CONTRACT section 5)."""
     counts = {
@@ -187,6 +204,7 @@ def build_summary(
             "max": _round(stats.latency.max_s if stats.latency.count else None),
         },
         "concurrency": concurrency,
+        "learned_limits": learned or {"in_flight": None, "window": None},
         "elapsed_s": round(elapsed_s, 3),
         "requests_per_s": round(stats.requests_sent / elapsed_s, 2)
         if elapsed_s > 0

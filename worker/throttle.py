@@ -16,6 +16,7 @@ from worker.client import ChatReply
 from worker.config import Settings
 from worker.errors import RateLimitedError, RetryableError, WorkerError
 from worker.flow import AdaptiveLimiter, Clock, Pacer, RetryAfterGate
+from worker.learn import Learner
 from worker.models import Job
 from worker.stop import RunStopping, StopController, StopReason
 from worker.summary import RunStats
@@ -27,14 +28,29 @@ class Throttle:
     """Decides when each request may start, and learns from how they end."""
 
     def __init__(
-        self, settings: Settings, stop: StopController, stats: RunStats, clock: Clock
+        self,
+        settings: Settings,
+        stop: StopController,
+        stats: RunStats,
+        clock: Clock,
+        *,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self._stop = stop
         self._stats = stats
         self._clock = clock
         self._max_retry_after_s = settings.max_retry_after_s
         self._token_budget = settings.token_budget
-        self.limiter = AdaptiveLimiter(settings.concurrency)
+        self.limiter = AdaptiveLimiter(settings.concurrency, initial=1)
+        self.learner = Learner(
+            self.limiter,
+            clock=clock,
+            sleep=stop.sleep,
+            remaining_jobs=stats.remaining_jobs,
+            progress=stats.progress,
+            shard=shard,
+        )
+        self.limiter.raise_to(self.learner.initial_limit)
         self.gate = RetryAfterGate(clock=clock, sleep=stop.sleep)
         self._rpm = self._pacer(settings.rpm)
         self._tpm = self._pacer(settings.tpm)
@@ -67,17 +83,19 @@ class Throttle:
         while True:
             if self._stop.stopping.is_set():
                 raise RunStopping
+            window = self.learner.window
             await gate.wait()
-            if rpm is not None:
-                await rpm.wait_ready()
-            if tpm is not None:
-                await tpm.wait_ready()
+            for pacer in (rpm, tpm, window):
+                if pacer is not None:
+                    await pacer.wait_ready()
             epoch = await limiter.acquire()
-            ready = (rpm is None or rpm.is_ready()) and (tpm is None or tpm.is_ready())
+            ready = all(p is None or p.is_ready() for p in (rpm, tpm, window))
             if ready and gate.is_open() and not self._stop.stopping.is_set():
                 break
             limiter.release()  # a 429 or another worker got there first
         charged = 0.0
+        if window is not None:
+            window.take()
         if rpm is not None:
             rpm.take()
         if tpm is not None:
@@ -92,20 +110,24 @@ class Throttle:
             return float(job.tokens_est)
         return job.tokens_est * self._tokens_reported / self._tokens_estimated
 
-    def _on_success(self, job: Job, reply: ChatReply, charged: float) -> None:
+    def _on_success(self, turn: Turn, reply: ChatReply) -> None:
         tokens = self._stats.add_usage(reply.body.get("usage"))
         if self._tpm is not None and tokens:
-            self._tpm.adjust(tokens - charged)
-            self._tokens_estimated += job.tokens_est
+            self._tpm.adjust(tokens - turn._charged)
+            self._tokens_estimated += turn._job.tokens_est
             self._tokens_reported += tokens
-        self.limiter.on_success()
+        self.learner.on_success(turn._in_flight_at_send, turn.latency_s)
 
-    def _on_retryable(self, exc: RetryableError, epoch: int) -> None:
-        if isinstance(exc, RateLimitedError) and self.limiter.on_congestion(epoch):
+    def _on_retryable(self, exc: RetryableError, turn: Turn) -> None:
+        if isinstance(exc, RateLimitedError):
+            kind = self.learner.on_rate_limited(
+                exc.retry_after_s, turn._in_flight_at_send, turn._epoch
+            )
             log.info(
-                "429: concurrency cut to %d; pausing all requests for %.3g s",
-                self.limiter.limit,
+                "429 (%s): pausing all requests for %.3g s; %d allowed in flight",
+                kind,
                 exc.retry_after_s,
+                self.limiter.limit,
             )
         retry_after_s = exc.retry_after_s
         if retry_after_s is None or retry_after_s <= 0:
@@ -123,7 +145,15 @@ class Throttle:
 class Turn:
     """One request's turn: entered when it may start, left when it has an answer."""
 
-    __slots__ = ("_charged", "_epoch", "_job", "_started", "_throttle", "latency_s")
+    __slots__ = (
+        "_charged",
+        "_epoch",
+        "_in_flight_at_send",
+        "_job",
+        "_started",
+        "_throttle",
+        "latency_s",
+    )
 
     def __init__(self, throttle: Throttle, job: Job) -> None:
         self._throttle = throttle
@@ -131,15 +161,18 @@ class Turn:
         self._epoch = 0
         self._charged = 0.0
         self._started = 0.0
+        self._in_flight_at_send = 0
         self.latency_s = 0.0
 
     async def __aenter__(self) -> Turn:
         throttle = self._throttle
         self._epoch, self._charged = await throttle._take_slot(self._job)
+        self._in_flight_at_send = throttle.limiter.in_flight
         stats = throttle._stats
         stats.requests_sent += 1
         stats.in_flight += 1
         self._started = throttle._clock()
+        throttle.learner.sends.append(self._started)
         return self
 
     def succeeded(self, reply: ChatReply) -> None:
@@ -149,7 +182,7 @@ class Turn:
         stats = throttle._stats
         stats.statuses[reply.status] += 1
         stats.latency.add(self.latency_s)
-        throttle._on_success(self._job, reply, self._charged)
+        throttle._on_success(self, reply)
 
     async def __aexit__(
         self,
@@ -163,4 +196,4 @@ class Turn:
         if isinstance(exc, WorkerError) and exc.status is not None:
             throttle._stats.statuses[exc.status] += 1
         if isinstance(exc, RetryableError):
-            throttle._on_retryable(exc, self._epoch)
+            throttle._on_retryable(exc, self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -158,8 +159,8 @@ async def test_a_server_echoing_the_key_does_not_get_it_into_files_or_logs(
 async def test_a_second_run_on_the_same_files_exits_2_naming_the_first(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    sim.faults = Faults(latency_ms=100)
-    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(16))
+    sim.faults = Faults(latency_ms=1000)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(30))
     env = cli_env(base_url=sim.base_url)
     first = await start_cli(
         "run",
@@ -167,7 +168,9 @@ async def test_a_second_run_on_the_same_files_exits_2_naming_the_first(
         "--progress",
         "off",
         "--concurrency",
-        "2",
+        "1",
+        "--shutdown-grace",
+        "0",
         cwd=tmp_path,
         env=env,
     )
@@ -178,9 +181,10 @@ async def test_a_second_run_on_the_same_files_exits_2_naming_the_first(
     second = await run_batch(tmp_path, sim.base_url)
     assert second.code == 2
     assert f"PID {first.pid}" in second.stderr
-    assert (await finish_cli(first, cwd=tmp_path)).code == 0
-    assert sim.stats.requests == 16
-    assert len(read_jsonl(tmp_path / "jobs.results.jsonl")) == 16
+    first.send_signal(signal.SIGTERM)
+    assert (await finish_cli(first, cwd=tmp_path)).code == 143
+    # Every request came from the first run; the second sent nothing.
+    assert sim.stats.requests <= 2
 
 
 @pytest.mark.parametrize("echo", ["bearer", "bare"])

@@ -8,54 +8,26 @@ import itertools
 import pytest
 
 from tests.fakes import FakeClock
-from worker.flow import PROBE_PATIENCE, AdaptiveLimiter, Pacer, RetryAfterGate
+from worker.flow import AdaptiveLimiter, Pacer, RetryAfterGate, WindowLimiter
 
 
 class TestAdaptiveLimiter:
-    async def test_starts_at_three_and_never_above_the_ceiling(self) -> None:
-        assert AdaptiveLimiter(16).limit == 3
-        assert AdaptiveLimiter(2).limit == 2
-        limiter = AdaptiveLimiter(5)
-        for _ in range(20):
-            limiter.on_success()
+    async def test_starts_where_asked_and_never_above_the_ceiling(self) -> None:
+        assert AdaptiveLimiter(16, initial=3).limit == 3
+        assert AdaptiveLimiter(2, initial=3).limit == 2
+        limiter = AdaptiveLimiter(5, initial=1)
+        limiter.raise_to(50)
         assert limiter.limit == 5
 
-    async def test_slow_start_grows_one_per_success(self) -> None:
-        limiter = AdaptiveLimiter(64)
-        for _ in range(10):
-            limiter.on_success()
-        assert limiter.limit == 13
-
-    async def test_429_halves_once_per_congestion_event(self) -> None:
+    async def test_a_cut_starts_a_new_epoch_and_never_goes_below_one(self) -> None:
         limiter = AdaptiveLimiter(64, initial=16)
         epoch = await limiter.acquire()
-        assert limiter.on_congestion(epoch)
-        assert limiter.limit == 8
-        # Another 429 from a request sent before the cut is the same event.
-        assert not limiter.on_congestion(epoch)
-        assert limiter.limit == 8
-        assert limiter.decreases == 1
-
-    async def test_never_below_one(self) -> None:
-        limiter = AdaptiveLimiter(8, initial=1)
-        for _ in range(5):
-            assert limiter.on_congestion(await limiter.acquire())
-            limiter.release()
+        limiter.cut_to(0)
         assert limiter.limit == 1
-
-    async def test_after_a_429_grows_by_one_per_window_and_probes_slowly(self) -> None:
-        limiter = AdaptiveLimiter(32, initial=4)
-        limiter.on_congestion(await limiter.acquire())
-        limiter.release()
-        assert limiter.limit == 2
-        for _ in range(2):
-            limiter.on_success()
-        assert limiter.limit == 3  # one window of 2 successes
-        for _ in range(3 * PROBE_PATIENCE - 1):
-            limiter.on_success()
-        assert limiter.limit == 3  # probing the level that drew the 429 waits longer
-        limiter.on_success()
-        assert limiter.limit == 4
+        assert limiter.epoch == epoch + 1
+        assert limiter.decreases == 1
+        limiter.cut_to(8)  # a cut never raises
+        assert limiter.limit == 1
 
     async def test_acquire_waits_for_a_slot_and_wakes_in_order(self) -> None:
         limiter = AdaptiveLimiter(4, initial=1)
@@ -73,25 +45,34 @@ class TestAdaptiveLimiter:
         limiter.release()
         await asyncio.sleep(0)
         assert order == [0]
-        limiter.on_success()  # limit 2: one more may go
+        limiter.raise_to(2)  # one more may go
         await asyncio.sleep(0)
         assert order == [0, 1]
         for task in tasks[2:]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        assert limiter.in_flight == 2
 
-    async def test_cancelled_waiter_leaks_no_slot(self) -> None:
-        limiter = AdaptiveLimiter(1, initial=1)
-        await limiter.acquire()
-        waiter = asyncio.create_task(limiter.acquire())
-        await asyncio.sleep(0)
-        limiter.release()  # grants the slot to the waiter...
-        waiter.cancel()  # ...which is cancelled before it runs
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        assert limiter.in_flight == 0
-        await asyncio.wait_for(limiter.acquire(), 1)
+
+class TestWindowLimiter:
+    async def test_at_most_n_starts_in_any_window(self) -> None:
+        clock = FakeClock()
+        window = WindowLimiter(3, 10, clock=clock, sleep=clock.sleep)
+        starts = []
+        for _ in range(9):
+            await window.wait_ready()
+            window.take()
+            starts.append(clock.now)
+        # Bursts of three, each as soon as the oldest start leaves the window.
+        assert starts == [1000] * 3 + [1010] * 3 + [1020] * 3
+
+    async def test_history_taken_at_earlier_times_counts(self) -> None:
+        clock = FakeClock()
+        window = WindowLimiter(2, 10, clock=clock, sleep=clock.sleep)
+        window.take_at(995)
+        window.take_at(998)
+        assert not window.is_ready()
+        await window.wait_ready()
+        assert clock.now == 1005
 
 
 class TestPacer:

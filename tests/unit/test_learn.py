@@ -1,0 +1,121 @@
+"""What the run learns about the account's limits, on fake time."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import FakeClock
+from worker.flow import AdaptiveLimiter
+from worker.learn import Learner, shard_share
+
+LLM_S = 0.3  # Mira's answers take this long
+FAST_S = 0.001  # nginx on loopback
+
+
+class Account:
+    """A learner with a job count and progress the test controls."""
+
+    def __init__(
+        self, ceiling: int = 16, jobs: int | None = 150, shard: tuple[int, int] = (0, 1)
+    ) -> None:
+        self.clock = FakeClock()
+        self.limiter = AdaptiveLimiter(ceiling, initial=1)
+        self.remaining = jobs
+        self.done = 0.0
+        self.learner = Learner(
+            self.limiter,
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            remaining_jobs=lambda: self.remaining,
+            progress=lambda: self.done,
+            shard=shard,
+        )
+        self.limiter.raise_to(self.learner.initial_limit)
+
+    def succeed(self, n: int, latency_s: float) -> None:
+        for _ in range(n):
+            self.learner.on_success(self.limiter.limit, latency_s)
+
+
+@pytest.mark.parametrize(
+    ("shard", "share"),
+    [((0, 1), 3), ((0, 2), 2), ((1, 2), 1), ((0, 3), 1), ((2, 3), 1), ((3, 4), 1)],
+)
+def test_shards_split_the_documented_cap(shard: tuple[int, int], share: int) -> None:
+    assert shard_share(*shard)[0] == share
+
+
+def test_a_short_run_against_a_model_stays_at_the_documented_cap() -> None:
+    account = Account(jobs=150)
+    account.succeed(300, LLM_S)
+    assert account.limiter.limit == 3
+
+
+def test_a_long_run_probes_and_grows_past_it_when_nothing_refuses() -> None:
+    account = Account(ceiling=256, jobs=10_000)
+    account.succeed(2000, LLM_S)
+    assert account.limiter.limit == 256
+
+
+def test_a_fast_server_is_no_model_and_grows_at_once() -> None:
+    account = Account(ceiling=64, jobs=100)
+    account.succeed(200, FAST_S)
+    assert account.limiter.limit == 64
+
+
+def test_an_in_flight_429_teaches_the_cap_from_the_smallest_count_refused() -> None:
+    account = Account(ceiling=64, jobs=10_000)
+    account.succeed(6, LLM_S)
+    assert account.limiter.limit == 6  # probed: the gamble paid on paper
+    epoch = account.limiter.epoch
+    assert account.learner.on_rate_limited(5, 6, epoch) == "in_flight"
+    assert account.learner.on_rate_limited(5, 4, epoch) == "in_flight"
+    assert account.learner.cap == 3
+    assert account.limiter.limit == 3
+    assert account.limiter.decreases == 1  # one event, one cut
+
+
+def test_after_a_failed_probe_the_next_waits_and_the_wait_grows() -> None:
+    account = Account(ceiling=64, jobs=100_000)
+    account.succeed(6, LLM_S)
+    account.learner.on_rate_limited(5, 4, account.limiter.epoch)
+    account.succeed(100, LLM_S)
+    assert account.limiter.limit == 3  # no probe during the backoff
+    account.clock.now += 5 + 31
+    account.succeed(3, LLM_S)
+    assert account.limiter.limit == 4  # one probe, one step
+    account.learner.on_rate_limited(5, 4, account.limiter.epoch)
+    account.clock.now += 5 + 31
+    account.succeed(10, LLM_S)
+    assert account.limiter.limit == 3  # the second wait is twice as long
+    account.clock.now += 31
+    account.succeed(3, LLM_S)
+    assert account.limiter.limit == 4
+
+
+def test_a_window_429_teaches_the_window_from_the_runs_own_requests() -> None:
+    account = Account(jobs=100)
+    for _ in range(21):
+        account.learner.sends.append(account.clock.now)
+        account.clock.now += 0.1
+    account.succeed(3, LLM_S)
+    # 20 went through in 2 s; the window frees in 3 s: 20 per 5 s.
+    kind = account.learner.on_rate_limited(3, 3, account.limiter.epoch)
+    assert kind == "window"
+    window = account.learner.window
+    assert window is not None
+    assert window.requests == 20
+    assert window.window_s == pytest.approx(5.0, abs=0.11)
+    assert not window.is_ready()
+    assert account.limiter.limit == 3  # a rate limit is not a concurrency limit
+    assert account.learner.summary()["window"]["requests"] == 20
+
+
+def test_a_smaller_shard_takes_the_freed_slots_once_the_others_should_be_done() -> None:
+    account = Account(jobs=75, shard=(1, 2))
+    assert account.limiter.limit == 1
+    account.succeed(20, LLM_S)
+    assert account.limiter.limit == 1
+    account.done = 0.61  # the larger shard, twice as fast, is done
+    account.succeed(3, LLM_S)
+    assert account.limiter.limit == 3

@@ -1,0 +1,239 @@
+"""What the account allows, learned from its answers: requests in flight, a window.
+
+Mira's 429s carry only a Retry-After, and a failed probe pauses the whole run
+for it (5 s for the in-flight cap). So the run starts at the cap MIRA_API.md
+documents (3 per user, split between shards), grows past it only when the
+remaining work makes the gamble pay, learns the real cap from the first 429
+it draws there (the most that were in flight without one), and probes above
+it rarely, waiting longer after each failed probe. A server whose answers
+come in a few milliseconds is no model behind Mira's limits: it starts
+growing at once. A 429 whose Retry-After is a sliding window's remaining
+seconds teaches the window, which the run then keeps to, sending as early
+as the window allows but never into a 429.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+from worker.flow import AdaptiveLimiter, Clock, Sleep, WindowLimiter
+
+log = logging.getLogger("worker.run")
+
+MIRA_IN_FLIGHT = 3  # per user (MIRA_API.md)
+IN_FLIGHT_RETRY_AFTER_S = 5.0  # Mira's Retry-After above it
+GPU_QUEUE_RETRY_AFTER_S = 10.0  # and when its GPU queue is full
+# Answers quicker than this come from no language model: the documented cap,
+# which is Mira's, is then no evidence about the server.
+MODEL_LATENCY_S = 0.05
+# Odds that a probe fails: just above Mira's documented cap, above a level
+# that already went through beyond it, and above a cap learned from a 429.
+ODDS_AT_DOCUMENTED_CAP = 4.0
+ODDS_BEYOND_IT = 0.25
+ODDS_ABOVE_LEARNED_CAP = 9.0
+PROBE_BACKOFF_S = 30.0  # after a failed probe; doubles with each one
+SEND_LOG = 20_000  # starts remembered to learn a window from
+
+
+def shard_share(index: int, count: int) -> tuple[int, float]:
+    """This shard's part of the documented cap, and from what fraction of its own
+    jobs a shard with a smaller part may expect the others to be done."""
+    share = max(1, MIRA_IN_FLIGHT // count + (index < MIRA_IN_FLIGHT % count))
+    largest = max(1, MIRA_IN_FLIGHT // count + (MIRA_IN_FLIGHT % count > 0))
+    # Equal job counts: a shard with half the share is half done when the
+    # others finish; a tenth more is margin for the spread between shards.
+    takeover = min(1.0, share / largest + 0.1) if share < largest else math.inf
+    return share, takeover
+
+
+class Learner:
+    """Sets the concurrency limit from successes and 429s; keeps the learned window."""
+
+    def __init__(
+        self,
+        limiter: AdaptiveLimiter,
+        *,
+        clock: Clock,
+        sleep: Sleep,
+        remaining_jobs: Callable[[], int | None],
+        progress: Callable[[], float],
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        self._limiter = limiter
+        self._clock = clock
+        self._sleep = sleep
+        self._remaining_jobs = remaining_jobs
+        self._progress = progress
+        self._share, self._takeover_at = shard_share(*shard)
+        self.cap: int | None = None  # learned: the most that went through
+        self.window: WindowLimiter | None = None
+        self.kinds: Counter[str] = Counter()  # 429s by what they meant
+        self._proven = 0  # most in flight at once with a success
+        self._beyond = False  # went past the documented cap without a 429
+        self._latency_s: float | None = None
+        self._successes = 0
+        self._probing: int | None = None
+        self._failed_probes = 0
+        self._next_probe_at = -math.inf
+        self._probe_cost_s = IN_FLIGHT_RETRY_AFTER_S
+        self._event_epoch = -1
+        self.sends: deque[float] = deque(maxlen=SEND_LOG)
+
+    @property
+    def initial_limit(self) -> int:
+        """Where the limit starts: this shard's part of the documented cap."""
+        return self._share
+
+    # -- successes ------------------------------------------------------------
+
+    def on_success(self, in_flight_at_send: int, latency_s: float) -> None:
+        """A request that went out with `in_flight_at_send` in flight succeeded."""
+        self._proven = max(self._proven, in_flight_at_send)
+        old = self._latency_s
+        self._latency_s = latency_s if old is None else 0.8 * old + 0.2 * latency_s
+        if self._probing is not None and self._proven >= self._probing:
+            self._probe_held(self._probing)
+        limiter = self._limiter
+        if limiter.limit >= limiter.ceiling:
+            return
+        self._successes += 1
+        if self._successes >= limiter.limit:  # a round trip's worth at this level
+            self._successes = 0
+            self._grow()
+
+    def _probe_held(self, level: int) -> None:
+        self._probing = None
+        self._failed_probes = 0
+        if self.cap is not None:
+            self.cap = max(self.cap, level)
+        elif level > MIRA_IN_FLIGHT:
+            self._beyond = True
+
+    def _grow(self) -> None:
+        limiter = self._limiter
+        level = limiter.limit
+        step = level if self.cap is None else 1  # slow start until a cap is known
+        free = self._free_level()
+        if level < free:
+            limiter.raise_to(min(free, level + step))
+        elif self._probe_pays(level, step):
+            self._probing = min(limiter.ceiling, level + step)
+            limiter.raise_to(self._probing)
+
+    def _free_level(self) -> int:
+        """Up to this level, growing is no gamble."""
+        if self.cap is not None:
+            return self.cap
+        latency = self._latency_s
+        if latency is not None and latency < MODEL_LATENCY_S:
+            return self._limiter.ceiling
+        if self._progress() >= self._takeover_at:
+            return MIRA_IN_FLIGHT  # the larger shards should be done by now
+        return self._share
+
+    def _probe_pays(self, level: int, step: int) -> bool:
+        """Grow past the free level when the time a success would save outweighs
+        the odds of a failure times the run-wide pause it costs."""
+        if self._clock() < self._next_probe_at:
+            return False
+        remaining = self._remaining_jobs()
+        if remaining is None:
+            return True  # no end in sight: the gamble pays
+        left_s = remaining * (self._latency_s or 1.0) / level
+        saved_s = left_s * step / (level + step)
+        if self.cap is not None:
+            odds = ODDS_ABOVE_LEARNED_CAP
+        else:
+            odds = ODDS_BEYOND_IT if self._beyond else ODDS_AT_DOCUMENTED_CAP
+        return saved_s > odds * self._probe_cost_s
+
+    # -- 429s -----------------------------------------------------------------
+
+    def on_rate_limited(
+        self, retry_after_s: float, in_flight_at_send: int, epoch: int
+    ) -> str:
+        """Learn from a 429; return what it meant (its kind)."""
+        kind = self._classify(retry_after_s, in_flight_at_send)
+        self.kinds[kind] += 1
+        if kind == "window":
+            self._learn_window(retry_after_s)
+        elif epoch == self._limiter.epoch:  # the first 429 of this event
+            self._event_epoch = epoch
+            self._learn_cap(retry_after_s, in_flight_at_send)
+        elif epoch == self._event_epoch and self.cap is not None:
+            # Sent before the cut, answered after: the same event, and the
+            # smallest count that drew a 429 is the one that tells.
+            self.cap = min(self.cap, max(1, in_flight_at_send - 1))
+            self._limiter.cut_to(self.cap, new_event=False)
+        return kind
+
+    def _classify(self, retry_after_s: float, in_flight_at_send: int) -> str:
+        """Mira's 429s differ only in their Retry-After (MIRA_API.md)."""
+        if retry_after_s == IN_FLIGHT_RETRY_AFTER_S:
+            return "in_flight"
+        if retry_after_s == GPU_QUEUE_RETRY_AFTER_S:
+            return "gpu_queue"
+        whole_seconds = retry_after_s >= 1 and retry_after_s == int(retry_after_s)
+        if whole_seconds and in_flight_at_send <= self._proven:
+            return "window"  # no more in flight than went through: a rate limit
+        return "in_flight"  # congestion: fewer in flight
+
+    def _learn_cap(self, retry_after_s: float, in_flight_at_send: int) -> None:
+        self._probing = None
+        self._failed_probes += 1
+        backoff_s = PROBE_BACKOFF_S * 2 ** (self._failed_probes - 1)
+        self._next_probe_at = self._clock() + retry_after_s + backoff_s
+        self._probe_cost_s = max(retry_after_s, 1.0)
+        cap = max(1, in_flight_at_send - 1)
+        if self.cap != cap:
+            log.info(
+                "learned: the account allows %d requests in flight "
+                "(pin it with --concurrency %d)",
+                cap,
+                cap,
+            )
+        self.cap = cap
+        self._limiter.cut_to(cap)
+
+    def _learn_window(self, retry_after_s: float) -> None:
+        now = self._clock()
+        window = self.window
+        if window is None:
+            if not self.sends or len(self.sends) == self.sends.maxlen:
+                return  # too little or too much history to tell
+            # The window filled with this run's own requests; the oldest of them
+            # leaves it when the Retry-After is over.
+            window_s = now + retry_after_s - self.sends[0]
+            window = WindowLimiter(
+                max(1, len(self.sends) - 1),
+                window_s,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
+            for started in self.sends:
+                window.take_at(started)
+            self.window = window
+        else:
+            window.requests = max(1, window.requests - 1)  # it was too generous
+        log.info(
+            "learned: the account allows %d requests per %.0f s "
+            "(pin it with --rpm %.0f)",
+            window.requests,
+            window.window_s,
+            window.requests * 60 / window.window_s,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What was learned, for the summary."""
+        window = self.window
+        return {
+            "in_flight": self.cap,
+            "window": None
+            if window is None
+            else {"requests": window.requests, "seconds": round(window.window_s, 1)},
+            "rate_limited": dict(self.kinds),
+        }
