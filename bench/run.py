@@ -1,6 +1,10 @@
 """Benchmark mira-batch against the leanest aiohttp client and the openai SDK.
 
-    python bench/run.py [throughput|latency|memory|pacing|all] [--jobs N] [--rounds R]
+    python bench/run.py [throughput|latency|memory|pacing|mira|all] [--jobs N]
+                        [--rounds R]
+
+`mira` runs default flags against Mira's real limits on the bundled simulator
+(bench/mira.py): no nginx, about seven minutes of real time.
 
 Starts nginx on a loopback port answering a fixed chat-completion body (nginx costs
 far less CPU than the clients, so it is never the bottleneck), generates the jobs,
@@ -459,7 +463,7 @@ def main() -> None:
         "what",
         nargs="?",
         default="all",
-        choices=["throughput", "latency", "memory", "pacing", "all"],
+        choices=["throughput", "latency", "memory", "pacing", "mira", "all"],
     )
     parser.add_argument(
         "--jobs",
@@ -484,6 +488,18 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     print(f"machine: {results['machine']}")
+    if args.what == "mira":
+        # Against the simulator's Mira limits: no nginx needed.
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+        from bench.mira import run_scenarios
+
+        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+            print("\nMira's limits, default flags against the best fixed flags")
+            results["mira"] = run_scenarios(Path(tmp), free_port())
+        out = OUT / "results-mira.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {out.relative_to(ROOT)}")
+        return
     with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
         work = Path(tmp)
         endpoint = Endpoint(work)
