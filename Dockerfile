@@ -3,14 +3,22 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
+# The runtime dependencies, pinned and checked against their hashes (make lock);
+# then the project itself, which brings no dependency of its own.
+COPY requirements.lock ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY jobs ./jobs
-# The same install as the README's: a venv, then pip install of this project.
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir .
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11-slim
+LABEL org.opencontainers.image.title="mira-batch" \
+      org.opencontainers.image.description="Dependable batch worker for the Mira chat-completions API" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.source="https://git.mira-batch.invalid/mira-batch" \
+      org.opencontainers.image.licenses="MIT"
 COPY --from=build /opt/venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \

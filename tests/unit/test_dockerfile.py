@@ -62,12 +62,29 @@ def test_no_key_is_baked_in() -> None:
     assert not re.search(r"sk-mira-[0-9a-fA-F]{40}", DOCKERFILE)
 
 
-def test_installs_the_project_as_the_readme_does() -> None:
-    (run,) = [r for r in instructions("RUN") if "pip install" in r]
-    assert "python -m venv" in run
-    assert re.search(r"pip install --no-cache-dir \.$", run)
-    readme = (ROOT / "README.md").read_text()
-    assert "pip install ." in readme
+def test_installs_the_locked_dependencies_by_hash_then_the_project_alone() -> None:
+    locked, project = [r for r in instructions("RUN") if "pip install" in r]
+    assert "python -m venv" in locked
+    assert "--require-hashes -r requirements.lock" in locked
+    assert re.search(r"pip install --no-cache-dir --no-deps \.$", project)
+    lock = (ROOT / "requirements.lock").read_text()
+    assert "--hash=sha256:" in lock
+    for name in ("aiohttp", "tenacity", "pydantic-settings", "orjson", "rich"):
+        assert re.search(rf"^{name}==", lock, re.MULTILINE), name
+
+
+def test_labels_name_the_source_version_and_licence() -> None:
+    import tomllib
+
+    from worker import __version__
+
+    labels = dict(
+        re.findall(r'org\.opencontainers\.image\.(\w+)="([^"]*)"', DOCKERFILE)
+    )
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert labels["version"] == __version__
+    assert labels["licenses"] == project["license"]
+    assert labels["source"] == project["urls"]["Source"]
 
 
 def test_dockerignore_keeps_secrets_and_outputs_out() -> None:
