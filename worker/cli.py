@@ -13,6 +13,7 @@ from pathlib import Path
 
 from worker import __version__
 from worker.config import LOG_FORMATS, LOG_LEVELS, load_settings
+from worker.cost import PRICE_HELP, price_table
 from worker.errors import ConfigError
 from worker.logs import emit, setup_logging
 from worker.options import (
@@ -107,8 +108,7 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="append",
         default=[],
         metavar="MODEL=IN,OUT",
-        help="price in rubles per million input,output tokens; repeatable "
-        "(defaults: mira=50,150 mira-pro=100,300 mira-max=250,750)",
+        help=PRICE_HELP,
     )
 
 
@@ -146,9 +146,12 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.force and not args.fresh:
         raise ConfigError("--force only goes with --fresh")
+    prices = price_table(args.price)
     tune_gc_for_throughput()
     return asyncio.run(
-        execute_run(settings, files, mode=mode, force=args.force, shard=shard)
+        execute_run(
+            settings, files, mode=mode, force=args.force, shard=shard, prices=prices
+        )
     )
 
 
@@ -165,17 +168,11 @@ def tune_gc_for_throughput() -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from worker.validate import (
-        DEFAULT_PRICES_RUB_PER_M,
-        parse_price,
-        render_report,
-        validate_file,
-    )
+    from worker.validate import render_report, validate_file
 
     settings = load_settings(model=args.model)
     setup_logging(settings.log_level, settings.log_format)
-    prices = dict(DEFAULT_PRICES_RUB_PER_M)
-    prices.update(parse_price(text) for text in args.price)
+    prices = price_table(args.price)
     report = asyncio.run(validate_file(args.input, default_model=settings.model))
     emit(sys.stdout, render_report(args.input, report, prices))
     return 1 if report.invalid else 0

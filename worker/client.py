@@ -40,6 +40,12 @@ async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes
     pieces), so memory stays near `limit` whatever the server sends: a huge
     body, an endless chunked one, or a gzip bomb.
     """
+    declared = resp.content_length
+    if declared is not None and "Content-Encoding" not in resp.headers:
+        # The framing already bounds the body: read it whole (the fast path).
+        if declared > limit:
+            return b"", False
+        return await resp.read(), True
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():

@@ -116,7 +116,12 @@ class Learner:
     def _grow(self) -> None:
         limiter = self._limiter
         level = limiter.limit
-        step = level if self.cap is None else 1  # slow start until a cap is known
+        if self.cap is not None:
+            step = 1  # above a learned cap: one step at a time
+        elif self._beyond:
+            step = 3 * level  # past Mira's cap with no 429: a big server
+        else:
+            step = level  # slow start
         free = self._free_level()
         if level < free:
             limiter.raise_to(min(free, level + step))

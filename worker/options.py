@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import get_args
 
 from worker.config import Settings, load_settings
+from worker.cost import PRICE_HELP
 from worker.reader import Shard
 
 
@@ -154,6 +155,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--force", action="store_true", help="let --fresh discard non-empty output"
+    )
+    g.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help=PRICE_HELP + "; for the summary's cost",
     )
     g.add_argument(
         "--shard",

@@ -9,6 +9,17 @@ def _ms(value: object) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value * 1000:.0f} ms"
 
 
+def _cost(cost: dict[str, Any] | None) -> str:
+    """The run's cost at list prices (or --price), by model."""
+    if not cost or not cost["by_model"]:
+        return "nothing spent"
+    parts = [
+        f"{model} {'?' if c['cost'] is None else format(c['cost'], ',.4f')}"
+        for model, c in cost["by_model"].items()
+    ]
+    return f"{cost['total']:,.4f} {cost['currency']} ({', '.join(parts)})"
+
+
 def _learned(limits: dict[str, Any]) -> str:
     """What the account allowed, with the flags that pin it next time."""
     parts, flags = [], []
@@ -57,6 +68,7 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"({summary['requests_per_s']:.1f}/s), concurrency ended at "
             f"{summary['concurrency']['final']} of {summary['concurrency']['ceiling']}",
         ),
+        ("cost", _cost(summary.get("cost"))),
         ("learned", _learned(summary.get("learned_limits") or {})),
         ("results", summary["files"]["results"]),
         ("errors", summary["files"]["errors"]),

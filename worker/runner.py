@@ -16,6 +16,7 @@ import orjson
 
 from worker.client import ChatClient
 from worker.config import Settings, check_base_url_security, load_api_key
+from worker.cost import LIST_PRICES_RUB_PER_M, Prices, run_cost
 from worker.flow import Clock, Sleep, monotonic
 from worker.jsonl import open_input
 from worker.logs import emit, register_secret, scrub_bytes
@@ -91,6 +92,7 @@ async def execute_run(
     clock: Clock = monotonic,
     sleep: Sleep = _default_sleep,
     client_factory: Callable[[Settings, str], Client] | None = None,
+    prices: Prices = LIST_PRICES_RUB_PER_M,
 ) -> int:
     """Run one batch and return the process exit code.
 
@@ -130,7 +132,9 @@ async def execute_run(
                 pipeline = parts.pipeline(source, client, resume=resume, shard=shard)
                 async with ProgressReporter(settings, stats, throttle.limiter, out):
                     await pipeline.run(source)
-        summary = parts.summary(files, elapsed_s=time.monotonic() - started)
+        summary = parts.summary(
+            files, elapsed_s=time.monotonic() - started, prices=prices
+        )
         return _report(summary, files.summary, settings, out)
 
 
@@ -193,7 +197,9 @@ class _Parts:
             grace_s=settings.shutdown_grace_s,
         )
 
-    def summary(self, files: RunFiles, *, elapsed_s: float) -> dict[str, Any]:
+    def summary(
+        self, files: RunFiles, *, elapsed_s: float, prices: Prices
+    ) -> dict[str, Any]:
         """The summary of how the run went (CONTRACT section 5)."""
         limiter = self.throttle.limiter
         return build_summary(
@@ -212,6 +218,10 @@ class _Parts:
                 "decreases": limiter.decreases,
             },
             learned=self.throttle.learner.summary(),
+            cost=run_cost(
+                prices,
+                {m: (p, c) for m, (p, c) in self.stats.tokens_by_model.items()},
+            ),
         )
 
 

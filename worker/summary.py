@@ -85,6 +85,8 @@ class RunStats:
     statuses: Counter[int] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     untrusted_usage_seen: bool = False
+    # model -> [prompt tokens, completion tokens], for the run's cost
+    tokens_by_model: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -112,7 +114,7 @@ class RunStats:
         """Jobs read but left without an outcome (picked up by a resume)."""
         return max(0, self.total - self.succeeded - self.failed - self.skipped)
 
-    def add_usage(self, usage: object) -> int:
+    def add_usage(self, usage: object, model: str = "") -> int:
         """Add a response's reported usage; return its total tokens.
 
         The numbers come from the server, so they are not trusted: anything but
@@ -121,13 +123,21 @@ class RunStats:
         """
         if not isinstance(usage, dict):
             return 0
-        prompt = self._tokens(usage.get("prompt_tokens"))
-        completion = self._tokens(usage.get("completion_tokens"))
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
         total = usage.get("total_tokens")
-        total = prompt + completion if total is None else self._tokens(total)
+        if not (type(prompt) is type(completion) is type(total) is int) or (
+            min(prompt, completion, total) < 0
+        ):
+            prompt, completion = self._tokens(prompt), self._tokens(completion)
+            total = prompt + completion if total is None else self._tokens(total)
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         self.total_tokens += total
+        if model:
+            counts = self.tokens_by_model.setdefault(model, [0, 0])
+            counts[0] += prompt
+            counts[1] += completion
         return total
 
     def _tokens(self, value: object) -> int:
@@ -165,6 +175,7 @@ def build_summary(
     files: dict[str, str],
     concurrency: dict[str, int],
     learned: dict[str, Any] | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary file's content (CONTRACT section 5)."""
     counts = {
@@ -187,6 +198,7 @@ def build_summary(
         "message": message,
         "next_step": next_step,
         "exit_code": exit_code_for(reason, any_failed=any_failed),
+        "cost": cost,
         "tokens": {
             "prompt": stats.prompt_tokens,
             "completion": stats.completion_tokens,

@@ -5,17 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from worker.errors import ConfigError, InvalidJobError
+from worker.cost import Prices, tokens_cost
+from worker.errors import InvalidJobError
 from worker.idset import IdSet
 from worker.jsonl import iter_lines, open_input
 from worker.models import parse_job
 
-# Mira's published prices, rubles per million tokens (input, output).
-DEFAULT_PRICES_RUB_PER_M: dict[str, tuple[float, float]] = {
-    "mira": (50.0, 150.0),
-    "mira-pro": (100.0, 300.0),
-    "mira-max": (250.0, 750.0),
-}
 MAX_PROBLEMS_SHOWN = 200
 
 
@@ -34,24 +29,6 @@ class ValidationReport:
     def invalid(self) -> int:
         """Lines that would get an invalid_input record."""
         return len(self.problems)
-
-
-def parse_price(text: str) -> tuple[str, tuple[float, float]]:
-    """`MODEL=IN,OUT` (rubles per million tokens).
-
-    Raises:
-        ConfigError: the text is not in that form.
-    """
-    model, sep, rest = text.partition("=")
-    try:
-        if not sep or not model:
-            raise ValueError
-        price_in, price_out = (float(part) for part in rest.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"--price {text!r}: expected MODEL=INPUT,OUTPUT (per million tokens)"
-        ) from None
-    return model, (price_in, price_out)
 
 
 async def validate_file(source: str, *, default_model: str) -> ValidationReport:
@@ -88,9 +65,7 @@ async def validate_file(source: str, *, default_model: str) -> ValidationReport:
     return report
 
 
-def render_report(
-    source: str, report: ValidationReport, prices: dict[str, tuple[float, float]]
-) -> str:
+def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
     """Counts, models, token and cost estimates, then every problem by line."""
     lines = [
         f"{source}: {report.lines} jobs, {report.valid} valid, "
@@ -103,12 +78,11 @@ def render_report(
             report.prompt_tokens[model],
             report.completion_tokens[model],
         )
-        price = prices.get(model)
-        if price is None:
+        cost = tokens_cost(prices, model, prompt, completion)
+        if cost is None:
             cost_text = "no price known (add --price MODEL=IN,OUT)"
             priced_all = False
         else:
-            cost = (prompt * price[0] + completion * price[1]) / 1_000_000
             total_cost += cost
             cost_text = f"about {cost:,.2f} RUB"
         lines.append(
