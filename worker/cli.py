@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_options(run)
     _add_validate(sub)
+    _add_collect(sub)
     sim = sub.add_parser(
         "simulate",
         help="run the bundled Mira-compatible simulator until stopped",
@@ -89,6 +90,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="(default: ./demo-output)",
     )
     return parser
+
+
+def _add_collect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    col = sub.add_parser(
+        "collect",
+        help="one row per input line, in input order, with its answer or error",
+        description="Join the input with its results and errors files into a table: "
+        "one row per non-blank line, in input order, with the content, tokens, "
+        "cost, error and metadata; status is succeeded, failed, invalid or "
+        "pending (not done yet). Exit 2 for a missing input, or outputs that "
+        "belong to another input.",
+    )
+    col.add_argument("input", metavar="INPUT", help="the job file that was run")
+    col.add_argument(
+        "--to",
+        type=Path,
+        help="the table; .csv, .jsonl or .parquet (default: <stem>.collected.csv)",
+    )
+    col.add_argument(
+        "--results", type=Path, help="results file (default: <stem>.results.jsonl)"
+    )
+    col.add_argument(
+        "--errors", type=Path, help="errors file (default: <stem>.errors.jsonl)"
+    )
+    add_flag(col, next(flag for flag in RUN_FLAGS if flag.field == "model"))
+    col.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help=PRICE_HELP,
+    )
 
 
 def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -199,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "collect":
+            from worker.collect_cli import run_collect
+
+            return run_collect(args)
         if args.command == "simulate":
             from worker.sim.command import run_simulate
 

@@ -123,6 +123,15 @@ class Settings(BaseSettings):
         validation_alias=_env("progress_interval_s"),
         description="seconds between status lines",
     )
+    metrics_file: Path | None = Field(
+        None,
+        description="write Prometheus metrics here (textfile collector format), "
+        "every --progress-interval and at the end",
+    )
+    metrics_push: str | None = Field(
+        None,
+        description="push the final metrics to this Prometheus Pushgateway URL",
+    )
     shard_count: int | None = Field(None, ge=1)
 
     @field_validator("log_level", "log_format", "progress", mode="before")

@@ -88,6 +88,8 @@ RUN_FLAGS = (
     Flag("log_format", "--log-format", "output"),
     Flag("progress", "--progress", "output"),
     Flag("progress_interval_s", "--progress-interval", "output", positive_float),
+    Flag("metrics_file", "--metrics-file", "output", Path),
+    Flag("metrics_push", "--metrics-push", "output", str),
 )
 
 

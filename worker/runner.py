@@ -16,15 +16,15 @@ import orjson
 
 from worker.client import ChatClient
 from worker.config import Settings, check_base_url_security, load_api_key
-from worker.cost import LIST_PRICES_RUB_PER_M, Prices, run_cost
+from worker.cost import LIST_PRICES_RUB_PER_M, Prices
 from worker.flow import Clock, Sleep, monotonic
 from worker.jsonl import open_input
 from worker.logs import emit, register_secret, scrub_bytes
+from worker.metrics import Metrics
 from worker.outputs import RunLock, check_output_paths
-from worker.pipeline import Pipeline
+from worker.parts import RunParts
 from worker.progress import ProgressReporter
-from worker.reader import Shard, make_intake
-from worker.records import RecordIds
+from worker.reader import Shard
 from worker.report import render_summary
 from worker.resume import (
     ResumeState,
@@ -33,10 +33,10 @@ from worker.resume import (
     release_failed,
     start_fresh,
 )
-from worker.sender import Client, Sender
+from worker.sender import Client
 from worker.shutdown import handle_signals
 from worker.stop import StopController, StopReason
-from worker.summary import RunStats, build_summary
+from worker.summary import RunStats
 from worker.throttle import Throttle
 from worker.writer import ResultWriter
 
@@ -124,18 +124,22 @@ async def execute_run(
             clock,
             shard=(shard.index, shard.count) if shard else (0, 1),
         )
-        parts = _Parts(settings, stats, writer, stop, throttle)
+        parts = RunParts(settings, stats, writer, stop, throttle)
         client = (client_factory or _make_client)(settings, api_key)
+        metrics = parts.metrics(files, prices)
         started = time.monotonic()
         with handle_signals(stop):
-            async with _syncing(writer), client:
+            async with _syncing(writer), _every(metrics, settings), client:
                 pipeline = parts.pipeline(source, client, resume=resume, shard=shard)
                 async with ProgressReporter(settings, stats, throttle.limiter, out):
                     await pipeline.run(source)
         summary = parts.summary(
             files, elapsed_s=time.monotonic() - started, prices=prices
         )
-        return _report(summary, files.summary, settings, out)
+        code = _report(summary, files.summary, settings, out)
+        if metrics is not None:
+            await metrics.finish(code)
+        return code
 
 
 @contextmanager
@@ -149,80 +153,18 @@ def _opened(source: str) -> Iterator[BinaryIO]:
             fh.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    """What one run shares between its reader and its workers."""
-
-    settings: Settings
-    stats: RunStats
-    writer: ResultWriter
-    stop: StopController
-    throttle: Throttle
-
-    def pipeline(
-        self,
-        source: BinaryIO,
-        client: Client,
-        *,
-        resume: ResumeState,
-        shard: Shard | None,
-    ) -> Pipeline:
-        """The reader and the workers, wired to the run's shared parts."""
-        settings, record_ids = self.settings, RecordIds()
-        intake = make_intake(
-            source,
-            default_model=settings.model,
-            shard=shard,
-            resume=resume,
-            stats=self.stats,
-            writer=self.writer,
-            record_ids=record_ids,
-        )
-        sender = Sender(
-            settings,
-            client,
-            self.throttle,
-            self.writer,
-            stop=self.stop,
-            stats=self.stats,
-            record_ids=record_ids,
-        )
-        return Pipeline(
-            intake=intake,
-            sender=sender,
-            throttle=self.throttle,
-            stop=self.stop,
-            concurrency=settings.concurrency,
-            deadline_s=settings.deadline_s,
-            grace_s=settings.shutdown_grace_s,
-        )
-
-    def summary(
-        self, files: RunFiles, *, elapsed_s: float, prices: Prices
-    ) -> dict[str, Any]:
-        """The summary of how the run went (CONTRACT section 5)."""
-        limiter = self.throttle.limiter
-        return build_summary(
-            self.stats,
-            reason=self.stop.reason,
-            message=self.stop.message,
-            elapsed_s=elapsed_s,
-            files={
-                "input": files.input,
-                "results": str(files.results),
-                "errors": str(files.errors),
-            },
-            concurrency={
-                "ceiling": self.settings.concurrency,
-                "final": limiter.limit,
-                "decreases": limiter.decreases,
-            },
-            learned=self.throttle.learner.summary(),
-            cost=run_cost(
-                prices,
-                {m: (p, c) for m, (p, c) in self.stats.tokens_by_model.items()},
-            ),
-        )
+@asynccontextmanager
+async def _every(metrics: Metrics | None, settings: Settings) -> AsyncIterator[None]:
+    """The metrics file, every --progress-interval while the run lasts."""
+    if metrics is None:
+        yield
+        return
+    writing = asyncio.create_task(metrics.write_every(settings.progress_interval_s))
+    try:
+        yield
+    finally:
+        writing.cancel()
+        await asyncio.wait([writing])
 
 
 @asynccontextmanager

@@ -1,0 +1,182 @@
+"""collect: one row per non-blank input line, in input order, with its outcome."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from tests.fakes import FakeClock
+from tests.helpers import SENTINEL_KEY, read_jsonl, write_jobs
+from worker.collect import collect
+from worker.config import Settings
+from worker.cost import LIST_PRICES_RUB_PER_M
+from worker.errors import ConfigError
+from worker.runner import RunFiles, execute_run
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
+
+pytestmark = pytest.mark.integration
+
+
+def job_lines() -> list[Any]:
+    lines: list[Any] = []
+    for i in range(24):
+        meta = {"row": i, "team": f"t{i % 3}"}
+        if i % 2:
+            lines.append({"id": f"q-{i}", "prompt": f"question {i}", "metadata": meta})
+        else:
+            lines.append(
+                {
+                    "id": f"q-{i}",
+                    "messages": [{"role": "user", "content": f"question {i}"}],
+                    "model": "mira-pro",
+                    "metadata": meta,
+                }
+            )
+    lines.insert(5, "{broken")
+    lines.insert(9, "")
+    lines.append({"id": "refused", "prompt": "x", "x_sim_status": 400})
+    return lines
+
+
+async def run(sim: Simulator, tmp_path: Path, **overrides: Any) -> RunFiles:
+    clock = FakeClock()
+    files = RunFiles.default(
+        str(tmp_path / "jobs.jsonl"),
+        results=tmp_path / "jobs.results.jsonl",
+        errors=tmp_path / "jobs.errors.jsonl",
+        summary=tmp_path / "jobs.summary.json",
+    )
+    values: dict[str, Any] = {
+        "api_key": SecretStr(SENTINEL_KEY),
+        "api_key_file": None,
+        "base_url": sim.base_url,
+        "progress": "off",
+        "rpm": None,
+        "tpm": None,
+        "deadline_s": None,
+        "token_budget": None,
+        **overrides,
+    }
+    await execute_run(
+        Settings(**values), files, out=io.StringIO(), clock=clock, sleep=clock.sleep
+    )
+    return files
+
+
+def collected(tmp_path: Path, files: RunFiles, name: str) -> list[dict[str, Any]]:
+    to = tmp_path / name
+    collect(
+        Path(files.input),
+        to,
+        results=files.results,
+        errors=files.errors,
+        prices=LIST_PRICES_RUB_PER_M,
+    )
+    if to.suffix == ".csv":
+        with open(to, newline="") as fh:
+            return list(csv.DictReader(fh))
+    return read_jsonl(to)
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.jsonl"])
+async def test_one_row_per_line_in_input_order_with_answers_and_metadata(
+    sim: Simulator, tmp_path: Path, name: str
+) -> None:
+    write_jobs(tmp_path / "jobs.jsonl", job_lines())
+    files = await run(sim, tmp_path)
+    rows = collected(tmp_path, files, name)
+    non_blank = [
+        n
+        for n, line in enumerate(
+            (tmp_path / "jobs.jsonl").read_text().splitlines(), start=1
+        )
+        if line.strip()
+    ]
+    assert [int(r["line"]) for r in rows] == non_blank
+    by_id = {r["custom_id"]: r for r in rows}
+    answers = {r["custom_id"]: r for r in read_jsonl(files.results)}
+    for job_id, record in answers.items():
+        row = by_id[job_id]
+        assert row["status"] == "succeeded"
+        assert (
+            row["content"]
+            == (record["response"]["body"]["choices"][0]["message"]["content"])
+        )
+        assert row["finish_reason"] == "stop"
+        assert row["request_id"] == record["response"]["request_id"]
+        assert int(row["total_tokens"]) > 0
+    assert by_id["refused"]["status"] == "failed"
+    assert by_id["refused"]["error_code"] == "http_400"
+    broken = next(r for r in rows if int(r["line"]) == 6)
+    assert broken["status"] == "invalid"
+    assert broken["error_code"] == "invalid_input"
+    if name.endswith(".csv"):
+        assert by_id["q-4"]["metadata.team"] == "t1"
+        assert by_id["q-4"]["metadata.row"] == "4"
+    else:
+        assert by_id["q-4"]["metadata"] == {"row": 4, "team": "t1"}
+    summary = json.loads(files.summary.read_text())
+    cost = sum(float(r["cost_rub"]) for r in rows if r["cost_rub"] not in ("", None))
+    assert cost == pytest.approx(summary["cost"]["total"], rel=1e-6)
+    assert set(summary["cost"]["by_model"]) == {"mira", "mira-pro"}
+
+
+async def test_lines_not_run_yet_are_pending(sim: Simulator, tmp_path: Path) -> None:
+    sim.faults = Faults(revoke_after=10)
+    write_jobs(tmp_path / "jobs.jsonl", job_lines())
+    files = await run(sim, tmp_path, concurrency=1)
+    rows = collected(tmp_path, files, "out.jsonl")
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("succeeded") == 10
+    assert statuses.count("pending") == len(rows) - 10 - 1  # one invalid line
+    assert all(r["content"] is None for r in rows if r["status"] == "pending")
+
+
+async def test_outputs_of_another_input_are_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jobs(tmp_path / "jobs.jsonl", job_lines())
+    files = await run(sim, tmp_path)
+    write_jobs(tmp_path / "other.jsonl", [{"id": "z", "prompt": "z"}])
+    with pytest.raises(ConfigError, match="another input"):
+        collect(
+            tmp_path / "other.jsonl",
+            tmp_path / "out.csv",
+            results=files.results,
+            errors=files.errors,
+            prices=LIST_PRICES_RUB_PER_M,
+        )
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_missing_input_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot open input"):
+        collect(
+            tmp_path / "none.jsonl",
+            tmp_path / "out.csv",
+            results=tmp_path / "r",
+            errors=tmp_path / "e",
+            prices=LIST_PRICES_RUB_PER_M,
+        )
+
+
+def test_summary_cost_is_the_tokens_at_list_prices() -> None:
+    from worker.cost import run_cost
+
+    cost = run_cost(
+        LIST_PRICES_RUB_PER_M,
+        {"mira": (1_000_000, 2_000_000), "mira-max": (10, 0), "mystery": (5, 5)},
+    )
+    assert cost["currency"] == "RUB"
+    assert cost["by_model"]["mira"]["cost"] == 50 + 300
+    assert cost["by_model"]["mira-max"]["cost"] == pytest.approx(0.0025)
+    assert cost["by_model"]["mystery"]["cost"] is None
+    assert cost["total"] == pytest.approx(350.0025)
+    assert "mystery" in cost["note"]

@@ -1,0 +1,281 @@
+"""`mira-batch collect`: one row per input line, in input order, with its outcome.
+
+The results and errors files are in completion order, so they are first loaded
+into an index on disk (the stdlib's sqlite3); the input is then streamed twice,
+once to match it against the index (and find the metadata columns), once to
+write the rows. Memory stays flat at any size.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from worker.collect_out import RowWriter, open_row_writer
+from worker.cost import Prices, tokens_cost
+from worker.errors import ConfigError
+from worker.models import read_job_id
+
+COLUMNS = (
+    "line",
+    "custom_id",
+    "status",
+    "content",
+    "finish_reason",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_rub",
+    "error_code",
+    "error_message",
+    "attempts",
+    "latency_s",
+    "request_id",
+)
+_OUTCOME = (
+    "custom_id, status, content, finish_reason, model, prompt_tokens, "
+    "completion_tokens, total_tokens, error_code, error_message, attempts, "
+    "latency_s, request_id"
+)
+_BATCH = 5_000
+
+
+@dataclass(slots=True)
+class CollectReport:
+    """What collect wrote."""
+
+    rows: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    cost_rub: float = 0.0
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every whole record of an output file (a torn last line is skipped)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        for line in fh:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def _obj(value: object) -> dict[str, Any]:
+    """The value if it is a JSON object, else an empty one: records are untrusted."""
+    return value if isinstance(value, dict) else {}
+
+
+def _outcome(record: dict[str, Any], failed: bool) -> tuple[Any, ...]:
+    """One index row from a results or errors record."""
+    response = _obj(record.get("response"))
+    body = _obj(response.get("body"))
+    choices = body.get("choices")
+    choice = _obj(choices[0] if isinstance(choices, list) and choices else None)
+    message = _obj(choice.get("message"))
+    usage = _obj(body.get("usage"))
+    error = _obj(record.get("error"))
+    code = error.get("code")
+    status = "failed" if failed else "succeeded"
+    if code == "invalid_input":
+        status = "invalid"
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        content = orjson.dumps(content).decode()
+    return (
+        record.get("custom_id"),
+        status,
+        content,
+        choice.get("finish_reason"),
+        body.get("model"),
+        _count(usage.get("prompt_tokens")),
+        _count(usage.get("completion_tokens")),
+        _count(usage.get("total_tokens")),
+        code,
+        error.get("message"),
+        record.get("attempts"),
+        record.get("latency_s"),
+        response.get("request_id"),
+    )
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class OutcomeIndex:
+    """The results and errors, on disk, looked up by id or by invalid line."""
+
+    def __init__(self, directory: Path) -> None:
+        self._db = sqlite3.connect(directory / "index.sqlite3")
+        self._db.execute(
+            f"CREATE TABLE outcome ({_OUTCOME}, line INTEGER, matched INTEGER "
+            "DEFAULT 0)"
+        )
+
+    def load(self, results: Path, errors: Path) -> None:
+        """Index every record of both files."""
+        for path, failed in ((results, False), (errors, True)):
+            batch: list[tuple[Any, ...]] = []
+            for record in _records(path):
+                line = record.get("line")
+                batch.append((*_outcome(record, failed), _count(line)))
+                if len(batch) >= _BATCH:
+                    self._insert(batch)
+            self._insert(batch)
+        self._db.execute("CREATE INDEX by_id ON outcome (custom_id)")
+        self._db.execute("CREATE INDEX by_line ON outcome (line)")
+
+    def _insert(self, batch: list[tuple[Any, ...]]) -> None:
+        self._db.executemany(
+            f"INSERT INTO outcome ({_OUTCOME}, line) VALUES ({', '.join('?' * 14)})",
+            batch,
+        )
+        batch.clear()
+
+    def find(self, line_no: int, job_id: str | None) -> tuple[Any, ...] | None:
+        """The outcome of an input line: its invalid record, else its id's."""
+        cur = self._db.execute(
+            f"SELECT rowid, {_OUTCOME} FROM outcome WHERE line = ?", (line_no,)
+        )
+        row = cur.fetchone()
+        if row is None and job_id is not None:
+            cur = self._db.execute(
+                f"SELECT rowid, {_OUTCOME} FROM outcome WHERE custom_id = ? "
+                "AND line IS NULL",
+                (job_id,),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return None
+        self._db.execute("UPDATE outcome SET matched = 1 WHERE rowid = ?", (row[0],))
+        return tuple(row[1:])
+
+    def unmatched(self) -> tuple[int, str | None]:
+        """Records no input line claimed, and one of their ids."""
+        count, example = self._db.execute(
+            "SELECT count(*), min(custom_id) FROM outcome WHERE matched = 0"
+        ).fetchone()
+        return count, example
+
+    def close(self) -> None:
+        """Drop the index."""
+        self._db.close()
+
+
+def _lines(source: Path) -> Iterator[tuple[int, bytes]]:
+    with open(source, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if raw.strip():
+                yield line_no, raw
+
+
+def _parse(raw: bytes, line_no: int, default_model: str) -> tuple[str | None, str, Any]:
+    """(job id, requested model, metadata) of an input line, as far as it reads."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, default_model, None
+    if not isinstance(obj, dict):
+        return None, default_model, None
+    job_id, _ = read_job_id(obj, line_no)
+    body = _obj(obj.get("body")) or obj
+    model = body.get("model")
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None
+    return (
+        job_id,
+        model if isinstance(model, str) and model else default_model,
+        metadata,
+    )
+
+
+def collect(
+    source: Path,
+    to: Path,
+    *,
+    results: Path,
+    errors: Path,
+    prices: Prices,
+    default_model: str = "mira",
+    progress: Any = None,
+) -> CollectReport:
+    """Write one row per non-blank line of `source`, in order, to `to`.
+
+    Raises:
+        ConfigError: the input is missing, or the outputs belong to another input.
+    """
+    if not source.is_file():
+        raise ConfigError(f"cannot open input {source}: no such file")
+    with tempfile.TemporaryDirectory(prefix="mira-collect-") as tmp:
+        index = OutcomeIndex(Path(tmp))
+        try:
+            index.load(results, errors)
+            keys = _match(source, index, default_model)
+            unmatched, example = index.unmatched()
+            if unmatched:
+                raise ConfigError(
+                    f"{unmatched} records in {results} or {errors} belong to no line "
+                    f"of {source} (for example {example!r}): are they another "
+                    "input's outputs? Name them with --results and --errors"
+                )
+            with open_row_writer(to, COLUMNS, sorted(keys)) as writer:
+                return _write_rows(
+                    source, index, writer, prices, default_model, progress
+                )
+        finally:
+            index.close()
+
+
+def _match(source: Path, index: OutcomeIndex, default_model: str) -> set[str]:
+    """Claim each line's outcome; return the metadata keys seen."""
+    keys: set[str] = set()
+    for line_no, raw in _lines(source):
+        job_id, _, metadata = _parse(raw, line_no, default_model)
+        index.find(line_no, job_id)
+        if metadata:
+            keys.update(metadata)
+    return keys
+
+
+def _write_rows(
+    source: Path,
+    index: OutcomeIndex,
+    writer: RowWriter,
+    prices: Prices,
+    default_model: str,
+    progress: Any,
+) -> CollectReport:
+    report = CollectReport()
+    for line_no, raw in _lines(source):
+        job_id, model, metadata = _parse(raw, line_no, default_model)
+        found = index.find(line_no, job_id)
+        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row.update(line=line_no, custom_id=job_id, status="pending")
+        if found is not None:
+            row.update(zip(_OUTCOME.split(", "), found, strict=True))
+            row["custom_id"] = row["custom_id"] or job_id
+        if row["status"] == "succeeded":
+            cost = tokens_cost(
+                prices, model, row["prompt_tokens"] or 0, row["completion_tokens"] or 0
+            )
+            row["cost_rub"] = None if cost is None else round(cost, 8)
+            report.cost_rub += cost or 0.0
+        writer.write(row, metadata)
+        report.rows += 1
+        report.by_status[row["status"]] = report.by_status.get(row["status"], 0) + 1
+        if progress is not None:
+            progress(len(raw))
+    return report

@@ -1,0 +1,115 @@
+"""What one run shares between its reader and its workers, and what it builds from
+them: the pipeline, the scheduler's metrics, the summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from worker.config import Settings
+from worker.cost import Prices, run_cost
+from worker.metrics import Metrics, RunCollector
+from worker.pipeline import Pipeline
+from worker.reader import Shard, make_intake
+from worker.records import RecordIds
+from worker.resume import ResumeState
+from worker.sender import Client, Sender
+from worker.stop import StopController
+from worker.summary import RunStats, build_summary
+from worker.throttle import Throttle
+from worker.writer import ResultWriter
+
+if TYPE_CHECKING:
+    from worker.runner import RunFiles
+
+
+@dataclass(frozen=True, slots=True)
+class RunParts:
+    """What one run shares between its reader and its workers."""
+
+    settings: Settings
+    stats: RunStats
+    writer: ResultWriter
+    stop: StopController
+    throttle: Throttle
+
+    def pipeline(
+        self,
+        source: BinaryIO,
+        client: Client,
+        *,
+        resume: ResumeState,
+        shard: Shard | None,
+    ) -> Pipeline:
+        """The reader and the workers, wired to the run's shared parts."""
+        settings, record_ids = self.settings, RecordIds()
+        intake = make_intake(
+            source,
+            default_model=settings.model,
+            shard=shard,
+            resume=resume,
+            stats=self.stats,
+            writer=self.writer,
+            record_ids=record_ids,
+        )
+        sender = Sender(
+            settings,
+            client,
+            self.throttle,
+            self.writer,
+            stop=self.stop,
+            stats=self.stats,
+            record_ids=record_ids,
+        )
+        return Pipeline(
+            intake=intake,
+            sender=sender,
+            throttle=self.throttle,
+            stop=self.stop,
+            concurrency=settings.concurrency,
+            deadline_s=settings.deadline_s,
+            grace_s=settings.shutdown_grace_s,
+        )
+
+    def metrics(self, files: RunFiles, prices: Prices) -> Metrics | None:
+        """The scheduler's metrics, when --metrics-file or --metrics-push asks."""
+        settings, stats = self.settings, self.stats
+        if settings.metrics_file is None and settings.metrics_push is None:
+            return None
+        stem = files.summary.name.removesuffix(".summary.json")
+        collector = RunCollector(stem, stats, lambda: float(self.cost(prices)["total"]))
+        return Metrics(
+            collector,
+            file=settings.metrics_file,
+            push_url=settings.metrics_push,
+            stem=stem,
+        )
+
+    def summary(
+        self, files: RunFiles, *, elapsed_s: float, prices: Prices
+    ) -> dict[str, Any]:
+        """The summary of how the run went (CONTRACT section 5)."""
+        limiter = self.throttle.limiter
+        return build_summary(
+            self.stats,
+            reason=self.stop.reason,
+            message=self.stop.message,
+            elapsed_s=elapsed_s,
+            files={
+                "input": files.input,
+                "results": str(files.results),
+                "errors": str(files.errors),
+            },
+            concurrency={
+                "ceiling": self.settings.concurrency,
+                "final": limiter.limit,
+                "decreases": limiter.decreases,
+            },
+            learned=self.throttle.learner.summary(),
+            cost=self.cost(prices),
+        )
+
+    def cost(self, prices: Prices) -> dict[str, Any]:
+        """What the tokens used so far cost, by model."""
+        by_model = self.stats.tokens_by_model
+        return run_cost(prices, {m: (p, c) for m, (p, c) in by_model.items()})
