@@ -463,7 +463,7 @@ def main() -> None:
         "what",
         nargs="?",
         default="all",
-        choices=["throughput", "latency", "memory", "pacing", "mira", "all"],
+        choices=["throughput", "latency", "memory", "pacing", "mira", "collect", "all"],
     )
     parser.add_argument(
         "--jobs",
@@ -488,6 +488,14 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     print(f"machine: {results['machine']}")
+    if args.what == "collect":
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+        from bench.collect import run_collect
+
+        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+            results["collect"] = run_collect(Path(tmp))
+        (OUT / "results-collect.json").write_text(json.dumps(results, indent=2) + "\n")
+        return
     if args.what == "mira":
         # Against the simulator's Mira limits: no nginx needed.
         sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
