@@ -72,7 +72,8 @@ class Learner:
         self.cap: int | None = None  # learned: the most that went through
         self.window: WindowLimiter | None = None
         self.kinds: Counter[str] = Counter()  # 429s by what they meant
-        self._proven = 0  # most in flight at once with a success
+        self._proven = 0  # the highest limit a full round trip went through at
+        self._streak = 0  # successes since the last 429
         self._beyond = False  # went past the documented cap without a 429
         self._latency_s: float | None = None
         self._successes = 0
@@ -90,9 +91,13 @@ class Learner:
 
     # -- successes ------------------------------------------------------------
 
-    def on_success(self, in_flight_at_send: int, latency_s: float) -> None:
-        """A request that went out with `in_flight_at_send` in flight succeeded."""
-        self._proven = max(self._proven, in_flight_at_send)
+    def on_success(self, latency_s: float) -> None:
+        """A request succeeded after `latency_s`."""
+        # A level is proven by a full round trip of successes at it with no 429:
+        # counting in flight here overstates what the server held at once.
+        self._streak += 1
+        if self._streak >= self._limiter.limit:
+            self._proven = max(self._proven, self._limiter.limit)
         old = self._latency_s
         self._latency_s = latency_s if old is None else 0.8 * old + 0.2 * latency_s
         if self._probing is not None and self._proven >= self._probing:
@@ -164,8 +169,11 @@ class Learner:
         """Learn from a 429; return what it meant (its kind)."""
         kind = self._classify(retry_after_s, in_flight_at_send)
         self.kinds[kind] += 1
+        self._streak = 0
         if kind == "window":
             self._learn_window(retry_after_s)
+        elif kind == "other":
+            pass
         elif epoch == self._limiter.epoch:  # the first 429 of this event
             self._event_epoch = epoch
             self._learn_cap(retry_after_s, in_flight_at_send)
@@ -182,10 +190,13 @@ class Learner:
             return "in_flight"
         if retry_after_s == GPU_QUEUE_RETRY_AFTER_S:
             return "gpu_queue"
-        whole_seconds = retry_after_s >= 1 and retry_after_s == int(retry_after_s)
-        if whole_seconds and in_flight_at_send <= self._proven:
-            return "window"  # no more in flight than went through: a rate limit
-        return "in_flight"  # congestion: fewer in flight
+        if in_flight_at_send > self._proven:
+            return "in_flight"  # more in flight than ever went through
+        if retry_after_s >= 1 and retry_after_s == int(retry_after_s):
+            return "window"  # whole seconds until a slot of a window frees
+        # A passing refusal at a level that went through before: the pause is
+        # all it asks; cutting the limit for it would ratchet the run down.
+        return "other"
 
     def _learn_cap(self, retry_after_s: float, in_flight_at_send: int) -> None:
         self._probing = None

@@ -10,9 +10,10 @@ from types import TracebackType
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.live import Live
 
 from worker.config import Settings
+from worker.display import LiveView, Snapshot
 from worker.flow import AdaptiveLimiter
 from worker.summary import RunStats
 
@@ -32,7 +33,13 @@ class ProgressReporter:
     """Reports a run's counters while it runs; an async context manager."""
 
     def __init__(
-        self, settings: Settings, stats: RunStats, limiter: AdaptiveLimiter, out: TextIO
+        self,
+        settings: Settings,
+        stats: RunStats,
+        limiter: AdaptiveLimiter,
+        out: TextIO,
+        *,
+        cost: Callable[[], float] | None = None,
     ) -> None:
         mode = settings.progress
         if mode == "auto":
@@ -49,23 +56,20 @@ class ProgressReporter:
         self._last_sent = 0
         self._last_time = self._started
         self._rate = 0.0
-        self._progress: Progress | None = None
-        self._bar: TaskID | None = None
+        self._cost = cost
+        self._live: Live | None = None
+        self._view = LiveView()
         self._failed = False
 
     async def __aenter__(self) -> ProgressReporter:
         if self.mode == "bar":
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.fields[status]}"),
-                TimeRemainingColumn(),
+            self._live = Live(
+                self._view,
                 console=Console(file=self._out, stderr=True),
                 refresh_per_second=1 / BAR_REFRESH_S,
                 transient=False,
             )
-            self._bar = self._progress.add_task("jobs", total=None, status="starting")
-            self._progress.start()
+            self._live.start()
             self._task = asyncio.create_task(self._tick(BAR_REFRESH_S, self._draw_bar))
         elif self.mode == "log":
             self._task = asyncio.create_task(
@@ -83,9 +87,9 @@ class ProgressReporter:
             self._task.cancel()
             # asyncio.wait neither raises the task's error nor swallows our cancel.
             await asyncio.wait([self._task])
-        if self._progress is not None:
+        if self._live is not None:
             self._safely(self._draw_bar)
-            self._safely(self._progress.stop)
+            self._safely(self._live.stop)
 
     async def _tick(self, interval_s: float, draw: Callable[[], None]) -> None:
         while True:
@@ -133,10 +137,7 @@ class ProgressReporter:
         )
 
     def _total(self) -> int | None:
-        s = self._stats
-        if s.input_complete:
-            return s.total
-        return max(s.total, s.expected_jobs) if s.expected_jobs else None
+        return self._stats.expected_total()
 
     def _eta_s(self) -> float | None:
         s, total = self._stats, self._total()
@@ -150,12 +151,22 @@ class ProgressReporter:
         log.info("progress: %s%s", self.status_line(), suffix)
 
     def _draw_bar(self) -> None:
-        assert self._progress is not None
-        assert self._bar is not None
+        assert self._live is not None
         s = self._stats
-        self._progress.update(
-            self._bar,
+        extras = [
+            f"ok {s.succeeded} failed {s.failed}",
+            f"retrying {s.retrying}",
+            f"in flight {s.in_flight}/{self._limiter.limit}",
+            f"{s.total_tokens:,} tokens",
+        ]
+        if self._cost is not None:
+            extras.append(f"{self._cost():,.2f} RUB")
+        self._view.snapshot = Snapshot(
+            done=s.done + s.skipped,
             total=self._total(),
-            completed=s.done + s.skipped,
-            status=self.status_line(),
+            estimated=not s.input_complete,
+            eta_s=self._eta_s(),
+            rate=self._rate,
+            extras=extras,
         )
+        self._live.refresh()

@@ -131,7 +131,13 @@ async def execute_run(
         with handle_signals(stop):
             async with _syncing(writer), _every(metrics, settings), client:
                 pipeline = parts.pipeline(source, client, resume=resume, shard=shard)
-                async with ProgressReporter(settings, stats, throttle.limiter, out):
+                async with ProgressReporter(
+                    settings,
+                    stats,
+                    throttle.limiter,
+                    out,
+                    cost=lambda: float(parts.cost(prices)["total"]),
+                ):
                     await pipeline.run(source)
         summary = parts.summary(
             files, elapsed_s=time.monotonic() - started, prices=prices

@@ -126,7 +126,7 @@ class Throttle:
             self._tpm.adjust(tokens - turn._charged)
             self._tokens_estimated += turn._job.tokens_est
             self._tokens_reported += tokens
-        self.learner.on_success(turn._in_flight_at_send, turn.latency_s)
+        self.learner.on_success(turn.latency_s)
 
     def _on_retryable(self, exc: RetryableError, turn: Turn) -> None:
         if isinstance(exc, RateLimitedError):

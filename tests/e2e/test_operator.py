@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import pty
 import re
+import struct
+import termios
 from pathlib import Path
 
 import pytest
@@ -41,13 +44,33 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-async def test_terminal_gets_a_live_bar_that_updates(
-    sim: Simulator, tmp_path: Path
+FIELD = re.compile(
+    r"(?:[━─]+ )?done \d+/(?:\d+~?|\?)(?: +\d+%)? ETA (?:-|\d+:\d\d|\d+h\d\dm) "
+    r"[\d.]+ req/s|ok \d+ failed \d+|retrying \d+|in flight \d+/\d+|[\d,]+ tokens"
+    r"|[\d,.]+ RUB|starting"
+)
+
+
+def display_lines(screen: bytes) -> list[str]:
+    """The live display's lines, as a terminal shows them (escape codes stripped)."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", screen.decode("utf-8", "replace"))
+    lines = [line.strip() for line in re.split(r"[\r\n]", text)]
+    return [
+        line
+        for line in lines
+        if line and ("req/s" in line or line.startswith(("ok ", "retrying ")))
+    ]
+
+
+@pytest.mark.parametrize("columns", [80, 120, 200])
+async def test_the_live_display_fits_the_terminal_without_cutting_a_word(
+    sim: Simulator, tmp_path: Path, columns: int
 ) -> None:
     sim.faults = Faults(latency_ms=60)
-    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(50))
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(30))
     master, slave = pty.openpty()
-    env = cli_env(base_url=sim.base_url, COLUMNS="160", TERM="xterm-256color")
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = cli_env(base_url=sim.base_url, COLUMNS=str(columns), TERM="xterm-256color")
     proc = await asyncio.create_subprocess_exec(
         *cli_command("run", "jobs.jsonl", "--concurrency", "3"),
         cwd=tmp_path,
@@ -62,12 +85,20 @@ async def test_terminal_gets_a_live_bar_that_updates(
     screen = await asyncio.wait_for(reader, 10)
     os.close(master)
     assert_no_key(screen)
-    assert ANSI.search(screen), "a terminal gets a drawn bar"
-    done_values = {int(n) for n in re.findall(rb"done (\d+)/", screen)}
-    assert len(done_values) >= 3, "the bar updates while the run goes on"
-    assert b"in flight" in screen
-    assert b"concurrency" in screen
-    assert b"req/s" in screen
+    assert ANSI.search(screen), "a terminal gets a drawn display"
+    lines = display_lines(screen)
+    done = {int(n) for n in re.findall(r"done (\d+)/", "\n".join(lines))}
+    assert len(done) >= 3, "the display updates while the run goes on"
+    for line in lines:
+        assert len(line) <= columns, line
+        for field in line.split(" · "):
+            assert FIELD.fullmatch(field), (columns, line)
+    last = [line for line in lines if "req/s" in line][-1]
+    assert re.search(r"━{10,}", last), "the bar, filled"
+    assert "done 30/30 100%" in last
+    assert "ETA" in last
+    if columns >= 120:
+        assert any("in flight" in line and "req/s" in line for line in lines)
 
 
 async def test_a_file_gets_periodic_status_lines_without_control_codes(

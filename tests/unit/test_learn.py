@@ -34,7 +34,7 @@ class Account:
 
     def succeed(self, n: int, latency_s: float) -> None:
         for _ in range(n):
-            self.learner.on_success(self.limiter.limit, latency_s)
+            self.learner.on_success(latency_s)
 
 
 @pytest.mark.parametrize(
