@@ -4,23 +4,23 @@ them: the pipeline, the scheduler's metrics, the summary."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
 
 from worker.config import Settings
 from worker.cost import Prices, run_cost
+from worker.flow import Clock
 from worker.metrics import Metrics, RunCollector
 from worker.pipeline import Pipeline
+from worker.progress import ProgressReporter
 from worker.reader import Shard, make_intake
 from worker.records import RecordIds
 from worker.resume import ResumeState
 from worker.sender import Client, Sender
-from worker.stop import StopController
+from worker.stop import StopController, StopReason
 from worker.summary import RunStats, build_summary
 from worker.throttle import Throttle
 from worker.writer import ResultWriter
-
-if TYPE_CHECKING:
-    from worker.runner import RunFiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,38 @@ class RunParts:
     writer: ResultWriter
     stop: StopController
     throttle: Throttle
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        stats: RunStats,
+        stop: StopController,
+        clock: Clock,
+        *,
+        results: Path,
+        errors: Path,
+        shard: Shard | None,
+    ) -> RunParts:
+        """The writer (open: a write error stops the run, exit 7) and the throttle.
+
+        Raises:
+            ConfigError: an output file cannot be opened.
+        """
+        writer = ResultWriter(
+            results,
+            errors,
+            on_failure=lambda exc: stop.request(StopReason.OUTPUT_FAILED, str(exc)),
+        )
+        writer.open()
+        throttle = Throttle(
+            settings,
+            stop,
+            stats,
+            clock,
+            shard=(shard.index, shard.count) if shard else (0, 1),
+        )
+        return cls(settings, stats, writer, stop, throttle)
 
     def pipeline(
         self,
@@ -71,12 +103,11 @@ class RunParts:
             grace_s=settings.shutdown_grace_s,
         )
 
-    def metrics(self, files: RunFiles, prices: Prices) -> Metrics | None:
+    def metrics(self, stem: str, prices: Prices) -> Metrics | None:
         """The scheduler's metrics, when --metrics-file or --metrics-push asks."""
         settings, stats = self.settings, self.stats
         if settings.metrics_file is None and settings.metrics_push is None:
             return None
-        stem = files.summary.name.removesuffix(".summary.json")
         collector = RunCollector(stem, stats, lambda: float(self.cost(prices)["total"]))
         return Metrics(
             collector,
@@ -85,8 +116,18 @@ class RunParts:
             stem=stem,
         )
 
+    def progress(self, out: TextIO, prices: Prices) -> ProgressReporter:
+        """The live display or status lines, as --progress asks."""
+        return ProgressReporter(
+            self.settings,
+            self.stats,
+            self.throttle.limiter,
+            out,
+            cost=lambda: float(self.cost(prices)["total"]),
+        )
+
     def summary(
-        self, files: RunFiles, *, elapsed_s: float, prices: Prices
+        self, files: dict[str, str], *, elapsed_s: float, prices: Prices
     ) -> dict[str, Any]:
         """The summary of how the run went (CONTRACT section 5)."""
         limiter = self.throttle.limiter
@@ -95,11 +136,7 @@ class RunParts:
             reason=self.stop.reason,
             message=self.stop.message,
             elapsed_s=elapsed_s,
-            files={
-                "input": files.input,
-                "results": str(files.results),
-                "errors": str(files.errors),
-            },
+            files=files,
             concurrency={
                 "ceiling": self.settings.concurrency,
                 "final": limiter.limit,

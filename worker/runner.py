@@ -23,7 +23,6 @@ from worker.logs import emit, register_secret, scrub_bytes
 from worker.metrics import Metrics
 from worker.outputs import RunLock, check_output_paths
 from worker.parts import RunParts
-from worker.progress import ProgressReporter
 from worker.reader import Shard
 from worker.report import render_summary
 from worker.resume import (
@@ -37,7 +36,6 @@ from worker.sender import Client
 from worker.shutdown import handle_signals
 from worker.stop import StopController, StopReason
 from worker.summary import RunStats
-from worker.throttle import Throttle
 from worker.writer import ResultWriter
 
 log = logging.getLogger("worker.run")
@@ -54,6 +52,19 @@ class RunFiles:
     results: Path
     errors: Path
     summary: Path
+
+    @property
+    def stem(self) -> str:
+        """The name the outputs share (the metrics' `input` label)."""
+        return self.summary.name.removesuffix(".summary.json")
+
+    def listing(self) -> dict[str, str]:
+        """The files, for the summary."""
+        return {
+            "input": self.input,
+            "results": str(self.results),
+            "errors": str(self.errors),
+        }
 
     @classmethod
     def default(
@@ -110,37 +121,27 @@ async def execute_run(
     with RunLock(files.results), _opened(files.input) as source:
         stats = RunStats()
         resume = _prepare_outputs(files, mode, force=force, stats=stats)
-        stop = StopController(sleep=sleep)
-        writer = ResultWriter(
-            files.results,
-            files.errors,
-            on_failure=lambda exc: stop.request(StopReason.OUTPUT_FAILED, str(exc)),
-        )
-        writer.open()
-        throttle = Throttle(
+        parts = RunParts.build(
             settings,
-            stop,
             stats,
+            StopController(sleep=sleep),
             clock,
-            shard=(shard.index, shard.count) if shard else (0, 1),
+            results=files.results,
+            errors=files.errors,
+            shard=shard,
         )
-        parts = RunParts(settings, stats, writer, stop, throttle)
         client = (client_factory or _make_client)(settings, api_key)
-        metrics = parts.metrics(files, prices)
+        metrics = parts.metrics(
+            files.summary.name.removesuffix(".summary.json"), prices
+        )
         started = time.monotonic()
-        with handle_signals(stop):
-            async with _syncing(writer), _every(metrics, settings), client:
+        with handle_signals(parts.stop):
+            async with _syncing(parts.writer), _every(metrics, settings), client:
                 pipeline = parts.pipeline(source, client, resume=resume, shard=shard)
-                async with ProgressReporter(
-                    settings,
-                    stats,
-                    throttle.limiter,
-                    out,
-                    cost=lambda: float(parts.cost(prices)["total"]),
-                ):
+                async with parts.progress(out, prices):
                     await pipeline.run(source)
         summary = parts.summary(
-            files, elapsed_s=time.monotonic() - started, prices=prices
+            files.listing(), elapsed_s=time.monotonic() - started, prices=prices
         )
         code = _report(summary, files.summary, settings, out)
         if metrics is not None:
