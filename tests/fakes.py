@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import TracebackType
 from typing import Any
 
 from aiohttp import ClientResponse
@@ -23,6 +24,22 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+class SessionlessClient:
+    """A client for in-process runs whose answers the test scripts: it has no
+    session to open or close; subclasses write `complete`."""
+
+    async def __aenter__(self) -> SessionlessClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
 
 
 class _SentWriter:

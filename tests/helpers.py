@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from worker.config import Settings
+
 # Every test that needs a key uses this one, so one grep proves it never leaks.
 SENTINEL_KEY = "sk-mira-" + "5e7f1a2b3c4d" * 3 + "e0f1"
 OTHER_KEY = "sk-mira-" + "a1" * 20
@@ -157,3 +161,20 @@ async def run_batch(
         env=cli_env(key=key, base_url=base_url, **env),
         timeout_s=timeout_s,
     )
+
+
+def run_settings(base_url: str, **overrides: Any) -> Settings:
+    """Settings for an in-process run: the sentinel key, nothing from the
+    environment that could pace or stop it, no progress display."""
+    values: dict[str, Any] = {
+        "api_key": SecretStr(SENTINEL_KEY),
+        "api_key_file": None,
+        "base_url": base_url,
+        "progress": "off",
+        "rpm": None,
+        "tpm": None,
+        "deadline_s": None,
+        "token_budget": None,
+        **overrides,
+    }
+    return Settings(**values)

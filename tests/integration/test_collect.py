@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from tests.fakes import FakeClock
-from tests.helpers import SENTINEL_KEY, read_jsonl, write_jobs
+from tests.helpers import read_jsonl, run_settings, write_jobs
 from worker.collect import collect
-from worker.config import Settings
 from worker.cost import LIST_PRICES_RUB_PER_M
 from worker.errors import ConfigError
 from worker.runner import RunFiles, execute_run
@@ -53,19 +51,12 @@ async def run(sim: Simulator, tmp_path: Path, **overrides: Any) -> RunFiles:
         errors=tmp_path / "jobs.errors.jsonl",
         summary=tmp_path / "jobs.summary.json",
     )
-    values: dict[str, Any] = {
-        "api_key": SecretStr(SENTINEL_KEY),
-        "api_key_file": None,
-        "base_url": sim.base_url,
-        "progress": "off",
-        "rpm": None,
-        "tpm": None,
-        "deadline_s": None,
-        "token_budget": None,
-        **overrides,
-    }
     await execute_run(
-        Settings(**values), files, out=io.StringIO(), clock=clock, sleep=clock.sleep
+        run_settings(sim.base_url, **overrides),
+        files,
+        out=io.StringIO(),
+        clock=clock,
+        sleep=clock.sleep,
     )
     return files
 

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from tests.fakes import FakeClock
-from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
+from tests.helpers import (
+    read_jsonl,
+    run_settings,
+    simple_jobs,
+    write_jobs,
+)
 from worker.client import ChatClient, ChatReply
-from worker.config import Settings
 from worker.runner import RunFiles, execute_run
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
@@ -36,20 +39,8 @@ class CountingClient(ChatClient):
 
 def run(sim: Simulator, tmp_path: Path, **overrides: Any) -> Any:
     clock = FakeClock()
-    values: dict[str, Any] = {
-        "api_key": SecretStr(SENTINEL_KEY),
-        "api_key_file": None,
-        "base_url": sim.base_url,
-        "concurrency": 8,
-        "progress": "off",
-        "rpm": None,
-        "tpm": None,
-        "deadline_s": None,
-        "token_budget": None,
-        **overrides,
-    }
     return execute_run(
-        Settings(**values),
+        run_settings(sim.base_url, concurrency=8, **overrides),
         RunFiles(
             input=str(tmp_path / "jobs.jsonl"),
             results=tmp_path / "r.jsonl",

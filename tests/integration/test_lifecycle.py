@@ -14,13 +14,12 @@ import logging
 import os
 import signal
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
+from tests.fakes import SessionlessClient
+from tests.helpers import read_jsonl, run_settings, simple_jobs, write_jobs
 from worker.client import ChatReply
 from worker.config import Settings
 from worker.errors import AuthError, PaymentRequiredError, WorkerError
@@ -34,23 +33,12 @@ HANG_GUARD_S = 10  # only stops a broken test from hanging; never a timing claim
 OK_BODY = {"choices": [{"message": {"content": "ok"}}], "usage": {"total_tokens": 3}}
 
 
-class ScriptedClient:
+class ScriptedClient(SessionlessClient):
     """Each request waits until the test answers it."""
 
     def __init__(self) -> None:
         self.pending: list[asyncio.Future[ChatReply]] = []
         self.calls = 0
-
-    async def __aenter__(self) -> ScriptedClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def complete(self, payload: bytes) -> ChatReply:
         self.calls += 1
@@ -72,19 +60,9 @@ class ScriptedClient:
 
 
 def settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "api_key": SecretStr(SENTINEL_KEY),
-        "api_key_file": None,
-        "base_url": "http://127.0.0.1:9/v1",
-        "concurrency": 3,
-        "progress": "off",
-        "deadline_s": None,
-        "token_budget": None,
-        "rpm": None,
-        "tpm": None,
-        **overrides,
-    }
-    return Settings(**values)
+    return run_settings(
+        overrides.pop("base_url", "http://127.0.0.1:9/v1"), concurrency=3, **overrides
+    )
 
 
 def files(tmp_path: Path, source: str = "jobs.jsonl") -> RunFiles:

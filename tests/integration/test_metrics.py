@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from tests.fakes import FakeClock
-from tests.helpers import SENTINEL_KEY, simple_jobs, write_jobs
-from worker.config import Settings
+from tests.helpers import run_settings, simple_jobs, write_jobs
 from worker.runner import RunFiles, execute_run
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
@@ -45,18 +43,6 @@ async def run(sim: Simulator, tmp_path: Path, **overrides: Any) -> dict[str, Any
         [*simple_jobs(30), "{broken", {"id": "no", "prompt": "x", "x_sim_status": 400}],
     )
     clock = FakeClock()
-    values: dict[str, Any] = {
-        "api_key": SecretStr(SENTINEL_KEY),
-        "api_key_file": None,
-        "base_url": sim.base_url,
-        "progress": "off",
-        "rpm": None,
-        "tpm": None,
-        "deadline_s": None,
-        "token_budget": None,
-        "max_consecutive_failures": 0,
-        **overrides,
-    }
     files = RunFiles.default(
         str(tmp_path / "jobs.jsonl"),
         results=tmp_path / "jobs.results.jsonl",
@@ -64,7 +50,11 @@ async def run(sim: Simulator, tmp_path: Path, **overrides: Any) -> dict[str, Any
         summary=tmp_path / "jobs.summary.json",
     )
     code = await execute_run(
-        Settings(**values), files, out=io.StringIO(), clock=clock, sleep=clock.sleep
+        run_settings(sim.base_url, max_consecutive_failures=0, **overrides),
+        files,
+        out=io.StringIO(),
+        clock=clock,
+        sleep=clock.sleep,
     )
     summary: dict[str, Any] = json.loads(files.summary.read_text())
     assert summary["exit_code"] == code == 1

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
-from worker.config import Settings
+from tests.helpers import (
+    read_jsonl,
+    run_settings,
+    simple_jobs,
+    write_jobs,
+)
 from worker.errors import ConfigError
 from worker.outputs import RunLock
 from worker.runner import RunFiles, execute_run
@@ -26,17 +29,7 @@ pytestmark = pytest.mark.integration
 
 
 def run(sim: Simulator, files: RunFiles, **kw: Any) -> Any:
-    settings = Settings(
-        api_key=SecretStr(SENTINEL_KEY),
-        api_key_file=None,
-        base_url=sim.base_url,
-        progress="off",
-        rpm=None,
-        tpm=None,
-        deadline_s=None,
-        token_budget=None,
-    )
-    return execute_run(settings, files, out=io.StringIO(), **kw)
+    return execute_run(run_settings(sim.base_url), files, out=io.StringIO(), **kw)
 
 
 def files_in(tmp_path: Path, **paths: Path) -> RunFiles:

@@ -21,10 +21,10 @@ from tests.helpers import (
     SENTINEL_KEY,
     assert_outputs_clean,
     read_jsonl,
+    run_settings,
     simple_jobs,
     write_jobs,
 )
-from worker.config import Settings
 from worker.errors import ConfigError
 from worker.runner import ResumeMode, RunFiles, execute_run
 from worker.sim.faults import Faults
@@ -97,28 +97,22 @@ class Batch:
         real_time: bool = False,
         **overrides: Any,
     ) -> int:
-        values: dict[str, Any] = {
-            "api_key": SecretStr(key),
-            "api_key_file": None,
-            "base_url": self.sim.base_url,
-            "concurrency": 4,
-            "progress": "off",
-            "rpm": None,
-            "tpm": None,
-            "deadline_s": None,
-            "token_budget": None,
+        overrides.setdefault("concurrency", 4)
+        settings = run_settings(
+            overrides.pop("base_url", self.sim.base_url),
+            api_key=SecretStr(key),
             **overrides,
-        }
+        )
         if real_time:
             return await execute_run(
-                Settings(**values),
+                settings,
                 self.files,
                 mode=mode,
                 force=force,
                 out=io.StringIO(),
             )
         return await execute_run(
-            Settings(**values),
+            settings,
             self.files,
             mode=mode,
             force=force,

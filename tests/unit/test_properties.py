@@ -15,15 +15,14 @@ import signal
 import tempfile
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from tests.helpers import SENTINEL_KEY, simple_jobs, write_jobs
+from tests.fakes import SessionlessClient
+from tests.helpers import run_settings, simple_jobs, write_jobs
 from worker.client import ChatReply
 from worker.config import Settings
 from worker.errors import (
@@ -146,23 +145,12 @@ OK = {"choices": [{"message": {"content": "ok"}}], "usage": {"total_tokens": 2}}
 ACTIONS = ["ok", "500", "400", "401", "402", "429-long", "sigterm"]
 
 
-class ScriptedClient:
+class ScriptedClient(SessionlessClient):
     """Answers request N as the plan says; everything unplanned succeeds."""
 
     def __init__(self, plan: dict[int, str]) -> None:
         self.plan = plan
         self.calls = 0
-
-    async def __aenter__(self) -> ScriptedClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def complete(self, payload: bytes) -> ChatReply:
         self.calls += 1
@@ -196,18 +184,8 @@ async def run_until_done(directory: Path, plan: dict[int, str], jobs: int) -> No
         errors=directory / "e.jsonl",
         summary=directory / "s.json",
     )
-    run_settings = Settings(
-        api_key=SecretStr(SENTINEL_KEY),
-        api_key_file=None,
-        base_url="http://127.0.0.1:9/v1",
-        concurrency=4,
-        max_attempts=3,
-        progress="off",
-        shutdown_grace_s=5,
-        rpm=None,
-        tpm=None,
-        deadline_s=None,
-        token_budget=None,
+    settings = run_settings(
+        "http://127.0.0.1:9/v1", concurrency=4, max_attempts=3, shutdown_grace_s=5
     )
 
     async def no_wait(seconds: float) -> None:
@@ -223,7 +201,7 @@ async def run_until_done(directory: Path, plan: dict[int, str], jobs: int) -> No
 
         codes.append(
             await execute_run(
-                run_settings,
+                settings,
                 files,
                 out=io.StringIO(),
                 sleep=no_wait,
