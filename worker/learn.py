@@ -82,6 +82,7 @@ class Learner:
         self._next_probe_at = -math.inf
         self._probe_cost_s = IN_FLIGHT_RETRY_AFTER_S
         self._event_epoch = -1
+        self._window_learned_at = -math.inf
         self.sends: deque[float] = deque(maxlen=SEND_LOG)
 
     @property
@@ -164,14 +165,18 @@ class Learner:
     # -- 429s -----------------------------------------------------------------
 
     def on_rate_limited(
-        self, retry_after_s: float, in_flight_at_send: int, epoch: int
+        self,
+        retry_after_s: float,
+        in_flight_at_send: int,
+        epoch: int,
+        sent_at: float = -math.inf,
     ) -> str:
-        """Learn from a 429; return what it meant (its kind)."""
+        """Learn from a 429 to a request sent at `sent_at`; return its kind."""
         kind = self._classify(retry_after_s, in_flight_at_send)
         self.kinds[kind] += 1
         self._streak = 0
         if kind == "window":
-            self._learn_window(retry_after_s)
+            self._learn_window(retry_after_s, sent_at)
         elif kind == "other":
             pass
         elif epoch == self._limiter.epoch:  # the first 429 of this event
@@ -215,9 +220,12 @@ class Learner:
         self.cap = cap
         self._limiter.cut_to(cap)
 
-    def _learn_window(self, retry_after_s: float) -> None:
+    def _learn_window(self, retry_after_s: float, sent_at: float) -> None:
         now = self._clock()
         window = self.window
+        if window is not None and sent_at <= self._window_learned_at:
+            return  # sent before the window was learned: the same burst's 429
+        self._window_learned_at = now
         if window is None:
             if not self.sends or len(self.sends) == self.sends.maxlen:
                 return  # too little or too much history to tell

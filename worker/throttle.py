@@ -131,7 +131,7 @@ class Throttle:
     def _on_retryable(self, exc: RetryableError, turn: Turn) -> None:
         if isinstance(exc, RateLimitedError):
             kind = self.learner.on_rate_limited(
-                exc.retry_after_s, turn._in_flight_at_send, turn._epoch
+                exc.retry_after_s, turn._in_flight_at_send, turn._epoch, turn._started
             )
             log.info(
                 "429 (%s): pausing all requests for %.3g s; %d allowed in flight",

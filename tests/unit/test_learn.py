@@ -119,3 +119,20 @@ def test_a_smaller_shard_takes_the_freed_slots_once_the_others_should_be_done() 
     account.done = 0.61  # the larger shard, twice as fast, is done
     account.succeed(3, LLM_S)
     assert account.limiter.limit == 3
+
+
+def test_429s_of_the_burst_that_taught_the_window_do_not_shrink_it() -> None:
+    account = Account(jobs=100)
+    for _ in range(21):
+        account.learner.sends.append(account.clock.now)
+        account.clock.now += 0.1
+    account.succeed(3, LLM_S)
+    burst_sent_at = account.clock.now - 0.05
+    for _ in range(3):  # three requests were in flight when the window closed
+        account.learner.on_rate_limited(3, 3, account.limiter.epoch, burst_sent_at)
+    window = account.learner.window
+    assert window is not None
+    assert window.requests == 20
+    account.clock.now += 5
+    account.learner.on_rate_limited(2, 3, account.limiter.epoch, account.clock.now)
+    assert window.requests == 19  # sent after the window was learned: too generous
