@@ -230,8 +230,9 @@ class Learner:
             if not self.sends or len(self.sends) == self.sends.maxlen:
                 return  # too little or too much history to tell
             # The window filled with this run's own requests; the oldest of them
-            # leaves it when the Retry-After is over.
-            window_s = now + retry_after_s - self.sends[0]
+            # leaves it when the Retry-After is over. That is rounded up to whole
+            # seconds, as windows are long: the floor is the window's length.
+            window_s = max(1.0, math.floor(now + retry_after_s - self.sends[0]))
             window = WindowLimiter(
                 max(1, len(self.sends) - 1),
                 window_s,

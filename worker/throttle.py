@@ -87,6 +87,9 @@ class Throttle:
                     raise RunStopping
                 await gate.wait()
                 epoch = await limiter.acquire()
+                if self._window_learned():
+                    limiter.release()  # a window was learned meanwhile: keep to it
+                    break
                 if gate.is_open() and not stopping.is_set():
                     return epoch, 0.0
                 limiter.release()  # a 429 closed the gate meanwhile
@@ -112,6 +115,11 @@ class Throttle:
             charged = self._tokens_expected(job)
             tpm.take(charged)
         return epoch, charged
+
+    def _window_learned(self) -> bool:
+        # A call, not an attribute test: the learner may learn a window while a
+        # worker awaits, which a narrowed attribute would hide from the checker.
+        return self.learner.window is not None
 
     def _tokens_expected(self, job: Job) -> float:
         # The estimate, scaled by how far reported usage has differed from

@@ -105,7 +105,7 @@ def test_a_window_429_teaches_the_window_from_the_runs_own_requests() -> None:
     window = account.learner.window
     assert window is not None
     assert window.requests == 20
-    assert window.window_s == pytest.approx(5.0, abs=0.11)
+    assert window.window_s == 5.0  # 5.1 s measured; Retry-After rounds up
     assert not window.is_ready()
     assert account.limiter.limit == 3  # a rate limit is not a concurrency limit
     assert account.learner.summary()["window"]["requests"] == 20
