@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeClock
+from worker.client import ChatReply
 from worker.config import Settings
 from worker.errors import RateLimitedError, RetryableError, ServerError
 from worker.models import parse_job
@@ -186,3 +187,24 @@ async def test_a_503_asking_for_longer_than_max_retry_after_stops_resumably() ->
     error = ServerError("maintenance", status=503, retry_after_s=3600)
     await turn.__aexit__(type(error), error, None)
     assert stop.reason is StopReason.RATE_LIMIT_BUDGET
+
+
+async def test_rpm_with_tpm_keep_the_rpm_bound_in_every_window() -> None:
+    clock = FakeClock()
+    stop = StopController(sleep=clock.sleep)
+    settings = Settings(concurrency=4, rpm=120, tpm=3000, token_budget=None)
+    throttle = Throttle(settings, stop, RunStats(), clock)
+    job = parse_job(b'{"prompt": "a short one"}', 1, default_model="mira")
+    starts = []
+    for n in range(60):
+        turn = await throttle.turn(job).__aenter__()
+        starts.append(clock())
+        # Usage above or below the estimate moves the --tpm schedule.
+        tokens = 80 if n % 3 else 10
+        turn.succeeded(ChatReply(200, {"usage": {"total_tokens": tokens}}, None))
+        await turn.__aexit__(None, None, None)
+    for window_s in (1.0, 2.0, 5.0, 10.0):
+        most = max(
+            sum(1 for t in starts if start <= t < start + window_s) for start in starts
+        )
+        assert most <= 120 * window_s / 60 + 1, window_s
