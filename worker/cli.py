@@ -13,12 +13,13 @@ from pathlib import Path
 
 from worker import __version__
 from worker.config import LOG_FORMATS, LOG_LEVELS, load_settings
-from worker.cost import PRICE_HELP, price_table
+from worker.cost import price_table
 from worker.errors import ConfigError
 from worker.logs import emit, setup_logging
 from worker.options import (
     RUN_FLAGS,
     add_flag,
+    add_price_flag,
     add_run_options,
     parse_shard,
     settings_from_args,
@@ -115,13 +116,7 @@ def _add_collect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--errors", type=Path, help="errors file (default: <stem>.errors.jsonl)"
     )
     add_flag(col, next(flag for flag in RUN_FLAGS if flag.field == "model"))
-    col.add_argument(
-        "--price",
-        action="append",
-        default=[],
-        metavar="MODEL=IN,OUT",
-        help=PRICE_HELP,
-    )
+    add_price_flag(col)
 
 
 def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -136,13 +131,7 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "input", metavar="INPUT", help="job file (JSONL); - reads standard input"
     )
     add_flag(val, next(flag for flag in RUN_FLAGS if flag.field == "model"))
-    val.add_argument(
-        "--price",
-        action="append",
-        default=[],
-        metavar="MODEL=IN,OUT",
-        help=PRICE_HELP,
-    )
+    add_price_flag(val)
 
 
 def _shard_from_env() -> Shard | None:

@@ -124,6 +124,17 @@ def add_flag(parser: argparse._ActionsContainer, flag: Flag) -> None:
         )
 
 
+def add_price_flag(parser: argparse._ActionsContainer, purpose: str = "") -> None:
+    """`--price MODEL=IN,OUT`, repeatable: run, validate and collect share it."""
+    parser.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN,OUT",
+        help=PRICE_HELP + purpose,
+    )
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Every option of `run`: the settings' flags, then files and resume."""
     p.add_argument(
@@ -158,13 +169,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--force", action="store_true", help="let --fresh discard non-empty output"
     )
-    g.add_argument(
-        "--price",
-        action="append",
-        default=[],
-        metavar="MODEL=IN,OUT",
-        help=PRICE_HELP + "; for the summary's cost",
-    )
+    add_price_flag(g, "; for the summary's cost")
     g.add_argument(
         "--shard",
         type=parse_shard,
