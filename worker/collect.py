@@ -21,6 +21,7 @@ from worker.collect_out import RowWriter, open_row_writer
 from worker.cost import Prices, tokens_cost
 from worker.errors import ConfigError
 from worker.models import read_job_id
+from worker.resume import read_records
 
 COLUMNS = (
     "line",
@@ -54,24 +55,6 @@ class CollectReport:
     rows: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     cost_rub: float = 0.0
-
-
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every whole record of an output file (a torn last line is skipped)."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
-        for line in fh:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield record
 
 
 def _obj(value: object) -> dict[str, Any]:
@@ -130,7 +113,9 @@ class OutcomeIndex:
         """Index every record of both files."""
         for path, failed in ((results, False), (errors, True)):
             batch: list[tuple[Any, ...]] = []
-            for record in _records(path):
+            for _, record in read_records(path):
+                if record is None:
+                    continue  # a torn last line: that job is pending
                 line = record.get("line")
                 batch.append((*_outcome(record, failed), _count(line)))
                 if len(batch) >= _BATCH:
@@ -146,8 +131,11 @@ class OutcomeIndex:
         )
         batch.clear()
 
-    def find(self, line_no: int, job_id: str | None) -> tuple[Any, ...] | None:
-        """The outcome of an input line: its invalid record, else its id's."""
+    def find(
+        self, line_no: int, job_id: str | None, *, claim: bool = False
+    ) -> tuple[Any, ...] | None:
+        """The outcome of an input line: its invalid record, else its id's;
+        `claim` marks it as belonging to the input."""
         cur = self._db.execute(
             f"SELECT rowid, {_OUTCOME} FROM outcome WHERE line = ?", (line_no,)
         )
@@ -161,7 +149,10 @@ class OutcomeIndex:
             row = cur.fetchone()
         if row is None:
             return None
-        self._db.execute("UPDATE outcome SET matched = 1 WHERE rowid = ?", (row[0],))
+        if claim:
+            self._db.execute(
+                "UPDATE outcome SET matched = 1 WHERE rowid = ?", (row[0],)
+            )
         return tuple(row[1:])
 
     def unmatched(self) -> tuple[int, str | None]:
@@ -244,7 +235,7 @@ def _match(source: Path, index: OutcomeIndex, default_model: str) -> set[str]:
     keys: set[str] = set()
     for line_no, raw in _lines(source):
         job_id, _, metadata = _parse(raw, line_no, default_model)
-        index.find(line_no, job_id)
+        index.find(line_no, job_id, claim=True)
         if metadata:
             keys.update(metadata)
     return keys

@@ -6,8 +6,10 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -57,7 +59,13 @@ def repair_trailing_line(path: Path) -> int:
         raise ConfigError(f"cannot repair {path}: {exc.strerror}") from None
 
 
-def _scan(path: Path, state: ResumeState, *, is_errors: bool) -> None:
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line number, record) for every non-blank line of an output file; the
+    record is None for a line that is not a JSON object (a torn last line).
+
+    Raises:
+        ConfigError: the file exists but cannot be read.
+    """
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
@@ -70,18 +78,25 @@ def _scan(path: Path, state: ResumeState, *, is_errors: bool) -> None:
                 continue
             try:
                 record = orjson.loads(line)
-                job_id = record.get("custom_id")
-            except (orjson.JSONDecodeError, AttributeError):
-                log.warning("%s line %d is not a record; ignored", path, line_no)
-                continue
-            if isinstance(job_id, str):
-                state.done.add(job_id)
-            elif is_errors and isinstance(record.get("line"), int):
-                state.invalid_lines.add(record["line"])
-            if is_errors:
-                state.failed += 1
-            else:
-                state.succeeded += 1
+            except orjson.JSONDecodeError:
+                record = None
+            yield line_no, record if isinstance(record, dict) else None
+
+
+def _scan(path: Path, state: ResumeState, *, is_errors: bool) -> None:
+    for line_no, record in read_records(path):
+        if record is None:
+            log.warning("%s line %d is not a record; ignored", path, line_no)
+            continue
+        job_id = record.get("custom_id")
+        if isinstance(job_id, str):
+            state.done.add(job_id)
+        elif is_errors and isinstance(record.get("line"), int):
+            state.invalid_lines.add(record["line"])
+        if is_errors:
+            state.failed += 1
+        else:
+            state.succeeded += 1
 
 
 def load_resume_state(results: Path, errors: Path) -> ResumeState:
