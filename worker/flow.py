@@ -168,11 +168,6 @@ class Pacer:
         """Start a request of `cost` now: move the schedule on."""
         self._next = max(self._clock(), self._next) + cost / self._rate
 
-    async def acquire(self, cost: float = 1.0) -> None:
-        """Wait until this request may start, then take its slot."""
-        await self.wait_ready()
-        self.take(cost)
-
     def adjust(self, extra_cost: float) -> None:
         """Charge (or refund, when negative) cost found out after the start."""
         self._next += extra_cost / self._rate

@@ -131,9 +131,7 @@ async def execute_run(
             shard=shard,
         )
         client = (client_factory or _make_client)(settings, api_key)
-        metrics = parts.metrics(
-            files.summary.name.removesuffix(".summary.json"), prices
-        )
+        metrics = parts.metrics(files.stem, prices)
         started = time.monotonic()
         with handle_signals(parts.stop):
             async with _syncing(parts.writer), _every(metrics, settings), client:

@@ -81,7 +81,8 @@ class TestPacer:
         pacer = Pacer(5.0, clock=clock, sleep=clock.sleep)  # 300 rpm
         starts = []
         for _ in range(40):
-            await pacer.acquire()
+            await pacer.wait_ready()
+            pacer.take()
             starts.append(clock())
         assert starts[-1] - starts[0] == pytest.approx(39 * 0.2)
         for i, t in enumerate(starts):
@@ -94,7 +95,8 @@ class TestPacer:
         starts: list[float] = []
 
         async def start() -> None:
-            await pacer.acquire()
+            await pacer.wait_ready()
+            pacer.take()
             starts.append(clock())
 
         await asyncio.gather(*(start() for _ in range(5)))
@@ -112,25 +114,32 @@ class TestPacer:
             clock.now += seconds
 
         pacer = Pacer(10.0, clock=clock, sleep=record)
-        await pacer.acquire()
-        await pacer.acquire()
+        await pacer.wait_ready()
+        pacer.take()
+        await pacer.wait_ready()
+        pacer.take()
         assert waits == [pytest.approx(0.1), pytest.approx(0.9)]
 
     async def test_cost_and_adjustment_move_the_schedule(self) -> None:
         clock = FakeClock()
         pacer = Pacer(100.0, clock=clock, sleep=clock.sleep)  # 6000 tokens/min
-        await pacer.acquire(50)  # estimated
+        await pacer.wait_ready()
+        pacer.take(50)  # estimated
         pacer.adjust(150)  # the usage said 200
-        await pacer.acquire(10)
+        await pacer.wait_ready()
+        pacer.take(10)
         assert clock.sleeps == [pytest.approx(2.0)]
 
     async def test_idle_time_is_not_banked_as_a_burst(self) -> None:
         clock = FakeClock()
         pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
-        await pacer.acquire()
+        await pacer.wait_ready()
+        pacer.take()
         clock.now += 100
-        await pacer.acquire()
-        await pacer.acquire()
+        await pacer.wait_ready()
+        pacer.take()
+        await pacer.wait_ready()
+        pacer.take()
         assert clock.sleeps == [pytest.approx(1.0)]
 
     def test_rate_must_be_positive(self) -> None:
