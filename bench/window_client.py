@@ -21,10 +21,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from worker.api.client import ChatClient, ChatReply
+from worker.app.run import RunFiles, execute_run
 from worker.cli import tune_gc_for_throughput
-from worker.client import ChatClient, ChatReply
 from worker.config import Settings
-from worker.runner import RunFiles, execute_run
 
 
 class TimedClient(ChatClient):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from worker import __version__
 from worker.config import LOG_FORMATS, LOG_LEVELS, load_settings
-from worker.cost import price_table
 from worker.errors import ConfigError
+from worker.files.jobs import Shard
 from worker.logs import emit, setup_logging
 from worker.options import (
     RUN_FLAGS,
@@ -24,7 +24,7 @@ from worker.options import (
     parse_shard,
     settings_from_args,
 )
-from worker.reader import Shard
+from worker.report.cost import price_table
 
 log = logging.getLogger("worker")
 
@@ -151,7 +151,7 @@ def _shard_from_env() -> Shard | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from worker.runner import ResumeMode, RunFiles, execute_run
+    from worker.app.run import ResumeMode, RunFiles, execute_run
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -190,7 +190,7 @@ def tune_gc_for_throughput() -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from worker.validate import render_report, validate_file
+    from worker.app.validate import render_report, validate_file
 
     settings = load_settings(model=args.model)
     setup_logging(settings.log_level, settings.log_format)
@@ -222,14 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args)
         if args.command == "collect":
-            from worker.collect_cli import run_collect
+            from worker.app.collect import run_collect
 
             return run_collect(args)
         if args.command == "simulate":
             from worker.sim.command import run_simulate
 
             return run_simulate(args)
-        from worker.demo import run_demo
+        from worker.app.demo import run_demo
 
         return run_demo(args.output_dir)
     except ConfigError as exc:

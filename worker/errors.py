@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from worker.stop import StopReason
+from worker.exits import StopReason
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Mira always sends Retry-After with a 429; its docs say to assume 60 s without one.

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import get_args
 
 from worker.config import Settings, load_settings
-from worker.cost import PRICE_HELP
-from worker.reader import Shard
+from worker.files.jobs import Shard
+from worker.report.cost import PRICE_HELP
 
 
 def _number(text: str) -> float:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import cli_env, read_jsonl, run_cli, start_cli, write_jobs
-from worker.demo import example_jobs
+from worker.app.demo import example_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,7 @@ async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
 
 
 def test_a_second_demo_starts_over(tmp_path: Path) -> None:
-    from worker.demo import run_demo
+    from worker.app.demo import run_demo
 
     assert run_demo(tmp_path / "out") == 0
     assert run_demo(tmp_path / "out") == 0

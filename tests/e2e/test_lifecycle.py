@@ -24,7 +24,7 @@ from tests.helpers import (
     start_cli,
     write_jobs,
 )
-from worker.models import parse_job
+from worker.files.jobs import parse_job
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

@@ -12,10 +12,10 @@ import pytest
 
 from tests.fakes import FakeClock
 from tests.helpers import read_jsonl, run_settings, write_jobs
-from worker.collect import collect
-from worker.cost import LIST_PRICES_RUB_PER_M
+from worker.app.run import RunFiles, execute_run
+from worker.collect.join import collect
 from worker.errors import ConfigError
-from worker.runner import RunFiles, execute_run
+from worker.report.cost import LIST_PRICES_RUB_PER_M
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -159,7 +159,7 @@ def test_a_missing_input_is_refused(tmp_path: Path) -> None:
 
 
 def test_summary_cost_is_the_tokens_at_list_prices() -> None:
-    from worker.cost import run_cost
+    from worker.report.cost import run_cost
 
     cost = run_cost(
         LIST_PRICES_RUB_PER_M,

@@ -19,8 +19,8 @@ from tests.helpers import (
     simple_jobs,
     write_jobs,
 )
-from worker.client import ChatClient, ChatReply
-from worker.runner import RunFiles, execute_run
+from worker.api.client import ChatClient, ChatReply
+from worker.app.run import RunFiles, execute_run
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -88,7 +88,7 @@ async def test_a_full_disk_stops_before_another_request_and_resume_is_exact(
             return real_write(fd, bytes(data[: len(data) // 2]))  # torn
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("worker.writer.os.write", filling)
+    monkeypatch.setattr("worker.files.writer.os.write", filling)
     CountingClient.sent = 0
     assert await run(sim, tmp_path) == 7
     assert CountingClient.sent == sent_at_failure[0]  # nothing sent after
@@ -100,7 +100,7 @@ async def test_a_full_disk_stops_before_another_request_and_resume_is_exact(
     kept = whole_ids(tmp_path / "r.jsonl")
     assert len(kept) == 39
 
-    monkeypatch.setattr("worker.writer.os.write", real_write)
+    monkeypatch.setattr("worker.files.writer.os.write", real_write)
     assert await run(sim, tmp_path) == 0
     ids = whole_ids(tmp_path / "r.jsonl") + whole_ids(tmp_path / "e.jsonl")
     assert Counter(ids) == Counter(f"job-{i}" for i in range(300))
@@ -117,7 +117,7 @@ async def test_the_summary_that_cannot_be_written_is_said_and_exits_7(
     def no_room(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("worker.runner.atomic_write", no_room)
+    monkeypatch.setattr("worker.app.run.atomic_write", no_room)
     assert await run(sim, tmp_path) == 7
     assert "could not write the summary" in caplog.text
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 5

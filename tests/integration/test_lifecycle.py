@@ -20,11 +20,11 @@ import pytest
 
 from tests.fakes import SessionlessClient
 from tests.helpers import read_jsonl, run_settings, simple_jobs, write_jobs
-from worker.client import ChatReply
+from worker.api.client import ChatReply
+from worker.app.run import RunFiles, execute_run
 from worker.config import Settings
 from worker.errors import AuthError, PaymentRequiredError, WorkerError
-from worker.progress import ProgressReporter
-from worker.runner import RunFiles, execute_run
+from worker.report.progress import ProgressReporter
 from worker.sim.server import Simulator
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes import FakeClock
 from tests.helpers import run_settings, simple_jobs, write_jobs
-from worker.runner import RunFiles, execute_run
+from worker.app.run import RunFiles, execute_run
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

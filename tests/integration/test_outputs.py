@@ -19,9 +19,9 @@ from tests.helpers import (
     simple_jobs,
     write_jobs,
 )
+from worker.app.run import RunFiles, execute_run
 from worker.errors import ConfigError
-from worker.outputs import RunLock
-from worker.runner import RunFiles, execute_run
+from worker.files.outputs import RunLock
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -102,8 +102,8 @@ def test_the_lock_dies_with_its_process_even_on_sigkill(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from worker.outputs import "
-            "RunLock; lock = RunLock(Path(sys.argv[1])); lock.__enter__(); "
+            "import sys, time; from pathlib import Path; "
+            "from worker.files.outputs import RunLock; lock = RunLock(Path(sys.argv[1])); lock.__enter__(); "
             "print('held', flush=True); time.sleep(60)",
             str(results),
         ],

@@ -10,7 +10,7 @@ from aioresponses import aioresponses
 
 from tests.fakes import mock_http
 from tests.helpers import SENTINEL_KEY, assert_no_key
-from worker.client import ChatClient
+from worker.api.client import ChatClient
 from worker.errors import (
     AuthError,
     BadResponseError,

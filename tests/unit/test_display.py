@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.display import SEPARATOR, Snapshot, layout
+from worker.report.display import SEPARATOR, Snapshot, layout
 
 EXTRAS = ["ok 39 failed 1", "retrying 2", "in flight 3/3", "12,345 tokens", "0.42 RUB"]
 SNAP = Snapshot(done=40, total=120, estimated=True, eta_s=754, rate=3.2, extras=EXTRAS)

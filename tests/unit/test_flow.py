@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from tests.fakes import FakeClock
-from worker.flow import AdaptiveLimiter, Pacer, RetryAfterGate, WindowLimiter
+from worker.flow.limiters import AdaptiveLimiter, Pacer, RetryAfterGate, WindowLimiter
 
 
 class TestAdaptiveLimiter:

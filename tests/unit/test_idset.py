@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.idset import IdSet
+from worker.files.idset import IdSet
 
 
 def test_add_and_contains() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from worker.jsonl import count_lines, iter_lines
+from worker.files.jsonl import count_lines, iter_lines
 
 
 async def test_iter_lines_numbers_lines_skips_blanks_and_keeps_a_last_unterminated_one(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeClock
-from worker.flow import AdaptiveLimiter
-from worker.learn import Learner, shard_share
+from worker.flow.learn import Learner, shard_share
+from worker.flow.limiters import AdaptiveLimiter
 
 LLM_S = 0.3  # Mira's answers take this long
 FAST_S = 0.001  # nginx on loopback

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from worker.errors import InvalidJobError
-from worker.models import MAX_MESSAGES, parse_job, shard_of
+from worker.files.jobs import MAX_MESSAGES, parse_job, shard_of
 
 
 def parse(obj: object, line_no: int = 1) -> tuple[str, dict[str, object]]:

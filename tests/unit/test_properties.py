@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from tests.fakes import SessionlessClient
 from tests.helpers import run_settings, simple_jobs, write_jobs
-from worker.client import ChatReply
+from worker.api.client import ChatReply
+from worker.app.run import RunFiles, execute_run
 from worker.config import Settings
 from worker.errors import (
     AuthError,
@@ -32,12 +33,11 @@ from worker.errors import (
     RequestRejectedError,
     ServerError,
 )
-from worker.reader import Intake
-from worker.records import RecordIds
-from worker.resume import ResumeState
-from worker.runner import RunFiles, execute_run
-from worker.summary import RunStats
-from worker.writer import ResultWriter, dumps_line
+from worker.files.records import RecordIds
+from worker.files.resume import ResumeState
+from worker.files.writer import ResultWriter, dumps_line
+from worker.report.summary import RunStats
+from worker.run.reader import Intake
 
 # -- every line becomes a request or one invalid record ----------------------
 

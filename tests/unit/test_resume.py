@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker.errors import ConfigError
-from worker.resume import (
+from worker.files.resume import (
     load_resume_state,
     release_failed,
     repair_trailing_line,

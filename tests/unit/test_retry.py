@@ -13,7 +13,7 @@ from worker.errors import (
     ServerError,
     TransportError,
 )
-from worker.retry import (
+from worker.run.retry import (
     build_retrying,
     call_with_retries,
 )

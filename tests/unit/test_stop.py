@@ -9,17 +9,18 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeClock
-from worker.client import ChatReply
+from worker.api.client import ChatReply
 from worker.config import Settings
 from worker.errors import RateLimitedError, RetryableError, ServerError
-from worker.models import parse_job
-from worker.reader import Intake, JobQueue, feed
-from worker.records import RecordIds
-from worker.resume import ResumeState
-from worker.stop import RunStopping, StopController, StopReason
-from worker.summary import RunStats
-from worker.throttle import Throttle
-from worker.writer import ResultWriter
+from worker.exits import StopReason
+from worker.files.jobs import parse_job
+from worker.files.records import RecordIds
+from worker.files.resume import ResumeState
+from worker.files.writer import ResultWriter
+from worker.flow.throttle import Throttle
+from worker.report.summary import RunStats
+from worker.run.reader import Intake, JobQueue, feed
+from worker.run.stop import RunStopping, StopController
 
 MOST_TO_LEAST_SERIOUS = [
     StopReason.OUTPUT_FAILED,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from worker.report import render_summary
-from worker.stop import StopReason
-from worker.summary import LatencyHistogram, RunStats, build_summary, exit_code_for
+from worker.exits import StopReason, exit_code_for
+from worker.report.render import render_summary
+from worker.report.summary import LatencyHistogram, RunStats, build_summary
 
 
 def test_percentiles_are_within_two_percent() -> None:

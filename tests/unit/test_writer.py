@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from worker.errors import OutputError
-from worker.writer import ResultWriter
+from worker.files.writer import ResultWriter
 
 
 def test_each_line_reaches_the_file_before_write_returns(tmp_path: Path) -> None:
@@ -58,10 +58,10 @@ def test_a_full_disk_is_reported_once_and_every_later_line_refused(
             return real_write(fd, bytes(data[:8]))
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("worker.writer.os.write", full)
+    monkeypatch.setattr("worker.files.writer.os.write", full)
     with pytest.raises(OutputError, match="No space left on device"):
         writer.write_result({"custom_id": "torn"})
-    monkeypatch.setattr("worker.writer.os.write", real_write)
+    monkeypatch.setattr("worker.files.writer.os.write", real_write)
     with pytest.raises(OutputError):
         writer.write_error({"custom_id": "after"})
     writer.close()
@@ -86,7 +86,7 @@ async def test_an_fsync_error_is_reported(
     def broken(fd: int) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr("worker.writer.os.fsync", broken)
+    monkeypatch.setattr("worker.files.writer.os.fsync", broken)
     await writer.sync()
     writer.close()
     assert len(failures) == 1

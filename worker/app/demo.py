@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from worker.app.run import RunFiles, execute_run
 from worker.config import Settings
-from worker.runner import RunFiles, execute_run
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -34,7 +34,7 @@ DEMO_FAULTS = Faults(
 
 def example_jobs() -> Path:
     """jobs/example.jsonl from a source checkout, else the copy inside the package."""
-    checkout = Path(__file__).resolve().parent.parent / "jobs" / "example.jsonl"
+    checkout = Path(__file__).resolve().parents[2] / "jobs" / "example.jsonl"
     if checkout.is_file():
         return checkout
     packaged = resources.files("worker") / "_data" / "example.jsonl"

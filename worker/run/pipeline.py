@@ -12,10 +12,11 @@ import asyncio
 import logging
 from typing import BinaryIO
 
-from worker.reader import Intake, JobQueue, feed
-from worker.sender import Sender
-from worker.stop import StopController, StopReason
-from worker.throttle import Throttle
+from worker.exits import StopReason
+from worker.flow.throttle import Throttle
+from worker.run.reader import Intake, JobQueue, feed
+from worker.run.sender import Sender
+from worker.run.stop import StopController
 
 log = logging.getLogger("worker.run")
 

@@ -193,3 +193,15 @@ def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
         prompt_tokens_est=estimate_prompt_tokens(body["messages"]),
         completion_tokens_est=completion_est,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Run only the jobs whose stable hash of id modulo `count` is `index`."""
+
+    index: int
+    count: int
+
+    def holds(self, job_id: str) -> bool:
+        """True when this shard owns the id."""
+        return shard_of(job_id, self.count) == self.index

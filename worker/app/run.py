@@ -14,29 +14,30 @@ from typing import Any, BinaryIO, Literal, TextIO
 
 import orjson
 
-from worker.client import ChatClient
+from worker.api.client import ChatClient
+from worker.app.parts import RunParts
 from worker.config import Settings, check_base_url_security, load_api_key
-from worker.cost import LIST_PRICES_RUB_PER_M, Prices
-from worker.flow import Clock, Sleep, monotonic
-from worker.jsonl import open_input
-from worker.logs import emit, register_secret, scrub_bytes
-from worker.metrics import Metrics
-from worker.outputs import RunLock, check_output_paths
-from worker.parts import RunParts
-from worker.reader import Shard
-from worker.report import render_summary
-from worker.resume import (
+from worker.exits import StopReason
+from worker.files.jobs import Shard
+from worker.files.jsonl import open_input
+from worker.files.outputs import RunLock, check_output_paths
+from worker.files.resume import (
     ResumeState,
     atomic_write,
     load_resume_state,
     release_failed,
     start_fresh,
 )
-from worker.sender import Client
-from worker.shutdown import handle_signals
-from worker.stop import StopController, StopReason
-from worker.summary import RunStats
-from worker.writer import ResultWriter
+from worker.files.writer import ResultWriter
+from worker.flow.limiters import Clock, Sleep, monotonic
+from worker.logs import emit, register_secret, scrub_bytes
+from worker.report.cost import LIST_PRICES_RUB_PER_M, Prices
+from worker.report.metrics import Metrics
+from worker.report.render import render_summary
+from worker.report.summary import RunStats
+from worker.run.sender import Client
+from worker.run.signals import handle_signals
+from worker.run.stop import StopController
 
 log = logging.getLogger("worker.run")
 

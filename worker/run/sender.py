@@ -14,7 +14,7 @@ from typing import Protocol
 import orjson
 from tenacity import RetryCallState
 
-from worker.client import ChatReply
+from worker.api.client import ChatReply
 from worker.config import Settings
 from worker.errors import (
     FatalError,
@@ -24,14 +24,15 @@ from worker.errors import (
     UnrecordableResponseError,
     WorkerError,
 )
-from worker.models import Job
-from worker.reader import JobQueue
-from worker.records import RecordIds, error_record, success_record
-from worker.retry import build_retrying, call_with_retries
-from worker.stop import RunStopping, StopController, StopReason
-from worker.summary import RunStats
-from worker.throttle import Throttle
-from worker.writer import ResultWriter
+from worker.exits import StopReason
+from worker.files.jobs import Job
+from worker.files.records import RecordIds, error_record, success_record
+from worker.files.writer import ResultWriter
+from worker.flow.throttle import Throttle
+from worker.report.summary import RunStats
+from worker.run.reader import JobQueue
+from worker.run.retry import build_retrying, call_with_retries
+from worker.run.stop import RunStopping, StopController
 
 log = logging.getLogger("worker.run")
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 
-from worker.collect_out import RowWriter, open_row_writer
-from worker.cost import Prices, tokens_cost
+from worker.collect.rows import RowWriter, open_row_writer
 from worker.errors import ConfigError
-from worker.models import read_job_id
-from worker.resume import read_records
+from worker.files.jobs import read_job_id
+from worker.files.resume import read_records
+from worker.report.cost import Prices, tokens_cost
 
 COLUMNS = (
     "line",

@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from worker.config import Settings
-from worker.cost import Prices, run_cost
-from worker.flow import Clock
-from worker.metrics import Metrics, RunCollector
-from worker.pipeline import Pipeline
-from worker.progress import ProgressReporter
-from worker.reader import Shard, make_intake
-from worker.records import RecordIds
-from worker.resume import ResumeState
-from worker.sender import Client, Sender
-from worker.stop import StopController, StopReason
-from worker.summary import RunStats, build_summary
-from worker.throttle import Throttle
-from worker.writer import ResultWriter
+from worker.exits import StopReason
+from worker.files.jobs import Shard
+from worker.files.records import RecordIds
+from worker.files.resume import ResumeState
+from worker.files.writer import ResultWriter
+from worker.flow.limiters import Clock
+from worker.flow.throttle import Throttle
+from worker.report.cost import Prices, run_cost
+from worker.report.metrics import Metrics, RunCollector
+from worker.report.progress import ProgressReporter
+from worker.report.summary import RunStats, build_summary
+from worker.run.pipeline import Pipeline
+from worker.run.reader import make_intake
+from worker.run.sender import Client, Sender
+from worker.run.stop import StopController
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from tenacity import (
 )
 
 from worker.errors import RetriesExhaustedError, RetryableError
-from worker.flow import Sleep
+from worker.flow.limiters import Sleep
 
 T = TypeVar("T")
 

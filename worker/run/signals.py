@@ -7,7 +7,8 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.stop import StopController, StopReason
+from worker.exits import StopReason
+from worker.run.stop import StopController
 
 _REASON_FOR = {signal.SIGINT: StopReason.SIGINT, signal.SIGTERM: StopReason.SIGTERM}
 

@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from worker.flow import AdaptiveLimiter, Clock, Sleep, WindowLimiter
+from worker.flow.limiters import AdaptiveLimiter, Clock, Sleep, WindowLimiter
 
 log = logging.getLogger("worker.run")
 

@@ -8,33 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from worker.errors import InvalidJobError, OutputError
-from worker.idset import IdSet
-from worker.jsonl import count_lines, iter_lines
-from worker.models import Job, parse_job, shard_of
-from worker.records import RecordIds, error_record
-from worker.resume import ResumeState
-from worker.summary import RunStats
-from worker.writer import ResultWriter
+from worker.files.idset import IdSet
+from worker.files.jobs import Job, Shard, parse_job
+from worker.files.jsonl import count_lines, iter_lines
+from worker.files.records import RecordIds, error_record
+from worker.files.resume import ResumeState
+from worker.files.writer import ResultWriter
+from worker.report.summary import RunStats
 
 log = logging.getLogger("worker.run")
 
 QUEUE_LOW_WATER = 32
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """Run only the jobs whose stable hash of id modulo `count` is `index`."""
-
-    index: int
-    count: int
-
-    def holds(self, job_id: str) -> bool:
-        """True when this shard owns the id."""
-        return shard_of(job_id, self.count) == self.index
 
 
 class Intake:

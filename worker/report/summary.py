@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.stop import StopReason
+from worker.exits import StopReason, exit_code_for
 
 log = logging.getLogger("worker.run")
 
@@ -153,13 +153,6 @@ class RunStats:
                 value,
             )
         return 0
-
-
-def exit_code_for(reason: StopReason | None, *, any_failed: bool) -> int:
-    """The process exit code for how the run ended (CONTRACT section 6)."""
-    if reason is not None:
-        return reason.exit_code
-    return 1 if any_failed else 0
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

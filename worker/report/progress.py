@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.live import Live
 
 from worker.config import Settings
-from worker.display import LiveView, Snapshot
-from worker.flow import AdaptiveLimiter
-from worker.summary import RunStats
+from worker.flow.limiters import AdaptiveLimiter
+from worker.report.display import LiveView, Snapshot
+from worker.report.summary import RunStats
 
 log = logging.getLogger("worker.progress")
 

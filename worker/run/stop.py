@@ -11,86 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from enum import Enum
+
+from worker.exits import StopReason
 
 log = logging.getLogger("worker.run")
-
-
-class StopReason(Enum):
-    """Why a run stopped early; declared from the most serious to the mildest."""
-
-    OUTPUT_FAILED = (
-        "output_failed",
-        7,
-        "an output file could not be written (disk full, I/O error, quota): "
-        "make room or fix the disk, then run the same command",
-    )
-    AUTH_FAILED = (
-        "auth_failed",
-        3,
-        "the key was rejected (401): set a valid key and run the same command; "
-        "finished jobs are kept",
-    )
-    PAYMENT_REQUIRED = (
-        "payment_required",
-        4,
-        "top up the balance, then run the same command",
-    )
-    SYSTEMATIC_FAILURE = (
-        "systematic_failure",
-        6,
-        "every recent job failed the same way: fix the cause (base URL, model, "
-        "plan), then rerun with --retry-failed",
-    )
-    RATE_LIMIT_BUDGET = (
-        "rate_limit_budget",
-        5,
-        "the API asked for a longer pause than --max-retry-after (quota spent for "
-        "now): run the same command later",
-    )
-    DEADLINE = ("deadline", 5, "the --deadline was reached: rerun to continue")
-    TOKEN_BUDGET = (
-        "token_budget",
-        5,
-        "the --token-budget was reached: rerun (with a new budget) to continue",
-    )
-    SIGINT = (
-        "interrupted",
-        130,
-        "stopped by a signal: run the same command to continue",
-    )
-    SIGTERM = (
-        "interrupted",
-        143,
-        "stopped by a signal: run the same command to continue",
-    )
-
-    def __init__(self, label: str, exit_code: int, next_step: str) -> None:
-        self.label = label
-        self.exit_code = exit_code
-        self.next_step = next_step
-
-    @property
-    def severity(self) -> int:
-        """Higher is more serious; the budgets share one level, as do the signals."""
-        return _SEVERITY[self.label]
-
-    @property
-    def fatal(self) -> bool:
-        """True when requests in flight are cancelled at once."""
-        return self.severity >= _SEVERITY["payment_required"]
-
-
-_SEVERITY = {
-    "output_failed": 6,
-    "auth_failed": 5,
-    "payment_required": 4,
-    "systematic_failure": 3,
-    "rate_limit_budget": 2,
-    "deadline": 2,
-    "token_budget": 2,
-    "interrupted": 1,
-}
 
 
 class RunStopping(Exception):

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from worker.errors import ConfigError
-from worker.idset import IdSet
-from worker.jsonl import count_lines
+from worker.files.idset import IdSet
+from worker.files.jsonl import count_lines
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from worker.cost import Prices, tokens_cost
 from worker.errors import InvalidJobError
-from worker.idset import IdSet
-from worker.jsonl import iter_lines, open_input
-from worker.models import parse_job
+from worker.files.idset import IdSet
+from worker.files.jobs import parse_job
+from worker.files.jsonl import iter_lines, open_input
+from worker.report.cost import Prices, tokens_cost
 
 MAX_PROBLEMS_SHOWN = 200
 

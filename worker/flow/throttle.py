@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 from types import TracebackType
 
-from worker.client import ChatReply
+from worker.api.client import ChatReply
 from worker.config import Settings
 from worker.errors import RateLimitedError, RetryableError, WorkerError
-from worker.flow import AdaptiveLimiter, Clock, Pacer, RetryAfterGate
-from worker.learn import Learner
-from worker.models import Job
-from worker.stop import RunStopping, StopController, StopReason
-from worker.summary import RunStats
+from worker.exits import StopReason
+from worker.files.jobs import Job
+from worker.flow.learn import Learner
+from worker.flow.limiters import AdaptiveLimiter, Clock, Pacer, RetryAfterGate
+from worker.report.summary import RunStats
+from worker.run.stop import RunStopping, StopController
 
 log = logging.getLogger("worker.run")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from worker.collect import collect
+from worker.app.run import RunFiles
+from worker.collect.join import collect
 from worker.config import load_settings
-from worker.cost import price_table
 from worker.logs import emit, setup_logging
-from worker.runner import RunFiles
+from worker.report.cost import price_table
 
 log = logging.getLogger("worker.collect")
 
