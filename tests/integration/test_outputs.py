@@ -103,7 +103,8 @@ def test_the_lock_dies_with_its_process_even_on_sigkill(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; "
-            "from worker.files.outputs import RunLock; lock = RunLock(Path(sys.argv[1])); lock.__enter__(); "
+            "from worker.files.outputs import RunLock; "
+            "lock = RunLock(Path(sys.argv[1])); lock.__enter__(); "
             "print('held', flush=True); time.sleep(60)",
             str(results),
         ],
