@@ -22,9 +22,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from worker.api.client import ChatClient, ChatReply
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
 from worker.cli import tune_gc_for_throughput
 from worker.config import Settings
+from worker.files.outputs import RunFiles
 
 
 class TimedClient(ChatClient):

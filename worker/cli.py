@@ -151,7 +151,8 @@ def _shard_from_env() -> Shard | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from worker.app.run import ResumeMode, RunFiles, execute_run
+    from worker.app.run import ResumeMode, execute_run
+    from worker.files.outputs import RunFiles
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -171,9 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     prices = price_table(args.price)
     tune_gc_for_throughput()
     return asyncio.run(
-        execute_run(
-            settings, files, mode=mode, force=args.force, shard=shard, prices=prices
-        )
+        execute_run(settings, files, mode=mode, force=args.force, prices=prices)
     )
 
 

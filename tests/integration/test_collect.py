@@ -12,9 +12,10 @@ import pytest
 
 from tests.fakes import FakeClock
 from tests.helpers import read_jsonl, run_settings, write_jobs
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
 from worker.collect.join import collect
 from worker.errors import ConfigError
+from worker.files.outputs import RunFiles
 from worker.report.cost import LIST_PRICES_RUB_PER_M
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator

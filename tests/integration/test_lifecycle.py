@@ -21,9 +21,10 @@ import pytest
 from tests.fakes import SessionlessClient
 from tests.helpers import read_jsonl, run_settings, simple_jobs, write_jobs
 from worker.api.client import ChatReply
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
 from worker.config import Settings
 from worker.errors import AuthError, PaymentRequiredError, WorkerError
+from worker.files.outputs import RunFiles
 from worker.report.progress import ProgressReporter
 from worker.sim.server import Simulator
 

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes import FakeClock
 from tests.helpers import run_settings, simple_jobs, write_jobs
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
+from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

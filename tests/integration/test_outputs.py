@@ -19,9 +19,9 @@ from tests.helpers import (
     simple_jobs,
     write_jobs,
 )
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
 from worker.errors import ConfigError
-from worker.files.outputs import RunLock
+from worker.files.outputs import RunFiles, RunLock
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

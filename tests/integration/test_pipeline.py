@@ -11,9 +11,10 @@ from pydantic import SecretStr
 from tests.fakes import FakeClock
 from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
 from worker.api.client import ChatClient, ChatReply
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
 from worker.config import Settings
 from worker.errors import RateLimitedError
+from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

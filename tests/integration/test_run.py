@@ -25,8 +25,9 @@ from tests.helpers import (
     simple_jobs,
     write_jobs,
 )
-from worker.app.run import ResumeMode, RunFiles, execute_run
+from worker.app.run import ResumeMode, execute_run
 from worker.errors import ConfigError
+from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

@@ -6,17 +6,19 @@ import email.utils
 
 import pytest
 
-from worker.errors import (
+from worker.api.status import (
     DEFAULT_RETRY_AFTER_S,
+    error_detail,
+    error_for_status,
+    parse_retry_after,
+)
+from worker.errors import (
     AuthError,
     PaymentRequiredError,
     RateLimitedError,
     RequestRejectedError,
     ServerError,
     WorkerError,
-    error_detail,
-    error_for_status,
-    parse_retry_after,
 )
 
 NOW = 1_800_000_000.0

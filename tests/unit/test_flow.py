@@ -8,7 +8,9 @@ import itertools
 import pytest
 
 from tests.fakes import FakeClock
-from worker.flow.limiters import AdaptiveLimiter, Pacer, RetryAfterGate, WindowLimiter
+from worker.flow.gate import RetryAfterGate
+from worker.flow.pacing import Pacer, WindowLimiter
+from worker.flow.slots import AdaptiveLimiter
 
 
 class TestAdaptiveLimiter:

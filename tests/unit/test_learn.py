@@ -6,7 +6,7 @@ import pytest
 
 from tests.fakes import FakeClock
 from worker.flow.learn import Learner, shard_share
-from worker.flow.limiters import AdaptiveLimiter
+from worker.flow.slots import AdaptiveLimiter
 
 LLM_S = 0.3  # Mira's answers take this long
 FAST_S = 0.001  # nginx on loopback

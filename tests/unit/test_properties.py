@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tests.fakes import SessionlessClient
 from tests.helpers import run_settings, simple_jobs, write_jobs
 from worker.api.client import ChatReply
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
 from worker.config import Settings
 from worker.errors import (
     AuthError,
@@ -33,10 +33,11 @@ from worker.errors import (
     RequestRejectedError,
     ServerError,
 )
-from worker.files.records import RecordIds
+from worker.files.outputs import RunFiles
+from worker.files.records import Recorder
 from worker.files.resume import ResumeState
 from worker.files.writer import ResultWriter, dumps_line
-from worker.report.summary import RunStats
+from worker.report.tally import Tally
 from worker.run.reader import Intake
 
 # -- every line becomes a request or one invalid record ----------------------
@@ -117,9 +118,8 @@ def test_every_line_becomes_a_request_or_one_invalid_record(raw: list[bytes]) ->
         default_model="mira",
         shard=None,
         resume=ResumeState(),
-        stats=RunStats(),
-        writer=writer,
-        record_ids=RecordIds(),
+        tally=Tally(),
+        recorder=Recorder(writer),
     )
     jobs = 0
     for line_no, line in enumerate(raw, start=1):

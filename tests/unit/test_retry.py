@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from tenacity import RetryCallState, wait_random_exponential
 
 from worker.errors import (
     AuthError,
@@ -13,10 +12,7 @@ from worker.errors import (
     ServerError,
     TransportError,
 )
-from worker.run.retry import (
-    build_retrying,
-    call_with_retries,
-)
+from worker.run.retry import RetryPolicy, backoff_s
 
 
 class Script:
@@ -26,7 +22,7 @@ class Script:
         self.errors = list(errors)
         self.calls = 0
 
-    async def __call__(self) -> str:
+    async def __call__(self, attempt: int) -> str:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -39,8 +35,8 @@ async def run(script: Script, max_attempts: int = 6) -> tuple[str, list[float]]:
     async def record(seconds: float) -> None:
         waits.append(seconds)
 
-    retrying = build_retrying(max_attempts, sleep=record)
-    return await call_with_retries(retrying, script), waits
+    policy = RetryPolicy(max_attempts, sleep=record)
+    return await policy.call(script), waits
 
 
 async def test_transient_errors_are_retried_with_backoff_then_succeed() -> None:
@@ -94,17 +90,9 @@ async def test_fatal_and_job_errors_are_never_retried(error: Exception) -> None:
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
-    wait = wait_random_exponential(multiplier=0.5, max=30)
-
-    def state(attempt: int) -> RetryCallState:
-        s = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        s.attempt_number = attempt
-        s.set_exception((ServerError, ServerError("x"), None))
-        return s
-
     samples = [
-        max(wait(state(20)) for _ in range(200)),
-        max(wait(state(1)) for _ in range(200)),
+        max(backoff_s(20, multiplier_s=0.5, max_s=30) for _ in range(200)),
+        max(backoff_s(1, multiplier_s=0.5, max_s=30) for _ in range(200)),
     ]
     assert samples[0] <= 30
     assert samples[1] <= 1.0

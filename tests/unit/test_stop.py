@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from tests.fakes import FakeClock
-from worker.api.client import ChatReply
-from worker.config import Settings
-from worker.errors import RateLimitedError, RetryableError, ServerError
+from worker.errors import (
+    PauseTooLongError,
+    RateLimitedError,
+    RetryableError,
+    ServerError,
+)
 from worker.exits import StopReason
 from worker.files.jobs import parse_job
-from worker.files.records import RecordIds
+from worker.files.records import Recorder
 from worker.files.resume import ResumeState
 from worker.files.writer import ResultWriter
-from worker.flow.throttle import Throttle
-from worker.report.summary import RunStats
+from worker.flow.throttle import FlowLimits, Throttle
+from worker.report.tally import Tally
+from worker.run.crew import Crew
 from worker.run.reader import Intake, JobQueue, feed
-from worker.run.stop import RunStopping, StopController
+from worker.run.retry import RetryPolicy
+from worker.run.stop import StopController
 
 MOST_TO_LEAST_SERIOUS = [
     StopReason.OUTPUT_FAILED,
@@ -33,8 +39,7 @@ MOST_TO_LEAST_SERIOUS = [
 
 
 def controller() -> StopController:
-    clock = FakeClock()
-    return StopController(sleep=clock.sleep)
+    return StopController()
 
 
 @pytest.mark.parametrize("first", MOST_TO_LEAST_SERIOUS)
@@ -88,22 +93,30 @@ def test_each_reason_has_its_exit_code_and_a_next_step() -> None:
     assert all(reason.next_step for reason in StopReason)
 
 
-async def test_sleep_raises_at_once_when_the_run_is_stopping() -> None:
-    clock = FakeClock()
-    stop = StopController(sleep=clock.sleep)
-    stop.request(StopReason.SIGTERM, "signal")
-    with pytest.raises(RunStopping):
-        await stop.sleep(30)
-    assert clock.sleeps == []
+async def test_a_drain_cuts_a_backoff_short_and_lets_a_request_finish() -> None:
+    crew = Crew()
+    answer = asyncio.get_running_loop().create_future()
+    finished: list[str] = []
 
+    async def backing_off() -> None:
+        await asyncio.sleep(600)  # a retry's backoff: never waited out
+        finished.append("backoff")
 
-async def test_sleep_is_cut_short_by_a_stop() -> None:
-    stop = StopController(sleep=asyncio.sleep)
-    sleeper = asyncio.create_task(stop.sleep(600))
-    await asyncio.sleep(0)
-    stop.request(StopReason.DEADLINE, "deadline")
-    with pytest.raises(RunStopping):
-        await asyncio.wait_for(sleeper, 5)
+    async def sending() -> None:
+        with crew.sending():
+            await answer
+        finished.append("answer written")
+        await asyncio.sleep(600)  # its next wait: cancelled there
+
+    async with asyncio.timeout(5):
+        async with asyncio.TaskGroup() as group:
+            crew.start(group, backing_off())
+            crew.start(group, sending())
+            await asyncio.sleep(0)
+            crew.drain()
+            assert crew.sending_count() == 1
+            answer.set_result(None)
+    assert finished == ["answer written"]
 
 
 async def test_a_cancelled_reader_still_posts_every_end_marker(
@@ -111,14 +124,14 @@ async def test_a_cancelled_reader_still_posts_every_end_marker(
 ) -> None:
     read_end, write_end = os.pipe()
     try:
-        stats = RunStats()
+        tally = Tally()
+        stats = tally.stats
         intake = Intake(
             default_model="mira",
             shard=None,
             resume=ResumeState(),
-            stats=stats,
-            writer=ResultWriter(tmp_path / "r.jsonl", tmp_path / "e.jsonl"),
-            record_ids=RecordIds(),
+            tally=tally,
+            recorder=Recorder(ResultWriter(tmp_path / "r.jsonl", tmp_path / "e.jsonl")),
         )
         queue = JobQueue(4)
         with os.fdopen(read_end, "rb", closefd=False) as source:
@@ -140,9 +153,7 @@ async def test_a_cancelled_reader_still_posts_every_end_marker(
 
 async def test_a_worker_waiting_out_a_retry_after_holds_no_slot() -> None:
     clock = FakeClock()
-    stop = StopController(sleep=clock.sleep)
-    settings = Settings(concurrency=1, rpm=None, tpm=None, token_budget=None)
-    throttle = Throttle(settings, stop, RunStats(), clock)
+    throttle = Throttle(FlowLimits(concurrency=1), clock=clock, sleep=clock.sleep)
     throttle.gate.defer(30)
     job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
     waiting = asyncio.create_task(throttle.turn(job).__aenter__())
@@ -168,33 +179,33 @@ async def test_every_retryable_status_with_a_retry_after_pauses_the_run(
     error: RetryableError, paused_s: float
 ) -> None:
     clock = FakeClock()
-    stop = StopController(sleep=clock.sleep)
-    settings = Settings(concurrency=4, rpm=None, tpm=None, token_budget=None)
-    throttle = Throttle(settings, stop, RunStats(), clock)
+    throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
+    policy = RetryPolicy(4, sleep=clock.sleep, gate=throttle.gate)
     job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
     turn = await throttle.turn(job).__aenter__()
     await turn.__aexit__(type(error), error, None)
+    policy.pause_for(error)  # what the retry loop does with every failure
     assert throttle.gate.remaining_s() == paused_s
-    assert not stop.stopping.is_set()
 
 
 async def test_a_503_asking_for_longer_than_max_retry_after_stops_resumably() -> None:
     clock = FakeClock()
-    stop = StopController(sleep=clock.sleep)
-    settings = Settings(concurrency=4, rpm=None, tpm=None, token_budget=None)
-    throttle = Throttle(settings, stop, RunStats(), clock)
-    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
-    turn = await throttle.turn(job).__aenter__()
+    throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
+    policy = RetryPolicy(
+        4, sleep=clock.sleep, gate=throttle.gate, max_retry_after_s=300
+    )
     error = ServerError("maintenance", status=503, retry_after_s=3600)
-    await turn.__aexit__(type(error), error, None)
-    assert stop.reason is StopReason.RATE_LIMIT_BUDGET
+    with pytest.raises(PauseTooLongError) as info:
+        await policy.call(_failing(error))
+    assert info.value.stop_reason is StopReason.RATE_LIMIT_BUDGET
+    assert throttle.gate.remaining_s() == 0
 
 
 async def test_rpm_with_tpm_keep_the_rpm_bound_in_every_window() -> None:
     clock = FakeClock()
-    stop = StopController(sleep=clock.sleep)
-    settings = Settings(concurrency=4, rpm=120, tpm=3000, token_budget=None)
-    throttle = Throttle(settings, stop, RunStats(), clock)
+    limits = FlowLimits(concurrency=4, rpm=120, tpm=3000)
+    throttle = Throttle(limits, clock=clock, sleep=clock.sleep)
+    tally = Tally()
     job = parse_job(b'{"prompt": "a short one"}', 1, default_model="mira")
     starts = []
     for n in range(60):
@@ -202,10 +213,17 @@ async def test_rpm_with_tpm_keep_the_rpm_bound_in_every_window() -> None:
         starts.append(clock())
         # Usage above or below the estimate moves the --tpm schedule.
         tokens = 80 if n % 3 else 10
-        turn.succeeded(ChatReply(200, {"usage": {"total_tokens": tokens}}, None))
+        turn.succeeded(0.1, tally.used({"total_tokens": tokens}))
         await turn.__aexit__(None, None, None)
     for window_s in (1.0, 2.0, 5.0, 10.0):
         most = max(
             sum(1 for t in starts if start <= t < start + window_s) for start in starts
         )
         assert most <= 120 * window_s / 60 + 1, window_s
+
+
+def _failing(error: Exception) -> Callable[[int], Awaitable[str]]:
+    async def attempt(number: int) -> str:
+        raise error
+
+    return attempt

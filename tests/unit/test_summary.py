@@ -6,7 +6,9 @@ import pytest
 
 from worker.exits import StopReason, exit_code_for
 from worker.report.render import render_summary
-from worker.report.summary import LatencyHistogram, RunStats, build_summary
+from worker.report.stats import LatencyHistogram, RunStats
+from worker.report.summary import build_summary
+from worker.report.tally import Tally
 
 
 def test_percentiles_are_within_two_percent() -> None:
@@ -41,7 +43,7 @@ def test_exit_codes(reason: StopReason | None, failed: bool, code: int) -> None:
 
 def test_summary_has_the_contract_fields_and_renders() -> None:
     stats = RunStats(total=10, succeeded=6, failed=2, skipped=1, requests_sent=9)
-    stats.add_usage({"prompt_tokens": 5, "completion_tokens": 7})
+    Tally(stats).used({"prompt_tokens": 5, "completion_tokens": 7})
     stats.retries["server_error"] += 2
     stats.latency.add(0.1)
     summary = build_summary(
@@ -83,9 +85,10 @@ def test_usage_from_the_server_is_clamped_and_said_once(
     usage: dict[str, object], caplog: pytest.LogCaptureFixture
 ) -> None:
     stats = RunStats()
-    stats.add_usage({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
-    stats.add_usage(usage)
-    stats.add_usage(usage)
+    tally = Tally(stats)
+    tally.used({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
+    tally.used(usage)
+    tally.used(usage)
     assert stats.total_tokens >= 15
     assert min(stats.prompt_tokens, stats.completion_tokens) >= 0
     assert caplog.text.count("not a token count") == 1

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from worker import __version__
+from worker.api.status import error_for_status
+from worker.config import Settings
 from worker.errors import (
     BadResponseError,
     ResponseTooLargeError,
     TransportError,
     UnrecordableResponseError,
-    error_for_status,
 )
 
 _MAX_ERROR_TEXT_CHARS = 2000
@@ -151,26 +152,62 @@ class ChatClient:
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         if 200 <= status < 300:
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                if "depth limit" in str(exc):
-                    # The same answer would come back nested as deep: paying
-                    # for it again cannot help.
-                    raise UnrecordableResponseError(
-                        f"HTTP {status} with JSON nested too deep to read ({exc})",
-                        status=status,
-                        request_id=request_id,
-                    ) from None
-                body = None
-            if not isinstance(body, dict):
-                raise BadResponseError(
-                    f"HTTP {status} with a body that is not a JSON object "
-                    f"({len(raw)} bytes)",
-                    status=status,
-                    request_id=request_id,
-                )
-            return ChatReply(status, body, request_id)
+            return _answer(status, raw, request_id)
         raise error_for_status(
             status, headers, _decode_error_body(raw), request_id=request_id
         )
+
+
+def _answer(status: int, raw: bytes, request_id: str | None) -> ChatReply:
+    """A 2xx body read as an answer.
+
+    Raises:
+        UnrecordableResponseError: JSON nested too deep to read.
+        BadResponseError: the body is not a JSON object.
+    """
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            # The same answer would come back nested as deep: paying for it
+            # again cannot help.
+            raise UnrecordableResponseError(
+                f"HTTP {status} with JSON nested too deep to read ({exc})",
+                status=status,
+                request_id=request_id,
+            ) from None
+        body = None
+    if not isinstance(body, dict):
+        raise BadResponseError(
+            f"HTTP {status} with a body that is not a JSON object ({len(raw)} bytes)",
+            status=status,
+            request_id=request_id,
+        )
+    return ChatReply(status, body, request_id)
+
+
+class Client(Protocol):
+    """What the run needs of an API client: a session, and one attempt per call."""
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+
+    async def complete(self, payload: bytes) -> ChatReply: ...
+
+
+def make_client(settings: Settings, api_key: str) -> ChatClient:
+    """The real client, as the settings ask."""
+    return ChatClient(
+        settings.base_url,
+        api_key,
+        timeout_s=settings.request_timeout_s,
+        max_connections=settings.concurrency,
+        max_response_bytes=settings.max_response_bytes,
+    )

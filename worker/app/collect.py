@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from worker.app.run import RunFiles
 from worker.collect.join import collect
 from worker.config import load_settings
+from worker.files.outputs import RunFiles
 from worker.logs import emit, setup_logging
 from worker.report.cost import price_table
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from worker.app.run import RunFiles, execute_run
+from worker.app.run import execute_run
 from worker.config import Settings
+from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

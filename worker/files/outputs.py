@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from worker.errors import ConfigError
+from worker.files.jobs import Shard
 
 
 def check_output_paths(input_path: str, outputs: dict[str, Path]) -> None:
@@ -100,3 +102,49 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor releases the flock
             self._fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFiles:
+    """Where a run reads and writes, and which shard of the input it runs."""
+
+    input: str
+    results: Path
+    errors: Path
+    summary: Path
+    shard: Shard | None = None
+
+    @property
+    def stem(self) -> str:
+        """The name the outputs share (the metrics' `input` label)."""
+        return self.summary.name.removesuffix(".summary.json")
+
+    def listing(self) -> dict[str, str]:
+        """The files, for the summary."""
+        return {
+            "input": self.input,
+            "results": str(self.results),
+            "errors": str(self.errors),
+        }
+
+    @classmethod
+    def default(
+        cls,
+        source: str,
+        *,
+        results: Path | None = None,
+        errors: Path | None = None,
+        summary: Path | None = None,
+        shard: Shard | None = None,
+    ) -> RunFiles:
+        """`<input stem>[.shard-K-of-N].results.jsonl` etc. in the working directory."""
+        stem = "stdin" if source == "-" else Path(source).name.removesuffix(".jsonl")
+        if shard is not None:
+            stem = f"{stem}.shard-{shard.index}-of-{shard.count}"
+        return cls(
+            input=source,
+            results=results or Path(f"{stem}.results.jsonl"),
+            errors=errors or Path(f"{stem}.errors.jsonl"),
+            summary=summary or Path(f"{stem}.summary.json"),
+            shard=shard,
+        )

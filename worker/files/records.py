@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from worker.errors import InvalidJobError, RequestRejectedError, WorkerError
+from worker.files.writer import ResultWriter
 
 
 class RecordIds:
@@ -87,3 +88,68 @@ def error_code(error: WorkerError) -> str:
     if isinstance(error, RequestRejectedError) and error.status is not None:
         return f"http_{error.status}"
     return error.code
+
+
+class Recorder:
+    """The one place outcome records are built and handed to the writer."""
+
+    __slots__ = ("_ids", "_writer")
+
+    def __init__(self, writer: ResultWriter) -> None:
+        self._writer = writer
+        self._ids = RecordIds()
+
+    def answer(
+        self,
+        job_id: str,
+        *,
+        status: int,
+        request_id: str | None,
+        body: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        attempts: int,
+        latency_s: float,
+    ) -> None:
+        """Write a job's answer.
+
+        Raises:
+            OutputError: the results file cannot be written; the run stops.
+            orjson.JSONEncodeError: the answer cannot be serialised.
+        """
+        self._writer.write_result(
+            success_record(
+                self._ids.next(),
+                job_id,
+                status=status,
+                request_id=request_id,
+                body=body,
+                metadata=metadata,
+                attempts=attempts,
+                latency_s=latency_s,
+            )
+        )
+
+    def failure(
+        self,
+        job_id: str | None,
+        error: WorkerError,
+        *,
+        metadata: dict[str, Any] | None = None,
+        attempts: int | None = None,
+        line_no: int | None = None,
+    ) -> None:
+        """Write a job's (or an invalid line's) failure.
+
+        Raises:
+            OutputError: the errors file cannot be written; the run stops.
+        """
+        self._writer.write_error(
+            error_record(
+                self._ids.next(),
+                job_id,
+                error,
+                metadata=metadata,
+                attempts=attempts,
+                line_no=line_no,
+            )
+        )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,19 @@ class ResultWriter:
         while self.failure is None:
             await asyncio.sleep(interval_s)
             await self.sync()
+
+    @asynccontextmanager
+    async def syncing(self, interval_s: float) -> AsyncIterator[None]:
+        """fsync every `interval_s` while the block lasts; close the files after."""
+        syncer = asyncio.create_task(self.sync_every(interval_s))
+        try:
+            yield
+        finally:
+            # The periodic fsync ends before the files close (close fsyncs them
+            # once more); asyncio.wait never swallows a cancellation of ours.
+            syncer.cancel()
+            await asyncio.wait([syncer])
+            self.close()
 
     def close(self) -> None:
         """fsync and close; a failure is reported, not raised. Safe to call twice."""

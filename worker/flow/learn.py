@@ -20,7 +20,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from worker.flow.limiters import AdaptiveLimiter, Clock, Sleep, WindowLimiter
+from worker.flow.clock import Clock, Sleep
+from worker.flow.pacing import WindowLimiter
+from worker.flow.slots import AdaptiveLimiter
 
 log = logging.getLogger("worker.run")
 

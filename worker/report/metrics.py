@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textf
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.report.summary import RunStats
+from worker.report.stats import RunStats
 
 log = logging.getLogger("worker.metrics")
 

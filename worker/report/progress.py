@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.live import Live
 
 from worker.config import Settings
-from worker.flow.limiters import AdaptiveLimiter
+from worker.flow.slots import AdaptiveLimiter
 from worker.report.display import LiveView, Snapshot
-from worker.report.summary import RunStats
+from worker.report.stats import RunStats
 
 log = logging.getLogger("worker.progress")
 

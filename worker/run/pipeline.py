@@ -1,9 +1,11 @@
 """The run loop: reader -> bounded queue -> N workers, in one task group, supervised.
 
-The supervisor owns every way the group ends early. A graceful stop cancels the
-reader (which still posts the end markers), gives requests in flight the grace
-inside `asyncio.timeout`, then cancels the group. A fatal stop, or a second
-signal, cancels the group at once. The deadline is a graceful stop.
+The supervisor owns every way the group ends early, and does all of it by
+cancellation. A graceful stop cancels the reader (which still posts the end
+markers) and every worker that is only waiting, gives requests in flight the
+grace inside `asyncio.timeout`, then cancels the group. A fatal stop, or a
+second signal, cancels the group at once. The deadline is a graceful stop, and
+the budgets are checked here, just before each request is sent.
 """
 
 from __future__ import annotations
@@ -13,12 +15,35 @@ import logging
 from typing import BinaryIO
 
 from worker.exits import StopReason
-from worker.flow.throttle import Throttle
+from worker.report.stats import RunStats
+from worker.run.crew import Crew
 from worker.run.reader import Intake, JobQueue, feed
 from worker.run.sender import Sender
 from worker.run.stop import StopController
 
 log = logging.getLogger("worker.run")
+
+
+class Permit:
+    """The supervisor's say just before each send: none while the run is
+    stopping, and none once the token budget is spent (which stops it)."""
+
+    __slots__ = ("_stats", "_stop", "_token_budget")
+
+    def __init__(
+        self, stop: StopController, stats: RunStats, token_budget: int | None
+    ) -> None:
+        self._stop = stop
+        self._stats = stats
+        self._token_budget = token_budget
+
+    def __call__(self) -> bool:
+        budget, used = self._token_budget, self._stats.total_tokens
+        if budget is not None and used >= budget:
+            self._stop.request(
+                StopReason.TOKEN_BUDGET, f"{used} tokens used of a budget of {budget}"
+            )
+        return not self._stop.stopping.is_set()
 
 
 class Pipeline:
@@ -29,7 +54,7 @@ class Pipeline:
         *,
         intake: Intake,
         sender: Sender,
-        throttle: Throttle,
+        crew: Crew,
         stop: StopController,
         concurrency: int,
         deadline_s: float | None,
@@ -37,7 +62,7 @@ class Pipeline:
     ) -> None:
         self._intake = intake
         self._sender = sender
-        self._throttle = throttle
+        self._crew = crew
         self._stop = stop
         self._workers = concurrency
         self._deadline_s = deadline_s
@@ -67,7 +92,7 @@ class Pipeline:
                 feed(source, self._intake, queue, workers=self._workers)
             )
             for _ in range(self._workers):
-                group.create_task(self._sender.work(queue))
+                self._crew.start(group, self._sender.work(queue))
 
     async def _supervise(self, work: asyncio.Task[None]) -> None:
         stop = self._stop
@@ -84,11 +109,12 @@ class Pipeline:
         if self._reading is None:
             return  # stopped before anything started: the group is cancelled
         self._reading.cancel()
+        self._crew.drain()
         try:
             async with asyncio.timeout(self._grace_s):
                 await _first(work, stop.cancelling)
         except TimeoutError:
-            in_flight = self._throttle.limiter.in_flight
+            in_flight = self._crew.sending_count()
             if in_flight:
                 log.warning(
                     "grace period of %g s over: cancelling %d requests in flight",

@@ -14,10 +14,9 @@ from worker.errors import InvalidJobError, OutputError
 from worker.files.idset import IdSet
 from worker.files.jobs import Job, Shard, parse_job
 from worker.files.jsonl import count_lines, iter_lines
-from worker.files.records import RecordIds, error_record
+from worker.files.records import Recorder
 from worker.files.resume import ResumeState
-from worker.files.writer import ResultWriter
-from worker.report.summary import RunStats
+from worker.report.tally import Tally
 
 log = logging.getLogger("worker.run")
 
@@ -33,17 +32,15 @@ class Intake:
         default_model: str,
         shard: Shard | None,
         resume: ResumeState,
-        stats: RunStats,
-        writer: ResultWriter,
-        record_ids: RecordIds,
+        tally: Tally,
+        recorder: Recorder,
         expected_lines: int = 0,
     ) -> None:
         self._default_model = default_model
         self._shard = shard
         self._resume = resume
-        self.stats = self._stats = stats
-        self._writer = writer
-        self._ids = record_ids
+        self.tally = tally
+        self._recorder = recorder
         self._seen = IdSet(expected=expected_lines)
 
     def admit(self, line_no: int, raw: bytes) -> Job | None:
@@ -55,11 +52,11 @@ class Intake:
             return None
         if self._shard is not None and not self._shard.holds(job.id):
             return None
-        stats, resume = self._stats, self._resume
-        stats.total += 1
+        tally, resume = self.tally, self._resume
+        tally.read()
         if not self._seen.add(job.id):
             if line_no in resume.invalid_lines:
-                stats.skipped += 1
+                tally.skipped()
             else:
                 repeat = InvalidJobError(
                     f"id {job.id!r} repeats an earlier line's id",
@@ -69,7 +66,7 @@ class Intake:
                 self._write_invalid(repeat, job_id=None)
             return None
         if job.id in resume.done:
-            stats.skipped += 1
+            tally.skipped()
             return None
         return job
 
@@ -78,30 +75,25 @@ class Intake:
         owner = job_id if job_id is not None else f"line-{exc.line_no}"
         if self._shard is not None and not self._shard.holds(owner):
             return
-        self._stats.total += 1
+        self.tally.read()
         if job_id is not None and not self._seen.add(job_id):
             job_id = None  # ids stay unique across the output files
         if (job_id is not None and job_id in self._resume.done) or (
             job_id is None and exc.line_no in self._resume.invalid_lines
         ):
-            self._stats.skipped += 1
+            self.tally.skipped()
             return
         self._write_invalid(exc, job_id=job_id)
 
     def _write_invalid(self, exc: InvalidJobError, *, job_id: str | None) -> None:
-        self._stats.failed += 1
-        self._stats.invalid += 1
+        self.tally.invalid()
         log.warning(
             "line %d is not a valid job: %s",
             exc.line_no,
             exc.message,
             extra={"job_id": job_id, "line": exc.line_no},
         )
-        self._writer.write_error(
-            error_record(
-                self._ids.next(), job_id, exc, metadata=None, line_no=exc.line_no
-            )
-        )
+        self._recorder.failure(job_id, exc, line_no=exc.line_no)
 
 
 class JobQueue:
@@ -151,7 +143,7 @@ async def feed(
             job = intake.admit(line_no, raw)
             if job is not None:
                 await queue.put(job)
-        intake.stats.input_complete = True
+        intake.tally.input_read()
     except OutputError:
         return  # an invalid line's record could not be written: the run stops
     finally:
@@ -164,21 +156,19 @@ def make_intake(
     default_model: str,
     shard: Shard | None,
     resume: ResumeState,
-    stats: RunStats,
-    writer: ResultWriter,
-    record_ids: RecordIds,
+    tally: Tally,
+    recorder: Recorder,
 ) -> Intake:
     """An Intake sized from the file's line count (0 for a pipe)."""
     lines = count_lines(source)
     # For the progress ETA before the whole file is read: blank lines and
     # the shard split make it an estimate.
-    stats.expected_jobs = lines // (shard.count if shard else 1)
+    tally.expect(lines // (shard.count if shard else 1))
     return Intake(
         default_model=default_model,
         shard=shard,
         resume=resume,
-        stats=stats,
-        writer=writer,
-        record_ids=record_ids,
+        tally=tally,
+        recorder=recorder,
         expected_lines=lines,
     )

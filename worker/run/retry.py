@@ -1,27 +1,24 @@
-"""The retry policy: tenacity, retrying only RetryableError, with jittered backoff.
+"""The retry policy, whole: what is retried, how long to wait, when to give up.
 
-A Retry-After is not waited here: it is put on the run's shared gate, which holds
-back every worker (Mira's limits are per user, not per request). The backoff
-here and the gate run from the same moment, so a retry waits the longer of the
-two: a Retry-After of 0, in the past or negative never shortens the backoff.
+- Only a RetryableError is retried; a JobError or FatalError ends the job or run.
+- The wait is the longer of two, both from the moment the attempt failed: a
+  jittered exponential backoff (this worker's own), and the server's
+  Retry-After, which goes on the run's shared gate, because Mira's limits are
+  per user: every worker holds back, not only the one that was told.
+- A Retry-After longer than --max-retry-after is no pause but a spent quota:
+  the run stops, resumably (PauseTooLongError).
+- After `max_attempts` attempts the job fails with the last error as cause.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    RetryError,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
-
-from worker.errors import RetriesExhaustedError, RetryableError
-from worker.flow.limiters import Sleep
+from worker.errors import PauseTooLongError, RetriesExhaustedError, RetryableError
+from worker.flow.clock import Sleep
+from worker.flow.gate import RetryAfterGate
 
 T = TypeVar("T")
 
@@ -30,55 +27,72 @@ BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 
-def build_retrying(
-    max_attempts: int,
+def backoff_s(
+    attempt: int,
     *,
-    sleep: Sleep,
-    before_sleep: Callable[[RetryCallState], None] | None = None,
     multiplier_s: float = BACKOFF_MULTIPLIER_S,
-    max_backoff_s: float = BACKOFF_MAX_S,
-) -> AsyncRetrying:
-    """A retrying controller; make one per worker (tenacity keeps per-call state)."""
-    return AsyncRetrying(
-        retry=retry_if_exception_type(RetryableError),
-        stop=stop_after_attempt(max_attempts),
-        wait=wait_random_exponential(multiplier=multiplier_s, max=max_backoff_s),
-        sleep=sleep,
-        before_sleep=before_sleep,
-        reraise=False,
-    )
+    max_s: float = BACKOFF_MAX_S,
+) -> float:
+    """The wait after failed attempt number `attempt` (1 is the first)."""
+    return random.uniform(0, min(max_s, multiplier_s * 2 ** (attempt - 1)))
 
 
-async def call_with_retries(
-    retrying: AsyncRetrying, attempt: Callable[[], Awaitable[T]]
-) -> T:
-    """Run `attempt` under `retrying`.
+class RetryPolicy:
+    """Runs an attempt until it succeeds, fails for good, or stops the run."""
 
-    The first attempt runs outside tenacity: most jobs succeed at once, and the
-    hot path should not pay for retry bookkeeping it does not use. A first
-    failure is replayed into tenacity as its attempt 1, so the policy (attempt
-    count, backoff, before_sleep) is exactly what it would have been.
+    __slots__ = ("_gate", "_max_retry_after_s", "_sleep", "max_attempts")
 
-    Raises:
-        RetriesExhaustedError: every attempt failed with a RetryableError.
-    """
-    try:
-        return await attempt()
-    except RetryableError as exc:
-        first: RetryableError | None = exc
+    def __init__(
+        self,
+        max_attempts: int,
+        *,
+        sleep: Sleep,
+        gate: RetryAfterGate | None = None,
+        max_retry_after_s: float = float("inf"),
+    ) -> None:
+        self.max_attempts = max_attempts
+        self._sleep = sleep
+        self._gate = gate
+        self._max_retry_after_s = max_retry_after_s
 
-    async def replay_then_attempt() -> T:
-        nonlocal first
-        if first is not None:
-            failure, first = first, None
-            raise failure
-        return await attempt()
+    def pause_for(self, exc: RetryableError) -> None:
+        """Hold every worker back for the server's Retry-After, or stop the run.
 
-    try:
-        return await retrying(replay_then_attempt)
-    except RetryError as exc:
-        last = exc.last_attempt.exception()
-        assert isinstance(last, RetryableError)
-        raise RetriesExhaustedError(
-            last, attempts=exc.last_attempt.attempt_number
-        ) from last
+        Raises:
+            PauseTooLongError: it asked for longer than --max-retry-after.
+        """
+        retry_after_s = exc.retry_after_s
+        if retry_after_s is None or retry_after_s <= 0:
+            return
+        if retry_after_s > self._max_retry_after_s:
+            raise PauseTooLongError(
+                f"the API asked to wait {retry_after_s:g} s (over "
+                f"--max-retry-after {self._max_retry_after_s:g} s): {exc.message}"
+            ) from exc
+        if self._gate is not None:
+            self._gate.defer(retry_after_s)
+
+    async def call(
+        self,
+        attempt: Callable[[int], Awaitable[T]],
+        *,
+        on_retry: Callable[[RetryableError, int], None] | None = None,
+    ) -> T:
+        """`await attempt(n)` for n = 1, 2, ... until one returns.
+
+        Raises:
+            RetriesExhaustedError: every attempt failed with a RetryableError.
+            PauseTooLongError: a Retry-After was longer than allowed.
+        """
+        number = 1
+        while True:
+            try:
+                return await attempt(number)
+            except RetryableError as exc:
+                self.pause_for(exc)
+                if number >= self.max_attempts:
+                    raise RetriesExhaustedError(exc, attempts=number) from exc
+                if on_retry is not None:
+                    on_retry(exc, number)
+                await self._sleep(backoff_s(number))
+            number += 1

@@ -1,21 +1,20 @@
 """A worker: takes jobs off the queue and sends each one, retried, to one outcome.
 
 Only here is an error given its meaning for the run: a FatalError stops it, a
-JobError is the job's outcome, a RetryableError is retried, and RunStopping
-leaves the job unwritten for a resume.
+JobError is the job's outcome, and a RetryableError goes to the retry policy.
+A job whose request never started because the run is stopping is left
+unwritten, for a resume.
 """
 
 from __future__ import annotations
 
 import logging
-from types import TracebackType
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
-from tenacity import RetryCallState
 
-from worker.api.client import ChatReply
-from worker.config import Settings
+from worker.api.client import ChatReply, Client
 from worker.errors import (
     FatalError,
     JobError,
@@ -26,117 +25,117 @@ from worker.errors import (
 )
 from worker.exits import StopReason
 from worker.files.jobs import Job
-from worker.files.records import RecordIds, error_record, success_record
-from worker.files.writer import ResultWriter
+from worker.files.records import Recorder
 from worker.flow.throttle import Throttle
-from worker.report.summary import RunStats
+from worker.report.tally import Tally
+from worker.run.crew import Crew
 from worker.run.reader import JobQueue
-from worker.run.retry import build_retrying, call_with_retries
-from worker.run.stop import RunStopping, StopController
+from worker.run.retry import RetryPolicy
+from worker.run.stop import StopController
 
 log = logging.getLogger("worker.run")
 
 
-class Client(Protocol):
-    """What the run needs of an API client: a session, and one attempt per call."""
+class Unsent(Exception):
+    """The run is stopping: this job's request was not started."""
 
-    async def __aenter__(self) -> object: ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-        /,
-    ) -> None: ...
+@dataclass(frozen=True, slots=True)
+class Crewmates:
+    """What every worker shares."""
 
-    async def complete(self, payload: bytes) -> ChatReply: ...
+    client: Client
+    throttle: Throttle
+    policy: RetryPolicy
+    recorder: Recorder
+    tally: Tally
+    stop: StopController
+    crew: Crew
+    may_send: Callable[[], bool]  # the supervisor's say, just before each send
+    max_consecutive_failures: int = 0
 
 
 class Sender:
-    """What every worker shares: the client, the throttle, the writer, the stop."""
+    """The loop every worker runs, over what the workers share."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        client: Client,
-        throttle: Throttle,
-        writer: ResultWriter,
-        *,
-        stop: StopController,
-        stats: RunStats,
-        record_ids: RecordIds,
-    ) -> None:
-        self._settings = settings
-        self._client = client
-        self._throttle = throttle
-        self._writer = writer
-        self._stop = stop
-        self._stats = stats
-        self._ids = record_ids
+    def __init__(self, parts: Crewmates) -> None:
+        self._parts = parts
         self._consecutive_failures = 0
 
     async def work(self, queue: JobQueue) -> None:
-        """One worker: send jobs until the queue ends it."""
-        retrying = build_retrying(
-            self._settings.max_attempts,
-            sleep=self._stop.sleep,
-            before_sleep=self._count_retry,
-        )
+        """One worker: send jobs until the queue or the run ends it."""
         while (job := await queue.get()) is not None:
-            if self._stop.stopping.is_set():
-                continue  # left for a resume; drain to the end marker
-            attempts = 0
-            retried = False
-
-            async def attempt(job: Job = job) -> tuple[ChatReply, float]:
-                nonlocal attempts, retried
-                attempts += 1
-                try:
-                    async with self._throttle.turn(job) as turn:
-                        reply = await self._client.complete(job.payload)
-                        turn.succeeded(reply)
-                except RetryableError as exc:
-                    if not retried:
-                        retried = True
-                        self._stats.retrying += 1
-                    _log_attempt(logging.DEBUG, job, exc, attempts)
-                    raise
-                return reply, turn.latency_s
-
-            try:
-                reply, latency_s = await call_with_retries(retrying, attempt)
-            except RunStopping:
-                continue
-            except FatalError as exc:
-                self._stop.request(exc.stop_reason, str(exc))
+            if not await self._settle(job):
                 return
-            except JobError as exc:
-                outcome = self._fail(job, exc, attempts)
-            else:
-                outcome = self._succeed(job, reply, latency_s, attempts)
-            finally:
-                if retried:
-                    self._stats.retrying -= 1
-            if not outcome:
-                return  # the writer failed: the run is stopping (exit 7)
+
+    async def _settle(self, job: Job) -> bool:
+        """Bring one job to its outcome; False when this worker must end."""
+        parts, attempts = self._parts, [0]
+        retried = False
+
+        async def attempt(number: int) -> tuple[ChatReply, float]:
+            attempts[0] = number
+            return await self._attempt(job, number)
+
+        def on_retry(exc: RetryableError, number: int) -> None:
+            nonlocal retried
+            if not retried:
+                retried = True
+                parts.tally.retrying(True)
+            parts.tally.retried(exc.cause)
+
+        try:
+            reply, latency_s = await parts.policy.call(attempt, on_retry=on_retry)
+        except Unsent:
+            return False
+        except FatalError as exc:
+            parts.stop.request(exc.stop_reason, str(exc))
+            return False
+        except JobError as exc:
+            return self._fail(job, exc, attempts[0])
+        finally:
+            if retried:
+                parts.tally.retrying(False)
+        return self._succeed(job, reply, latency_s, attempts[0])
+
+    async def _attempt(self, job: Job, number: int) -> tuple[ChatReply, float]:
+        """One request, from its turn to its answer."""
+        parts = self._parts
+        async with parts.throttle.turn(job) as turn:
+            if not parts.may_send():
+                raise Unsent
+            parts.tally.sent()
+            try:
+                with parts.crew.sending():
+                    reply = await parts.client.complete(job.payload)
+            except WorkerError as exc:
+                parts.tally.refused(exc.status)
+                if isinstance(exc, RetryableError):
+                    _log_attempt(logging.DEBUG, job, exc, number)
+                raise
+            except BaseException:
+                parts.tally.refused(None)
+                raise
+            latency_s = turn.elapsed_s()
+            usage = reply.body.get("usage")
+            tokens = parts.tally.answered(reply.status, latency_s, usage, job.model)
+            turn.succeeded(latency_s, tokens)
+        return reply, latency_s
 
     def _succeed(
         self, job: Job, reply: ChatReply, latency_s: float, attempts: int
     ) -> bool:
         """Write the result; False when the writer failed."""
-        record = success_record(
-            self._ids.next(),
-            job.id,
-            status=reply.status,
-            request_id=reply.request_id,
-            body=reply.body,
-            metadata=job.metadata,
-            attempts=attempts,
-            latency_s=latency_s,
-        )
         try:
-            self._writer.write_result(record)
+            self._parts.recorder.answer(
+                job.id,
+                status=reply.status,
+                request_id=reply.request_id,
+                body=reply.body,
+                metadata=job.metadata,
+                attempts=attempts,
+                latency_s=latency_s,
+            )
         except OutputError:
             return False
         except orjson.JSONEncodeError as exc:
@@ -149,35 +148,30 @@ class Sender:
             )
             return self._fail(job, problem, attempts)
         self._consecutive_failures = 0
-        self._stats.succeeded += 1
+        self._parts.tally.succeeded()
         return True
 
     def _fail(self, job: Job, exc: JobError, attempts: int) -> bool:
         """Write the failure; False when the writer failed."""
+        parts = self._parts
         _log_attempt(logging.WARNING, job, exc, attempts, failed=True)
-        record = error_record(
-            self._ids.next(), job.id, exc, metadata=job.metadata, attempts=attempts
-        )
         try:
-            self._writer.write_error(record)
+            parts.recorder.failure(
+                job.id, exc, metadata=job.metadata, attempts=attempts
+            )
         except OutputError:
             return False
-        self._stats.failed += 1
+        parts.tally.failed()
         self._consecutive_failures += 1
-        limit = self._settings.max_consecutive_failures
+        limit = parts.max_consecutive_failures
         if limit and self._consecutive_failures >= limit:
-            self._stop.request(
+            parts.stop.request(
                 StopReason.SYSTEMATIC_FAILURE,
                 f"{self._consecutive_failures} jobs in a row failed, "
                 f"the last with {exc}; "
                 "fix the cause, then rerun with --retry-failed",
             )
         return True
-
-    def _count_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RetryableError):
-            self._stats.retries[exc.cause] += 1
 
 
 def _log_attempt(

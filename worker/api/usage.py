@@ -1,0 +1,47 @@
+"""The usage an answer reports, read as untrusted numbers from the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one answer; `suspect` is the first value that was not a
+    token count (counted as 0), or None when every value was one."""
+
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+    suspect: object = None
+
+
+def read_usage(usage: object) -> Usage:
+    """An answer's `usage` object as whole numbers of 0 or more.
+
+    Anything else counts as 0, so a negative total can never give back budget
+    or pacing; a missing total is the sum of the other two.
+    """
+    if not isinstance(usage, dict):
+        return Usage()
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    total = usage.get("total_tokens")
+    if type(prompt) is type(completion) is type(total) is int and (
+        min(prompt, completion, total) >= 0
+    ):
+        return Usage(prompt, completion, total)
+    values = (prompt, completion) if total is None else (prompt, completion, total)
+    suspect = next((v for v in values if v is not None and _count(v) is None), None)
+    p, c = _count(prompt) or 0, _count(completion) or 0
+    t = p + c if total is None else _count(total) or 0
+    return Usage(p, c, t, suspect)
+
+
+def _count(value: object) -> int | None:
+    """The value as a token count; None when it is none (missing counts as 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

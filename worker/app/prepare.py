@@ -1,0 +1,74 @@
+"""Before the first request: the key, the base URL, the output paths, the run
+lock, --fresh or --retry-failed, what earlier runs finished, and the input."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+from worker.config import Settings, check_base_url_security, load_api_key
+from worker.files.jsonl import open_input
+from worker.files.outputs import RunFiles, RunLock, check_output_paths
+from worker.files.resume import (
+    ResumeState,
+    load_resume_state,
+    release_failed,
+    start_fresh,
+)
+from worker.logs import register_secret
+
+log = logging.getLogger("worker.run")
+
+ResumeMode = Literal["resume", "fresh", "retry_failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a run starts from."""
+
+    api_key: str
+    source: BinaryIO
+    resume: ResumeState
+
+
+@contextmanager
+def prepared(
+    settings: Settings, files: RunFiles, *, mode: ResumeMode, force: bool
+) -> Iterator[Prepared]:
+    """Check everything that can be checked before sending; hold the run lock.
+
+    Raises:
+        ConfigError: bad settings, key, input or output files; nothing was sent.
+    """
+    api_key = load_api_key(settings)
+    register_secret(api_key)
+    check_base_url_security(settings)
+    check_output_paths(
+        files.input,
+        {"results": files.results, "errors": files.errors, "summary": files.summary},
+    )
+    with RunLock(files.results):
+        source = open_input(files.input)
+        try:
+            yield Prepared(api_key, source, _resume_state(files, mode, force=force))
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+
+
+def _resume_state(files: RunFiles, mode: ResumeMode, *, force: bool) -> ResumeState:
+    """Apply --fresh or --retry-failed, then read what earlier runs finished."""
+    if mode == "fresh":
+        start_fresh([files.results, files.errors], force=force)
+    elif mode == "retry_failed":
+        released = release_failed(files.errors)
+        if released:
+            log.info("%d failed jobs from %s go back into play", released, files.errors)
+    resume = load_resume_state(files.results, files.errors)
+    if len(resume.done):
+        log.info("resuming: %d jobs already have an outcome", len(resume.done))
+    return resume

@@ -1,0 +1,126 @@
+"""Rate limiters: even pacing (--rpm, --tpm) and a sliding window of starts.
+
+Each may be used alone, `async with pacer:` waiting for its turn and taking it
+at once, or in steps (`wait_ready`, then `take` at the moment of starting), which
+is how the throttle keeps a worker that waits from holding anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from types import TracebackType
+
+from worker.flow.clock import Clock, Sleep
+
+
+class _Limiter:
+    """`async with limiter:` waits for a start and takes it (cost 1)."""
+
+    __slots__ = ()
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    async def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def take(self, cost: float = 1.0) -> None:
+        raise NotImplementedError
+
+    async def acquire(self, cost: float = 1.0) -> None:
+        """Wait until a request may start, then start it: no await in between."""
+        while not self.is_ready():
+            await self.wait_ready()
+        self.take(cost)
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+class WindowLimiter(_Limiter):
+    """At most `requests` starts in any `window_s` seconds: the client-side twin of
+    a server's sliding window, so a learned window draws no more 429s."""
+
+    __slots__ = ("_clock", "_sleep", "_starts", "requests", "window_s")
+
+    def __init__(
+        self, requests: int, window_s: float, *, clock: Clock, sleep: Sleep
+    ) -> None:
+        self.requests = requests
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._starts: deque[float] = deque()
+
+    def _wait_s(self) -> float:
+        now, starts = self._clock(), self._starts
+        while starts and starts[0] <= now - self.window_s:
+            starts.popleft()
+        if len(starts) < self.requests:
+            return 0.0
+        return starts[len(starts) - self.requests] + self.window_s - now
+
+    def is_ready(self) -> bool:
+        """True when a request may start now."""
+        return self._wait_s() <= 0
+
+    async def wait_ready(self) -> None:
+        """Sleep until a request may start; takes no slot."""
+        while (wait_s := self._wait_s()) > 0:
+            await self._sleep(wait_s)
+
+    def take(self, cost: float = 1.0) -> None:
+        """Start a request now."""
+        self._starts.append(self._clock())
+
+    def take_at(self, started: float) -> None:
+        """Count a request started earlier (the history a window is learned from)."""
+        self._starts.append(started)
+
+
+class Pacer(_Limiter):
+    """Starts requests evenly spaced so that `rate_per_s` cost units pass per second.
+
+    A request may start once the schedule reaches `next`; starting moves `next`
+    on by `cost / rate` (GCRA with no burst), so in any window of W seconds at
+    most rate*W + 1 requests start. The slot is taken at the moment of starting
+    (`take`), not reserved while waiting (`wait_ready`): a worker that waits
+    holds nothing, and a cost corrected by `adjust` (the usage a response
+    reported) delays every request that has not started yet.
+    """
+
+    __slots__ = ("_clock", "_next", "_rate", "_sleep")
+
+    def __init__(self, rate_per_s: float, *, clock: Clock, sleep: Sleep) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate must be positive")
+        self._rate = rate_per_s
+        self._clock = clock
+        self._sleep = sleep
+        self._next = -math.inf
+
+    def is_ready(self) -> bool:
+        """True when a request may start now."""
+        return self._next <= self._clock()
+
+    async def wait_ready(self) -> None:
+        """Sleep until a request may start; takes no slot."""
+        while (wait_s := self._next - self._clock()) > 0:
+            await self._sleep(wait_s)
+
+    def take(self, cost: float = 1.0) -> None:
+        """Start a request of `cost` now: move the schedule on."""
+        self._next = max(self._clock(), self._next) + cost / self._rate
+
+    def adjust(self, extra_cost: float) -> None:
+        """Charge (or refund, when negative) cost found out after the start."""
+        self._next += extra_cost / self._rate

@@ -1,0 +1,104 @@
+"""The one writer of the run's counts: the reader and the workers report what
+happened, and only this turns it into RunStats."""
+
+from __future__ import annotations
+
+import logging
+
+from worker.api.usage import read_usage
+from worker.report.stats import RunStats
+
+log = logging.getLogger("worker.run")
+
+
+class Tally:
+    """Events of one run, counted into `stats` (which everyone else only reads)."""
+
+    __slots__ = ("stats",)
+
+    def __init__(self, stats: RunStats | None = None) -> None:
+        self.stats = stats if stats is not None else RunStats()
+
+    # -- before the run, and the reader --------------------------------------
+
+    def resumed(self, *, succeeded: int, failed: int) -> None:
+        """What earlier runs finished, as resume found it."""
+        self.stats.succeeded_before, self.stats.failed_before = succeeded, failed
+
+    def expect(self, jobs: int) -> None:
+        """About this many jobs are coming (for the ETA, before the input is read)."""
+        self.stats.expected_jobs = jobs
+
+    def read(self) -> None:
+        """A line of this shard was read."""
+        self.stats.total += 1
+
+    def skipped(self) -> None:
+        """A line already has an outcome from an earlier run."""
+        self.stats.skipped += 1
+
+    def invalid(self) -> None:
+        """A line is not a valid job: it fails without a request."""
+        self.stats.failed += 1
+        self.stats.invalid += 1
+
+    def input_read(self) -> None:
+        """The whole input was read."""
+        self.stats.input_complete = True
+
+    # -- the workers ----------------------------------------------------------
+
+    def sent(self) -> None:
+        """A request went out."""
+        self.stats.requests_sent += 1
+        self.stats.in_flight += 1
+
+    def refused(self, status: int | None) -> None:
+        """A request ended without an answer (`status` when the server sent one)."""
+        self.stats.in_flight -= 1
+        if status is not None:
+            self.stats.statuses[status] += 1
+
+    def answered(self, status: int, latency_s: float, usage: object, model: str) -> int:
+        """A request was answered; return the tokens it counts for."""
+        stats = self.stats
+        stats.in_flight -= 1
+        stats.statuses[status] += 1
+        stats.latency.add(latency_s)
+        return self.used(usage, model)
+
+    def used(self, usage: object, model: str = "") -> int:
+        """Tokens an answer reports (untrusted); return its total as counted."""
+        stats = self.stats
+        counted = read_usage(usage)
+        if counted.suspect is not None and not stats.untrusted_usage_seen:
+            stats.untrusted_usage_seen = True
+            log.warning(
+                "the server reported usage %r, which is not a token count; "
+                "it counts as 0 for budgets and pacing",
+                counted.suspect,
+            )
+        stats.prompt_tokens += counted.prompt
+        stats.completion_tokens += counted.completion
+        stats.total_tokens += counted.total
+        if model:
+            tokens = stats.tokens_by_model.setdefault(model, [0, 0])
+            tokens[0] += counted.prompt
+            tokens[1] += counted.completion
+        return counted.total
+
+    def retrying(self, started: bool) -> None:
+        """A job's first retry begins (True) or its retries ended (False)."""
+        self.stats.retrying += 1 if started else -1
+
+    def retried(self, cause: str) -> None:
+        """An attempt failed and will be retried."""
+        self.stats.retries[cause] += 1
+
+    def succeeded(self) -> None:
+        """A job's answer was written."""
+        self.stats.succeeded += 1
+
+    def failed(self) -> None:
+        """A job's failure was written."""
+        self.stats.failed += 1
