@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from worker import __version__
-from worker.config import LOG_FORMATS, LOG_LEVELS, load_settings
+from worker.config import LOG_FORMATS, LOG_LEVELS
 from worker.errors import ConfigError
-from worker.files.jobs import Shard
-from worker.logs import emit, setup_logging
+from worker.logs import setup_logging
 from worker.options import (
     RUN_FLAGS,
     add_flag,
     add_price_flag,
     add_run_options,
-    parse_shard,
     settings_from_args,
+    shard_for,
 )
-from worker.report.cost import price_table
 
 log = logging.getLogger("worker")
+
+
+class Subparsers(Protocol):
+    """What argparse's add_subparsers() returns, as far as the commands use it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
 
 EXIT_USAGE = 2
 GC_GEN0_THRESHOLD = 50_000
@@ -93,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_collect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_collect(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """The `collect` command's parser."""
     col = sub.add_parser(
         "collect",
         help="one row per input line, in input order, with its answer or error",
@@ -119,7 +126,10 @@ def _add_collect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_price_flag(col)
 
 
-def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_validate(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """The `validate` command's parser."""
     val = sub.add_parser(
         "validate",
         help="check a job file and estimate its tokens and cost; sends nothing",
@@ -134,46 +144,16 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_price_flag(val)
 
 
-def _shard_from_env() -> Shard | None:
-    index, count = (
-        os.environ.get("JOB_COMPLETION_INDEX"),
-        os.environ.get("MIRA_SHARD_COUNT"),
-    )
-    if count is None:
-        return None
-    try:
-        return parse_shard(f"{index if index is not None else ''}/{count}")
-    except argparse.ArgumentTypeError:
-        raise ConfigError(
-            f"MIRA_SHARD_COUNT={count} needs JOB_COMPLETION_INDEX in 0..{count}-1 "
-            f"(got {index!r})"
-        ) from None
-
-
 def _run(args: argparse.Namespace) -> int:
-    from worker.app.run import ResumeMode, execute_run
-    from worker.files.outputs import RunFiles
+    from worker.app.run import run_from_args
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
-    shard = args.shard or _shard_from_env()
-    files = RunFiles.default(
-        args.input,
-        results=args.output,
-        errors=args.errors,
-        summary=args.summary,
-        shard=shard,
-    )
-    mode: ResumeMode = (
-        "fresh" if args.fresh else "retry_failed" if args.retry_failed else "resume"
-    )
     if args.force and not args.fresh:
         raise ConfigError("--force only goes with --fresh")
-    prices = price_table(args.price)
+    shard = shard_for(args, settings)
     tune_gc_for_throughput()
-    return asyncio.run(
-        execute_run(settings, files, mode=mode, force=args.force, prices=prices)
-    )
+    return run_from_args(args, settings, shard)
 
 
 def tune_gc_for_throughput() -> None:
@@ -186,17 +166,6 @@ def tune_gc_for_throughput() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from worker.app.validate import render_report, validate_file
-
-    settings = load_settings(model=args.model)
-    setup_logging(settings.log_level, settings.log_format)
-    prices = price_table(args.price)
-    report = asyncio.run(validate_file(args.input, default_model=settings.model))
-    emit(sys.stdout, render_report(args.input, report, prices))
-    return 1 if report.invalid else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "validate":
-            return _validate(args)
+            from worker.app.validate import run_validate
+
+            return run_validate(args)
         if args.command == "collect":
             from worker.app.collect import run_collect
 

@@ -8,7 +8,8 @@
     ├── FatalError                  stops the whole run at once (its stop_reason)
     │   ├── AuthError               401: key invalid, expired or revoked -> exit 3
     │   ├── PaymentRequiredError    402, or 429 "insufficient_quota" -> exit 4
-    │   └── PauseTooLongError       a Retry-After over --max-retry-after -> exit 5
+    │   ├── PauseTooLongError       a Retry-After over --max-retry-after -> exit 5
+    │   └── SystematicFailureError  --max-consecutive-failures jobs failed -> exit 6
     ├── RetryableError              transient; the only family that is retried
     │   ├── RateLimitedError        429; carries retry_after_s
     │   ├── ServerError             5xx, 408, 409
@@ -94,6 +95,13 @@ class PauseTooLongError(FatalError):
 
     code = "rate_limit_budget"
     stop_reason = StopReason.RATE_LIMIT_BUDGET
+
+
+class SystematicFailureError(FatalError):
+    """Every recent job failed: something outside the jobs is wrong."""
+
+    code = "systematic_failure"
+    stop_reason = StopReason.SYSTEMATIC_FAILURE
 
 
 class RetryableError(WorkerError):

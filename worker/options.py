@@ -9,12 +9,14 @@ field names, and `run` shares its parser with three other subcommands.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
 from worker.config import Settings, load_settings
+from worker.errors import ConfigError
 from worker.files.jobs import Shard
 from worker.report.cost import PRICE_HELP
 
@@ -186,3 +188,25 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(
         **{flag.field: getattr(args, flag.field) for flag in RUN_FLAGS}
     )
+
+
+def shard_for(args: argparse.Namespace, settings: Settings) -> Shard | None:
+    """--shard, else JOB_COMPLETION_INDEX of MIRA_SHARD_COUNT (an Indexed Job).
+
+    Raises:
+        ConfigError: MIRA_SHARD_COUNT without a fitting JOB_COMPLETION_INDEX.
+    """
+    if args.shard is not None:
+        shard: Shard = args.shard
+        return shard
+    count = settings.shard_count
+    if count is None:
+        return None
+    index = os.environ.get("JOB_COMPLETION_INDEX")
+    try:
+        return parse_shard(f"{index if index is not None else ''}/{count}")
+    except argparse.ArgumentTypeError:
+        raise ConfigError(
+            f"MIRA_SHARD_COUNT={count} needs JOB_COMPLETION_INDEX in 0..{count}-1 "
+            f"(got {index!r})"
+        ) from None

@@ -1,4 +1,4 @@
-"""The shape of `worker/`: small modules, folders by layer, no layer importing upward."""
+"""The shape of `worker/`: small modules, folders by layer, no upward import."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_module_and_functions_are_small(name: str) -> None:
 
 
 def test_folders_hold_few_modules() -> None:
-    top = [p for p in ROOT.glob("*.py")]
+    top = list(ROOT.glob("*.py"))
     assert len(top) <= MAX_TOP_LEVEL_MODULES, sorted(p.name for p in top)
     for package in (p for p in ROOT.iterdir() if (p / "__init__.py").exists()):
         modules = list(package.glob("*.py"))
@@ -104,7 +104,7 @@ def test_no_import_cycle() -> None:
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            cycle = path[path.index(name) :] + [name]
+            cycle = [*path[path.index(name) :], name]
             raise AssertionError("import cycle: " + " -> ".join(cycle))
         if name in done:
             return

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeClock
-from worker.flow.learn import Learner, shard_share
+from worker.flow.caps import shard_share
+from worker.flow.learn import Learner
 from worker.flow.slots import AdaptiveLimiter
 
 LLM_S = 0.3  # Mira's answers take this long

@@ -27,8 +27,7 @@ def run_collect(args: argparse.Namespace) -> int:
     settings = load_settings(model=args.model)
     setup_logging(settings.log_level, settings.log_format)
     defaults = RunFiles.default(args.input)
-    stem = Path(args.input).name.removesuffix(".jsonl")
-    to = args.to or Path(f"{stem}.collected.csv")
+    to = args.to or Path(f"{defaults.stem}.collected.csv")
     source = Path(args.input)
     show = sys.stderr.isatty() and settings.log_format == "text"
     size = source.stat().st_size if source.is_file() else 0

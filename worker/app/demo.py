@@ -43,40 +43,38 @@ def example_jobs() -> Path:
         return Path(path)
 
 
+def _settings(key: str, base_url: str) -> Settings:
+    # Every field is set, so no MIRA_* variable can point the demo elsewhere.
+    return Settings(
+        api_key=SecretStr(key),
+        api_key_file=None,
+        base_url=base_url,
+        model="mira",
+        concurrency=8,
+        max_attempts=8,
+        request_timeout_s=10.0,
+        rpm=None,
+        tpm=None,
+        max_retry_after_s=60.0,
+        deadline_s=None,
+        token_budget=None,
+        max_consecutive_failures=50,
+        shutdown_grace_s=5.0,
+        allow_insecure_http=False,
+        progress="auto",
+        progress_interval_s=2.0,
+        shard_count=None,
+    )
+
+
 async def _demo(output_dir: Path) -> int:
     sim = Simulator(faults=DEMO_FAULTS)
     base_url = await sim.start()
     try:
         jobs = example_jobs()
         log.info("simulator on %s; running %s into %s/", base_url, jobs, output_dir)
-        # Every field is set, so no MIRA_* variable can point the demo elsewhere.
-        settings = Settings(
-            api_key=SecretStr(next(iter(sim.keys))),
-            api_key_file=None,
-            base_url=base_url,
-            model="mira",
-            concurrency=8,
-            max_attempts=8,
-            request_timeout_s=10.0,
-            rpm=None,
-            tpm=None,
-            max_retry_after_s=60.0,
-            deadline_s=None,
-            token_budget=None,
-            max_consecutive_failures=50,
-            shutdown_grace_s=5.0,
-            allow_insecure_http=False,
-            progress="auto",
-            progress_interval_s=2.0,
-            shard_count=None,
-        )
-        stem = jobs.name.removesuffix(".jsonl")
-        files = RunFiles(
-            input=str(jobs),
-            results=output_dir / f"{stem}.results.jsonl",
-            errors=output_dir / f"{stem}.errors.jsonl",
-            summary=output_dir / f"{stem}.summary.json",
-        )
+        settings = _settings(next(iter(sim.keys)), base_url)
+        files = RunFiles.default(str(jobs), directory=output_dir)
         return await execute_run(settings, files, mode="fresh", force=True)
     finally:
         stats = sim.stats

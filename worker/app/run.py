@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
@@ -14,11 +15,12 @@ from worker.app.parts import RunParts
 from worker.app.prepare import ResumeMode, prepared
 from worker.app.reporting import RunReport
 from worker.config import Settings
+from worker.files.jobs import Shard
 from worker.files.outputs import RunFiles
-from worker.report.cost import LIST_PRICES_RUB_PER_M, Prices
+from worker.report.cost import LIST_PRICES_RUB_PER_M, Prices, price_table
 from worker.run.signals import handle_signals
 
-__all__ = ["ResumeMode", "execute_run"]
+__all__ = ["ResumeMode", "execute_run", "run_from_args"]
 
 FSYNC_INTERVAL_S = 1.0
 
@@ -73,3 +75,23 @@ async def execute_run(
         if metrics is not None:
             await metrics.finish(code)
         return code
+
+
+def run_from_args(
+    args: argparse.Namespace, settings: Settings, shard: Shard | None
+) -> int:
+    """`mira-batch run` with its flags: the files, the resume mode, the prices."""
+    files = RunFiles.default(
+        args.input,
+        results=args.output,
+        errors=args.errors,
+        summary=args.summary,
+        shard=shard,
+    )
+    mode: ResumeMode = (
+        "fresh" if args.fresh else "retry_failed" if args.retry_failed else "resume"
+    )
+    prices = price_table(args.price)
+    return asyncio.run(
+        execute_run(settings, files, mode=mode, force=args.force, prices=prices)
+    )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
+from worker.config import load_settings
 from worker.errors import InvalidJobError
 from worker.files.idset import IdSet
 from worker.files.jobs import parse_job
 from worker.files.jsonl import iter_lines, open_input
-from worker.report.cost import Prices, tokens_cost
+from worker.logs import emit, setup_logging
+from worker.report.cost import Prices, price_table, tokens_cost
 
 MAX_PROBLEMS_SHOWN = 200
 
@@ -108,3 +113,13 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
             f"... and {report.invalid - MAX_PROBLEMS_SHOWN} more invalid lines"
         )
     return "\n".join(lines)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """`mira-batch validate`: the report on stdout; 1 when lines are invalid."""
+    settings = load_settings(model=args.model)
+    setup_logging(settings.log_level, settings.log_format)
+    prices = price_table(args.price)
+    report = asyncio.run(validate_file(args.input, default_model=settings.model))
+    emit(sys.stdout, render_report(args.input, report, prices))
+    return 1 if report.invalid else 0

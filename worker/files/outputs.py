@@ -136,15 +136,17 @@ class RunFiles:
         errors: Path | None = None,
         summary: Path | None = None,
         shard: Shard | None = None,
+        directory: Path = Path(),
     ) -> RunFiles:
-        """`<input stem>[.shard-K-of-N].results.jsonl` etc. in the working directory."""
+        """`<input stem>[.shard-K-of-N].results.jsonl` etc. in `directory` (by
+        default the working directory)."""
         stem = "stdin" if source == "-" else Path(source).name.removesuffix(".jsonl")
         if shard is not None:
             stem = f"{stem}.shard-{shard.index}-of-{shard.count}"
         return cls(
             input=source,
-            results=results or Path(f"{stem}.results.jsonl"),
-            errors=errors or Path(f"{stem}.errors.jsonl"),
-            summary=summary or Path(f"{stem}.summary.json"),
+            results=results or directory / f"{stem}.results.jsonl",
+            errors=errors or directory / f"{stem}.errors.jsonl",
+            summary=summary or directory / f"{stem}.summary.json",
             shard=shard,
         )

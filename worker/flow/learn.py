@@ -20,36 +20,23 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from worker.flow.caps import (
+    IN_FLIGHT_RETRY_AFTER_S,
+    MIRA_IN_FLIGHT,
+    MODEL_LATENCY_S,
+    ODDS_ABOVE_LEARNED_CAP,
+    ODDS_AT_DOCUMENTED_CAP,
+    ODDS_BEYOND_IT,
+    PROBE_BACKOFF_S,
+    SEND_LOG,
+    kind_of_429,
+    shard_share,
+)
 from worker.flow.clock import Clock, Sleep
 from worker.flow.pacing import WindowLimiter
 from worker.flow.slots import AdaptiveLimiter
 
 log = logging.getLogger("worker.run")
-
-MIRA_IN_FLIGHT = 3  # per user (MIRA_API.md)
-IN_FLIGHT_RETRY_AFTER_S = 5.0  # Mira's Retry-After above it
-GPU_QUEUE_RETRY_AFTER_S = 10.0  # and when its GPU queue is full
-# Answers quicker than this come from no language model: the documented cap,
-# which is Mira's, is then no evidence about the server.
-MODEL_LATENCY_S = 0.05
-# Odds that a probe fails: just above Mira's documented cap, above a level
-# that already went through beyond it, and above a cap learned from a 429.
-ODDS_AT_DOCUMENTED_CAP = 4.0
-ODDS_BEYOND_IT = 0.25
-ODDS_ABOVE_LEARNED_CAP = 9.0
-PROBE_BACKOFF_S = 30.0  # after a failed probe; doubles with each one
-SEND_LOG = 20_000  # starts remembered to learn a window from
-
-
-def shard_share(index: int, count: int) -> tuple[int, float]:
-    """This shard's part of the documented cap, and from what fraction of its own
-    jobs a shard with a smaller part may expect the others to be done."""
-    share = max(1, MIRA_IN_FLIGHT // count + (index < MIRA_IN_FLIGHT % count))
-    largest = max(1, MIRA_IN_FLIGHT // count + (MIRA_IN_FLIGHT % count > 0))
-    # Equal job counts: a shard with half the share is half done when the
-    # others finish; a tenth more is margin for the spread between shards.
-    takeover = min(1.0, share / largest + 0.1) if share < largest else math.inf
-    return share, takeover
 
 
 class Learner:
@@ -174,7 +161,7 @@ class Learner:
         sent_at: float = -math.inf,
     ) -> str:
         """Learn from a 429 to a request sent at `sent_at`; return its kind."""
-        kind = self._classify(retry_after_s, in_flight_at_send)
+        kind = kind_of_429(retry_after_s, in_flight_at_send, self._proven)
         self.kinds[kind] += 1
         self._streak = 0
         if kind == "window":
@@ -190,20 +177,6 @@ class Learner:
             self.cap = min(self.cap, max(1, in_flight_at_send - 1))
             self._limiter.cut_to(self.cap, new_event=False)
         return kind
-
-    def _classify(self, retry_after_s: float, in_flight_at_send: int) -> str:
-        """Mira's 429s differ only in their Retry-After (MIRA_API.md)."""
-        if retry_after_s == IN_FLIGHT_RETRY_AFTER_S:
-            return "in_flight"
-        if retry_after_s == GPU_QUEUE_RETRY_AFTER_S:
-            return "gpu_queue"
-        if in_flight_at_send > self._proven:
-            return "in_flight"  # more in flight than ever went through
-        if retry_after_s >= 1 and retry_after_s == int(retry_after_s):
-            return "window"  # whole seconds until a slot of a window frees
-        # A passing refusal at a level that went through before: the pause is
-        # all it asks; cutting the limit for it would ratchet the run down.
-        return "other"
 
     def _learn_cap(self, retry_after_s: float, in_flight_at_send: int) -> None:
         self._probing = None

@@ -20,10 +20,10 @@ from worker.errors import (
     JobError,
     OutputError,
     RetryableError,
+    SystematicFailureError,
     UnrecordableResponseError,
     WorkerError,
 )
-from worker.exits import StopReason
 from worker.files.jobs import Job
 from worker.files.records import Recorder
 from worker.flow.throttle import Throttle
@@ -165,12 +165,12 @@ class Sender:
         self._consecutive_failures += 1
         limit = parts.max_consecutive_failures
         if limit and self._consecutive_failures >= limit:
-            parts.stop.request(
-                StopReason.SYSTEMATIC_FAILURE,
+            systematic = SystematicFailureError(
                 f"{self._consecutive_failures} jobs in a row failed, "
                 f"the last with {exc}; "
-                "fix the cause, then rerun with --retry-failed",
+                "fix the cause, then rerun with --retry-failed"
             )
+            parts.stop.request(systematic.stop_reason, str(systematic))
         return True
 
 

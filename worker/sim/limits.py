@@ -16,7 +16,8 @@ import secrets
 from collections import Counter, deque
 from dataclasses import dataclass, replace
 
-from worker.sim.faults import Faults
+from worker.config import KEY_PATTERN
+from worker.sim.faults import Faults, SimStats
 
 # Mira's backend: every 429 says Retry-After in whole seconds.
 MONTHLY_RETRY_AFTER_S = 86400
@@ -47,6 +48,7 @@ def make_key() -> str:
     return "sk-mira-" + secrets.token_hex(20)
 
 
+NO_KEY = Refusal(401, "API key required")
 REVOKED = Refusal(401, "Invalid API key")
 UNPAID = Refusal(402, "Insufficient balance: top up in the dashboard")
 
@@ -68,6 +70,23 @@ class AccountLimits:
         self.revoked: set[str] = set()
         self.unpaid: set[str] = set()
         self.limited: Counter[str] = Counter()  # 429s by kind
+
+    def authenticate(
+        self, header: str, keys: set[str], stats: SimStats
+    ) -> tuple[str | None, Refusal | None]:
+        """The key an Authorization header carries, or the refusal it earns."""
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            return None, NO_KEY
+        key = header[7:].strip()
+        if not KEY_PATTERN.fullmatch(key) or key not in keys:
+            return None, REVOKED
+        if key in self.revoked:
+            stats.after_revocation += 1
+            return None, REVOKED
+        if key in self.unpaid:
+            stats.after_payment_stop += 1
+            return None, UNPAID
+        return key, None
 
     def admit(self, key: str, faults: Faults, now: float) -> Refusal | None:
         """Count one request; refuse it past a revocation, payment, or a quota."""

@@ -4,8 +4,7 @@ It speaks what MIRA_API.md describes: bearer keys in the real format, `{"detail"
 error bodies, an `x-request-id` on every response, OpenAI-shaped bodies with usage.
 Every fault is decided from a hash of (seed, request body, how many times that body
 was seen), so a job's fate does not depend on the order requests arrive in.
-Admin endpoints (no key; the server binds loopback by default): `GET /_sim/stats`,
-`POST /_sim/faults` (change faults mid-run), `POST /_sim/reset`.
+Its admin routes are in admin.py.
 """
 
 from __future__ import annotations
@@ -15,12 +14,11 @@ import hashlib
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict
 
 import orjson
 from aiohttp import web
 
-from worker.config import KEY_PATTERN
+from worker.sim.admin import add_admin_routes
 from worker.sim.answers import (
     CUT,
     break_connection,
@@ -92,9 +90,7 @@ class Simulator:
         app = web.Application(client_max_size=MAX_BODY_BYTES * 2)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", models_response)
-        app.router.add_get("/_sim/stats", self._get_stats)
-        app.router.add_post("/_sim/faults", self._set_faults)
-        app.router.add_post("/_sim/reset", self._reset)
+        add_admin_routes(app, self)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -112,10 +108,7 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.host, self.port = host, sockets[0].getsockname()[1]
+        self.host, self.port = host, self._runner.addresses[0][1]
         return self.base_url
 
     async def stop(self) -> None:
@@ -131,51 +124,11 @@ class Simulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # -- admin ----------------------------------------------------------------
-
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {**self.stats.to_dict(), "faults": asdict(self.faults)}
-        )
-
-    async def _set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = await request.json()
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
-            self.faults = self.faults.updated(changes)
-        except ValueError as exc:
-            return detail_response(400, str(exc))
-        return web.json_response(asdict(self.faults))
-
-    async def _reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True})
-
-    # -- API ------------------------------------------------------------------
-
     async def _not_found(self, request: web.Request) -> web.Response:
         # Counted like any request: a wrong base URL is a scenario tests check.
         self.stats.requests += 1
         self.stats.by_status[404] += 1
         return detail_response(404, "Not Found", {"x-request-id": str(uuid.uuid4())})
-
-    def _authenticate(
-        self, request: web.Request
-    ) -> tuple[str | None, web.Response | None]:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer ") or not header[7:].strip():
-            return None, detail_response(401, "API key required")
-        key = header[7:].strip()
-        if not KEY_PATTERN.fullmatch(key) or key not in self.keys:
-            return None, self._refuse(REVOKED, 0.0)
-        if key in self.limits.revoked:
-            self.stats.after_revocation += 1
-            return None, self._refuse(REVOKED, 0.0)
-        if key in self.limits.unpaid:
-            self.stats.after_payment_stop += 1
-            return None, self._refuse(UNPAID, 0.0)
-        return key, None
 
     def _note_arrival(self, now: float) -> None:
         if any(start <= now < end for start, end in self._pause_windows):
@@ -231,10 +184,10 @@ class Simulator:
     async def _answer(
         self, request: web.Request, now: float
     ) -> web.StreamResponse | None:
-        key, unauthorised = self._authenticate(request)
-        if unauthorised is not None:
-            return unauthorised
-        assert key is not None
+        header = request.headers.get("Authorization", "")
+        key, unauthorised = self.limits.authenticate(header, self.keys, self.stats)
+        if key is None:
+            return self._refuse(unauthorised or REVOKED, 0.0)
         faults = self.faults
         refusal = self.limits.admit(key, faults, now)
         if refusal is REVOKED:
