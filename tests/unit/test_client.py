@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 
 from tests.fakes import mock_http
@@ -53,12 +54,25 @@ async def test_success_returns_body_request_id_and_usage(client: ChatClient) -> 
     assert request.kwargs["allow_redirects"] is False
 
 
-async def test_bearer_header_is_sent(client: ChatClient) -> None:
-    with mock_http() as mocked:
-        mocked.post(URL, payload=OK_BODY)
-        await client.complete(b"{}")
-        assert client._session is not None
-        assert client._session.headers["Authorization"] == f"Bearer {SENTINEL_KEY}"
+async def test_bearer_header_is_sent() -> None:
+    captured: list[str] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        captured.append(request.headers.get("Authorization", ""))
+        return web.json_response(OK_BODY)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        async with ChatClient(base, SENTINEL_KEY, timeout_s=5, max_connections=1) as c:
+            await c.complete(b"{}")
+    finally:
+        await runner.cleanup()
+    assert captured == [f"Bearer {SENTINEL_KEY}"]
 
 
 @pytest.mark.parametrize(

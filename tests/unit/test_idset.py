@@ -28,12 +28,12 @@ def test_uses_far_less_memory_than_a_set_of_str() -> None:
     ids = IdSet()
     for i in range(100_000):
         ids.add(f"some-fairly-long-job-identifier-{i}")
-    assert ids._slots.itemsize * len(ids._slots) < 2_000_000
+    assert ids.nbytes < 2_000_000
 
 
 def test_sized_up_front_it_never_grows() -> None:
     ids = IdSet(expected=10_000)
-    size = len(ids._slots)
+    size = ids.capacity
     for i in range(10_000):
         ids.add(str(i))
-    assert len(ids._slots) == size
+    assert ids.capacity == size

@@ -35,6 +35,16 @@ class IdSet:
         self._slots = array("Q", bytes(8 * capacity))
         self._count = 0
 
+    @property
+    def capacity(self) -> int:
+        """Slots in the table now (it grows by doubling past its load factor)."""
+        return len(self._slots)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the table takes."""
+        return self._slots.itemsize * len(self._slots)
+
     def __len__(self) -> int:
         return self._count
 
