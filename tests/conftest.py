@@ -10,6 +10,23 @@ from tests.helpers import SENTINEL_KEY, assert_no_key
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
+# Each folder is a kind of test; `-m` picks kinds (`-m "not e2e"`, `-m tool`).
+_KIND_OF_FOLDER = {
+    "unit": "unit",
+    "tools": "tool",
+    "integration": "integration",
+    "e2e": "e2e",
+    "container": "container",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the kind its folder holds."""
+    for item in items:
+        kind = _KIND_OF_FOLDER.get(item.path.parent.name)
+        if kind is not None:
+            item.add_marker(kind)
+
 
 @pytest.fixture(autouse=True)
 def _no_key_in_output(
