@@ -8,12 +8,15 @@ import contextlib
 import signal
 import sys
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from worker.config import KEY_FORMAT, KEY_PATTERN
 from worker.errors import ConfigError
 from worker.logs import emit
 from worker.sim.faults import MIRA_PROFILE, Faults
-from worker.sim.server import Simulator
+
+if TYPE_CHECKING:
+    from worker.sim.server import Simulator
 
 _HELP = {
     "seed": "seed of every fault decision",
@@ -119,6 +122,9 @@ async def _serve(sim: Simulator, host: str, port: int) -> None:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns 0."""
+    # Imported here: every command builds the parser, only this one serves.
+    from worker.sim.server import Simulator
+
     for key in args.key:
         if not KEY_PATTERN.fullmatch(key):
             raise ConfigError(f"--key must be {KEY_FORMAT}")
