@@ -10,11 +10,13 @@ timeout is a 408; all of a user's keys are one user.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.fakes import FakeClock
 from tests.helpers import OTHER_KEY, SENTINEL_KEY
 from worker.sim.faults import MIRA_PROFILE, Faults
 from worker.sim.server import Simulator
@@ -50,14 +52,26 @@ async def test_monthly_token_budget_is_86400(sim: Simulator) -> None:
     assert sim.stats.limited["monthly_tokens"] == 1
 
 
+@pytest.fixture
+async def timed() -> AsyncIterator[tuple[Simulator, FakeClock]]:
+    """A simulator whose time is a fake clock the test moves."""
+    clock = FakeClock()
+    async with Simulator(keys=[SENTINEL_KEY], clock=clock, sleep=clock.sleep) as sim:
+        yield sim, clock
+
+
 async def test_sliding_window_says_the_whole_seconds_until_the_oldest_leaves(
-    sim: Simulator,
+    timed: tuple[Simulator, FakeClock],
 ) -> None:
+    sim, clock = timed
     sim.faults = Faults(window_requests=2, window_s=4)
     assert [(await post(sim))[0] for _ in range(2)] == [200, 200]
+    clock.now += 0.5
     status, headers, _ = await post(sim)
     assert status == 429
-    assert headers["Retry-After"] in {"3", "4"}
+    assert headers["Retry-After"] == "4"  # 3.5 s, in whole seconds up
+    clock.now += 3.5
+    assert (await post(sim))[0] == 200  # the oldest two left the window
     assert sim.stats.limited["window"] == 1
 
 
@@ -93,11 +107,15 @@ async def test_a_queued_request_waits_for_a_gpu_slot(sim: Simulator) -> None:
     assert [a[0] for a in answers] == [200, 200]
 
 
-async def test_a_request_over_the_server_timeout_is_408(sim: Simulator) -> None:
+async def test_a_request_over_the_server_timeout_is_408(
+    timed: tuple[Simulator, FakeClock],
+) -> None:
+    sim, clock = timed
     sim.faults = Faults(latency_ms=200, server_timeout_s=0.05)
     status, _, body = await post(sim)
     assert status == 408
     assert "detail" in body
+    assert clock.sleeps == [0.05]  # cut at the timeout, not at the latency
 
 
 async def test_limits_are_checked_in_the_backends_order(sim: Simulator) -> None:

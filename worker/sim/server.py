@@ -14,6 +14,7 @@ import hashlib
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -52,8 +53,17 @@ class Simulator:
     """The server's state and handlers; `start`/`stop` serve it on a loopback port."""
 
     def __init__(
-        self, keys: list[str] | None = None, faults: Faults | None = None
+        self,
+        keys: list[str] | None = None,
+        faults: Faults | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        # Its time is injected, so tests run its latencies and windows on a
+        # fake clock; a real run serves in real time.
+        self._clock = clock
+        self._sleep = sleep
         self.keys = set(keys) if keys else {make_key()}
         self.faults = faults or Faults()
         self.stats = SimStats()
@@ -147,7 +157,7 @@ class Simulator:
         )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        now = time.monotonic()
+        now = self._clock()
         self.stats.requests += 1
         self.stats.first_arrival_at = self.stats.first_arrival_at or now
         self.stats.last_arrival_at = now
@@ -230,10 +240,10 @@ class Simulator:
         delay_s = latency_s(faults, draw, len(raw))
         timeout_s = faults.server_timeout_s
         if timeout_s and delay_s > timeout_s:
-            await asyncio.sleep(timeout_s)
+            await self._sleep(timeout_s)
             return detail_response(408, "Request timed out")
         if delay_s > 0:
-            await asyncio.sleep(delay_s)
+            await self._sleep(delay_s)
         outcome = pick_fault(faults, draw)
         if outcome == "429":
             self.limits.limited["injected"] += 1
