@@ -114,3 +114,37 @@ def test_no_import_cycle() -> None:
 
     for name in graph:
         visit(name, [])
+
+
+def _rooted_at_stats(node: ast.expr) -> bool:
+    """True for `stats.x`, `self.stats.x[k]`, `parts.tally.stats.y` and the like."""
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+        if isinstance(node, ast.Attribute) and node.attr == "stats":
+            return True
+        if isinstance(node, ast.Name) and node.id == "stats":
+            return True
+    return False
+
+
+def test_only_the_tally_changes_the_run_counts() -> None:
+    owner = {"worker.report.tally", "worker.report.stats"}
+    changes = []
+    for name, path in MODULES.items():
+        if name in owner or name.startswith("worker.sim"):  # the simulator's own
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"add", "setdefault", "update", "clear"}
+            ):
+                targets = [node.func]
+            line = getattr(node, "lineno", 0)
+            changes += [f"{name}:{line}" for t in targets if _rooted_at_stats(t)]
+    assert not changes, f"RunStats changed outside report/tally.py: {changes}"

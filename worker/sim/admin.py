@@ -15,8 +15,10 @@ from worker.sim.faults import Faults, SimStats
 class Simulator(Protocol):
     """What the admin routes read and change."""
 
-    stats: SimStats
     faults: Faults
+
+    @property
+    def stats(self) -> SimStats: ...
 
     def reset(self) -> None: ...
 

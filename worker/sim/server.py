@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -30,6 +29,7 @@ from worker.sim.answers import (
     read_body,
 )
 from worker.sim.faults import Faults, SimStats, latency_s, pick_fault
+from worker.sim.ledger import Ledger
 from worker.sim.limits import (
     GPU_QUEUE_RETRY_AFTER_S,
     REVOKED,
@@ -43,8 +43,6 @@ from worker.sim.limits import (
 
 SHUTDOWN_TIMEOUT_S = 1.0
 MAX_BODY_BYTES = 2 * 1024 * 1024
-# Arrivals this soon after a 429 was sent may have left the client before it saw it.
-RETRY_AFTER_GRACE_S = 0.05
 _RAW_BODY = web.RequestKey("sim_raw_body", bytes)
 _ANSWERED = web.RequestKey("sim_answered", bool)  # a real completion, not a fault
 
@@ -66,13 +64,9 @@ class Simulator:
         self._sleep = sleep
         self.keys = set(keys) if keys else {make_key()}
         self.faults = faults or Faults()
-        self.stats = SimStats()
-        self._seen: Counter[bytes] = Counter()
-        self._succeeded: set[bytes] = set()
         self.limits = AccountLimits()
         self.gpu = GpuQueue()
-        self.stats.limited = self.limits.limited
-        self._pause_windows: list[tuple[float, float]] = []
+        self.ledger = Ledger(self.limits.limited)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.host = "127.0.0.1"
@@ -82,18 +76,19 @@ class Simulator:
         """The `/v1` base URL a client should use."""
         return f"http://{self.host}:{self.port}/v1"
 
+    @property
+    def stats(self) -> SimStats:
+        """What the simulator counted."""
+        return self.ledger.stats
+
     def times_seen(self) -> dict[bytes, int]:
         """How many requests arrived for each distinct body (authenticated ones)."""
-        return dict(self._seen)
+        return dict(self.ledger.seen)
 
     def reset(self) -> None:
         """Forget counters and per-key state; keep keys and faults."""
-        self.stats = SimStats()
-        self._seen.clear()
-        self._succeeded.clear()
         self.limits = AccountLimits()
-        self.stats.limited = self.limits.limited
-        self._pause_windows.clear()
+        self.ledger = Ledger(self.limits.limited)
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -140,34 +135,24 @@ class Simulator:
         self.stats.by_status[404] += 1
         return detail_response(404, "Not Found", {"x-request-id": str(uuid.uuid4())})
 
-    def _note_arrival(self, now: float) -> None:
-        if any(start <= now < end for start, end in self._pause_windows):
-            self.stats.during_retry_after += 1
-
     def _refuse(self, refusal: Refusal, now: float) -> web.Response:
         """The refusal as a response; a 429 opens a pause nobody should send in."""
         retry_after = refusal.retry_after_s
         if retry_after is None:
             return detail_response(refusal.status, refusal.detail)
         if retry_after > 0:
-            self._pause_windows.append((now + RETRY_AFTER_GRACE_S, now + retry_after))
-            del self._pause_windows[:-64]
+            self.ledger.paused(now, retry_after)
         return detail_response(
             refusal.status, refusal.detail, {"Retry-After": f"{retry_after:g}"}
         )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         now = self._clock()
-        self.stats.requests += 1
-        self.stats.first_arrival_at = self.stats.first_arrival_at or now
-        self.stats.last_arrival_at = now
-        self._note_arrival(now)
-        self.stats.in_flight += 1
-        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+        self.ledger.arrived(now)
         try:
             response = await self._answer(request, now)
         finally:
-            self.stats.in_flight -= 1
+            self.ledger.left()
         if response is None or response is CUT:
             mid_body = response is CUT
             self.stats.truncated += mid_body
@@ -176,20 +161,10 @@ class Simulator:
         response.headers.setdefault("x-request-id", str(uuid.uuid4()))
         self.stats.by_status[response.status] += 1
         if request.get(_ANSWERED):
-            self._note_success(request)
+            transport = request.transport
+            gone = transport is None or transport.is_closing()
+            self.ledger.delivered(request[_RAW_BODY], client_gone=gone)
         return response
-
-    def _note_success(self, request: web.Request) -> None:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            # The client gave up on this request (it was cancelled): it never
-            # got the answer, so sending it again is not a duplicate.
-            self.stats.undelivered += 1
-            return
-        raw = request[_RAW_BODY]
-        if raw in self._succeeded:
-            self.stats.duplicate_successes += 1
-        self._succeeded.add(raw)
 
     async def _answer(
         self, request: web.Request, now: float
@@ -209,12 +184,12 @@ class Simulator:
         raw = await request.read()
         if len(raw) > MAX_BODY_BYTES:
             return detail_response(413, "Request body too large (limit 2 MB)")
-        self._seen[raw] += 1
+        self.ledger.seen[raw] += 1
         request[_RAW_BODY] = raw
         draw = (
             faults.seed,
             hashlib.blake2b(raw, digest_size=16).digest(),
-            self._seen[raw],
+            self.ledger.seen[raw],
         )
         try:
             if (busy := self.limits.enter(faults)) is not None:
