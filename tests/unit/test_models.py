@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from worker.errors import InvalidJobError
-from worker.files.jobs import MAX_MESSAGES, parse_job, shard_of
+from worker.files.jobs import parse_job, shard_of
+from worker.files.shapes import MAX_MESSAGES
 
 
 def parse(obj: object, line_no: int = 1) -> tuple[str, dict[str, object]]:

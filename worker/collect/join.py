@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from worker.collect.index import OUTCOME_COLUMNS, OutcomeIndex, as_object
+from worker.collect.index import OUTCOME_COLUMNS, OutcomeIndex
 from worker.collect.rows import RowWriter, open_row_writer
 from worker.errors import ConfigError
-from worker.files.jobs import read_job_id
+from worker.files.jobs import read_line
 from worker.report.cost import Prices, tokens_cost
 
 COLUMNS = (
@@ -59,21 +57,8 @@ def _lines(source: Path) -> Iterator[tuple[int, bytes]]:
 
 def _parse(raw: bytes, line_no: int, default_model: str) -> tuple[str | None, str, Any]:
     """(job id, requested model, metadata) of an input line, as far as it reads."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None, default_model, None
-    if not isinstance(obj, dict):
-        return None, default_model, None
-    job_id, _ = read_job_id(obj, line_no)
-    body = as_object(obj.get("body")) or obj
-    model = body.get("model")
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None
-    return (
-        job_id,
-        model if isinstance(model, str) and model else default_model,
-        metadata,
-    )
+    line = read_line(raw, line_no, default_model=default_model)
+    return line.job_id, line.model, line.metadata
 
 
 def collect(

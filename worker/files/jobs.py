@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from worker.errors import InvalidJobError
+from worker.files.shapes import (
+    body_from_line,
+    check_messages,
+    load_object,
+    read_job_id,
+)
 
-MAX_MESSAGES = 200
-_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
-# Keys of a simple line that are ours, not chat parameters to send.
-_SIMPLE_OWN_KEYS = frozenset({"id", "custom_id", "prompt", "system", "metadata"})
 # Mira caps output at 16,384 tokens; a job that says nothing is assumed to ask for less.
 DEFAULT_COMPLETION_ESTIMATE = 256
 
@@ -55,114 +57,76 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return chars // 4 + 4 * len(messages) + 3
 
 
-def read_job_id(obj: dict[str, Any], line_no: int) -> tuple[str | None, str | None]:
-    """(id, problem): the line's id, else line-N; a problem if it is unreadable."""
-    raw = obj.get("custom_id", obj.get("id"))
-    if raw is None:
-        return f"line-{line_no}", None
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        return None, "the id must be a string"
-    text = str(raw)
-    if not text.strip():
-        return None, "the id is empty"
-    return text, None
+@dataclass(frozen=True, slots=True)
+class Line:
+    """What an input line says, as far as it reads: its id, model and metadata,
+    and the request body it asks for, or why it is no job."""
+
+    job_id: str | None
+    model: str
+    metadata: dict[str, Any] | None
+    body: dict[str, Any] | None = None
+    error: InvalidJobError | None = None
 
 
-def _check_messages(messages: object) -> str | None:
-    if not isinstance(messages, list) or not messages:
-        return "messages must be a non-empty list"
-    if len(messages) > MAX_MESSAGES:
-        return f"{len(messages)} messages; Mira accepts at most {MAX_MESSAGES}"
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            return f"messages[{index}] is not an object"
-        role = message.get("role")
-        if role not in _ROLES:
-            return f"messages[{index}].role must be one of {sorted(_ROLES)}"
-        content = message.get("content")
-        if not isinstance(content, (str, list)):
-            return f"messages[{index}].content must be a string"
-    return None
-
-
-def _body_from_line(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    if "body" in obj or "method" in obj or "url" in obj:
-        method = obj.get("method", "POST")
-        url = obj.get("url", "/v1/chat/completions")
-        if not isinstance(method, str) or method.upper() != "POST":
-            return None, "method must be POST"
-        if not isinstance(url, str) or not url.rstrip("/").endswith(
-            "/chat/completions"
-        ):
-            return None, "url must be /v1/chat/completions"
-        body = obj.get("body")
-        if not isinstance(body, dict):
-            return None, "body must be an object"
-        return body, None  # freshly parsed: ours to change
-    body = {k: v for k, v in obj.items() if k not in _SIMPLE_OWN_KEYS}
-    if "messages" in body:
-        return body, None
-    prompt = obj.get("prompt")
-    if prompt is None:
-        return None, "no messages or prompt"
-    if not isinstance(prompt, str) or not prompt:
-        return None, "prompt must be a non-empty string"
-    system = obj.get("system")
-    messages: list[dict[str, Any]] = []
-    if system is not None:
-        if not isinstance(system, str):
-            return None, "system must be a string"
-        messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": prompt})
-    body["messages"] = messages
-    return body, None
-
-
-def _load_object(raw: bytes, line_no: int) -> dict[str, Any]:
-    """The line as a JSON object.
-
-    Raises:
-        InvalidJobError: not UTF-8, not JSON, or not an object.
-    """
+def read_line(raw: bytes, line_no: int, *, default_model: str) -> Line:
+    """The one reader of an input line: run and validate build the job from it
+    (parse_job), collect reads its id, model and metadata."""
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidJobError(
-                "line is not valid UTF-8", line_no=line_no, job_id=None
-            ) from None
-        raise InvalidJobError(
-            f"not valid JSON: {exc}", line_no=line_no, job_id=None
-        ) from None
-    if not isinstance(obj, dict):
-        raise InvalidJobError(
-            f"a job must be a JSON object, not {type(obj).__name__}",
-            line_no=line_no,
-            job_id=None,
+        obj = load_object(raw, line_no)
+    except InvalidJobError as exc:
+        return Line(None, default_model, None, error=exc)
+    job_id, problem = read_job_id(obj, line_no)
+    metadata = obj.get("metadata")
+    body, body_problem = body_from_line(obj)
+    model = (body or obj).get("model")
+    line = Line(
+        job_id,
+        model if isinstance(model, str) and model else default_model,
+        metadata if isinstance(metadata, dict) else None,
+    )
+    problem = problem or body_problem
+    if problem is None and body is not None:
+        problem = check_messages(body.get("messages"))
+    if problem is None and metadata is not None and not isinstance(metadata, dict):
+        problem = "metadata must be an object"
+    if problem is not None or body is None or job_id is None:
+        error = InvalidJobError(
+            problem or "invalid job", line_no=line_no, job_id=job_id
         )
-    return obj
+        return replace(line, error=error)
+    return replace(line, body=body)
 
 
 def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
-    """Parse one non-blank input line.
+    """Parse one non-blank input line into the request it asks for.
 
     Raises:
         InvalidJobError: the line cannot become a request; carries its line number.
     """
-    obj = _load_object(raw, line_no)
-    job_id, problem = read_job_id(obj, line_no)
-    body: dict[str, Any] | None = None
-    if problem is None:
-        body, problem = _body_from_line(obj)
-    if problem is None and body is not None:
-        problem = _check_messages(body.get("messages"))
-    metadata = obj.get("metadata")
-    if problem is None and metadata is not None and not isinstance(metadata, dict):
-        problem = "metadata must be an object"
-    if problem is not None or body is None or job_id is None:
-        raise InvalidJobError(problem or "invalid job", line_no=line_no, job_id=job_id)
+    line = read_line(raw, line_no, default_model=default_model)
+    if line.error is not None:
+        raise line.error
+    assert line.job_id is not None
+    assert line.body is not None
+    return _job(
+        line.job_id, line.body, line.metadata, line_no, default_model=default_model
+    )
+
+
+def _job(
+    job_id: str,
+    body: dict[str, Any],
+    metadata: dict[str, Any] | None,
+    line_no: int,
+    *,
+    default_model: str,
+) -> Job:
+    """The request a valid line asks for.
+
+    Raises:
+        InvalidJobError: a bad model, or a body that cannot be sent or recorded.
+    """
     model = body.get("model")
     if model is None:
         body["model"] = model = default_model
