@@ -103,8 +103,13 @@ async def test_a_drain_cuts_a_backoff_short_and_lets_a_request_finish() -> None:
         finished.append("backoff")
 
     async def sending() -> None:
-        with crew.sending():
+        task = asyncio.current_task()
+        assert task is not None
+        crew.began(task)
+        try:
             await answer
+        finally:
+            crew.ended(task)
         finished.append("answer written")
         await asyncio.sleep(600)  # its next wait: cancelled there
 

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts of one answer; `suspect` is the first value that was not a
-    token count (counted as 0), or None when every value was one."""
-
-    prompt: int = 0
-    completion: int = 0
-    total: int = 0
-    suspect: object = None
+# Prompt, completion and total tokens, and the first value that was no token
+# count (counted as 0), or None when every value was one. A plain tuple: one
+# is read per answer, on the hot path.
+Usage = tuple[int, int, int, object]
 
 
 def read_usage(usage: object) -> Usage:
@@ -23,19 +15,19 @@ def read_usage(usage: object) -> Usage:
     or pacing; a missing total is the sum of the other two.
     """
     if not isinstance(usage, dict):
-        return Usage()
+        return 0, 0, 0, None
     prompt = usage.get("prompt_tokens")
     completion = usage.get("completion_tokens")
     total = usage.get("total_tokens")
     if type(prompt) is type(completion) is type(total) is int and (
         min(prompt, completion, total) >= 0
     ):
-        return Usage(prompt, completion, total)
+        return prompt, completion, total, None
     values = (prompt, completion) if total is None else (prompt, completion, total)
     suspect = next((v for v in values if v is not None and _count(v) is None), None)
     p, c = _count(prompt) or 0, _count(completion) or 0
     t = p + c if total is None else _count(total) or 0
-    return Usage(p, c, t, suspect)
+    return p, c, t, suspect
 
 
 def _count(value: object) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -80,22 +80,19 @@ def read_line(raw: bytes, line_no: int, *, default_model: str) -> Line:
     metadata = obj.get("metadata")
     body, body_problem = body_from_line(obj)
     model = (body or obj).get("model")
-    line = Line(
-        job_id,
-        model if isinstance(model, str) and model else default_model,
-        metadata if isinstance(metadata, dict) else None,
-    )
+    model = model if isinstance(model, str) and model else default_model
     problem = problem or body_problem
     if problem is None and body is not None:
         problem = check_messages(body.get("messages"))
-    if problem is None and metadata is not None and not isinstance(metadata, dict):
-        problem = "metadata must be an object"
+    if metadata is not None and not isinstance(metadata, dict):
+        problem = problem or "metadata must be an object"
+        metadata = None
     if problem is not None or body is None or job_id is None:
         error = InvalidJobError(
             problem or "invalid job", line_no=line_no, job_id=job_id
         )
-        return replace(line, error=error)
-    return replace(line, body=body)
+        return Line(job_id, model, metadata, error=error)
+    return Line(job_id, model, metadata, body)
 
 
 def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:

@@ -69,15 +69,25 @@ class Throttle:
         self._tpm = _pacer(limits.tpm, clock, sleep)
         self._tokens_estimated = 0
         self._tokens_reported = 0
+        self._window: WindowLimiter | None = None
+        self._paced_by: tuple[Pacer | WindowLimiter, ...] = tuple(
+            p for p in (self._rpm, self._tpm) if p is not None
+        )
 
     def turn(self, job: Job) -> Turn:
         """`async with throttle.turn(job) as turn:` wraps one attempt of a job."""
         return Turn(self, job)
 
     def _paced(self) -> tuple[Pacer | WindowLimiter, ...]:
-        # The learner may learn a window at any await: asked anew each round.
+        # The learner may learn a window at any await: asked anew each round,
+        # and built anew only when the window changed (this is the hot path).
         window = self.learner.window
-        return tuple(p for p in (self._rpm, self._tpm, window) if p is not None)
+        if window is not self._window:
+            self._window = window
+            self._paced_by = tuple(
+                p for p in (self._rpm, self._tpm, window) if p is not None
+            )
+        return self._paced_by
 
     async def admit(self, turn: Turn) -> None:
         """Wait until `turn` may start, then start it: slot held, rates charged."""
@@ -90,8 +100,8 @@ class Throttle:
             turn.epoch = await limiter.acquire()
             if (
                 gate.is_open()
+                and self._paced() is paced
                 and all(p.is_ready() for p in paced)
-                and self._paced() == paced
             ):
                 break
             limiter.release()  # a 429 or another worker got there first

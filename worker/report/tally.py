@@ -70,22 +70,22 @@ class Tally:
     def used(self, usage: object, model: str = "") -> int:
         """Tokens an answer reports (untrusted); return its total as counted."""
         stats = self.stats
-        counted = read_usage(usage)
-        if counted.suspect is not None and not stats.untrusted_usage_seen:
+        prompt, completion, total, suspect = read_usage(usage)
+        if suspect is not None and not stats.untrusted_usage_seen:
             stats.untrusted_usage_seen = True
             log.warning(
                 "the server reported usage %r, which is not a token count; "
                 "it counts as 0 for budgets and pacing",
-                counted.suspect,
+                suspect,
             )
-        stats.prompt_tokens += counted.prompt
-        stats.completion_tokens += counted.completion
-        stats.total_tokens += counted.total
+        stats.prompt_tokens += prompt
+        stats.completion_tokens += completion
+        stats.total_tokens += total
         if model:
             tokens = stats.tokens_by_model.setdefault(model, [0, 0])
-            tokens[0] += counted.prompt
-            tokens[1] += counted.completion
-        return counted.total
+            tokens[0] += prompt
+            tokens[1] += completion
+        return total
 
     def retrying(self, started: bool) -> None:
         """A job's first retry begins (True) or its retries ended (False)."""

@@ -9,8 +9,7 @@ their next wait. The grace period is the supervisor's timeout around that.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine
 from typing import Any
 
 
@@ -30,19 +29,16 @@ class Crew:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    @contextmanager
-    def sending(self) -> Iterator[None]:
-        """Mark the current worker as having a request at the server."""
-        task = asyncio.current_task()
-        assert task is not None
+    def began(self, task: asyncio.Task[Any]) -> None:
+        """`task` sent a request."""
         self._sending.add(task)
-        try:
-            yield
-        finally:
-            self._sending.discard(task)
-            if self.draining:
-                # Its outcome is written before its next wait, where this lands.
-                task.cancel()
+
+    def ended(self, task: asyncio.Task[Any]) -> None:
+        """`task`'s request ended; during a drain, the task ends at its next wait."""
+        self._sending.discard(task)
+        if self.draining:
+            # Its outcome is written before its next wait, where this lands.
+            task.cancel()
 
     def sending_count(self) -> int:
         """Workers with a request at the server now."""

@@ -8,6 +8,7 @@ unwritten, for a resume.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,18 +65,20 @@ class Sender:
 
     async def work(self, queue: JobQueue) -> None:
         """One worker: send jobs until the queue or the run ends it."""
+        task = asyncio.current_task()
+        assert task is not None
         while (job := await queue.get()) is not None:
-            if not await self._settle(job):
+            if not await self._settle(job, task):
                 return
 
-    async def _settle(self, job: Job) -> bool:
+    async def _settle(self, job: Job, task: asyncio.Task[None]) -> bool:
         """Bring one job to its outcome; False when this worker must end."""
         parts, attempts = self._parts, [0]
         retried = False
 
         async def attempt(number: int) -> tuple[ChatReply, float]:
             attempts[0] = number
-            return await self._attempt(job, number)
+            return await self._attempt(job, number, task)
 
         def on_retry(exc: RetryableError, number: int) -> None:
             nonlocal retried
@@ -98,16 +101,19 @@ class Sender:
                 parts.tally.retrying(False)
         return self._succeed(job, reply, latency_s, attempts[0])
 
-    async def _attempt(self, job: Job, number: int) -> tuple[ChatReply, float]:
+    async def _attempt(
+        self, job: Job, number: int, task: asyncio.Task[None]
+    ) -> tuple[ChatReply, float]:
         """One request, from its turn to its answer."""
         parts = self._parts
         async with parts.throttle.turn(job) as turn:
             if not parts.may_send():
                 raise Unsent
             parts.tally.sent()
+            crew = parts.crew
+            crew.began(task)
             try:
-                with parts.crew.sending():
-                    reply = await parts.client.complete(job.payload)
+                reply = await parts.client.complete(job.payload)
             except WorkerError as exc:
                 parts.tally.refused(exc.status)
                 if isinstance(exc, RetryableError):
@@ -116,6 +122,8 @@ class Sender:
             except BaseException:
                 parts.tally.refused(None)
                 raise
+            finally:
+                crew.ended(task)
             latency_s = turn.elapsed_s()
             usage = reply.body.get("usage")
             tokens = parts.tally.answered(reply.status, latency_s, usage, job.model)
