@@ -34,7 +34,7 @@ class TimedClient(ChatClient):
     first: float | None = None
     last: float | None = None
 
-    async def complete(self, payload: bytes) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
         if TimedClient.first is None:
             TimedClient.first = time.perf_counter()
         reply = await super().complete(payload)

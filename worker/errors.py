@@ -14,10 +14,13 @@
     │   ├── RateLimitedError        429; carries retry_after_s
     │   ├── ServerError             5xx, 408, 409
     │   ├── TransportError          connection errors and timeouts
-    │   └── BadResponseError        2xx whose body is not a JSON object
+    │   ├── BadResponseError        2xx whose body is not a JSON object
+    │   ├── UpstreamError           a 200 whose answer is Mira's upstream-error text
+    │   └── EmptyAnswerError        a 200 with no answer in it
     └── JobError                    permanent for this job; written to the errors file
         ├── InvalidJobError         a bad input line; carries line_no
         ├── RequestRejectedError    other 4xx and redirects
+        ├── ContentFilteredError    a 200 whose answer moderation withheld
         ├── UnrecordableResponseError  a 2xx body nested too deep to read or write
         ├── ResponseTooLargeError   a 2xx body over --max-response-bytes
         └── RetriesExhaustedError   the last RetryableError is its __cause__
@@ -114,6 +117,9 @@ class RetryableError(WorkerError):
     code = "retryable"
     cause = "other"
     retry_after_s: float | None = None
+    # True when a job that ran out of attempts is best named by this error
+    # (`empty_answer`) rather than by `retries_exhausted`.
+    names_its_exhaustion = False
 
 
 class RateLimitedError(RetryableError):
@@ -155,6 +161,22 @@ class BadResponseError(RetryableError):
     cause = "bad_response"
 
 
+class UpstreamError(RetryableError):
+    """A 200 whose answer is the server's upstream-error text (`Ошибка: …`)."""
+
+    code = "upstream_error"
+    cause = "upstream_error"
+    names_its_exhaustion = True
+
+
+class EmptyAnswerError(RetryableError):
+    """A 200 with no choices, or no content in them."""
+
+    code = "empty_answer"
+    cause = "empty_answer"
+    names_its_exhaustion = True
+
+
 class JobError(WorkerError):
     """Permanent for this job: it is written to the errors file; the run goes on."""
 
@@ -176,6 +198,12 @@ class RequestRejectedError(JobError):
     """The API refused this request (4xx other than 401/402/429, or a redirect)."""
 
     code = "request_rejected"
+
+
+class ContentFilteredError(JobError):
+    """The server's moderation withheld the answer; asking again will not help."""
+
+    code = "content_filtered"
 
 
 class UnrecordableResponseError(JobError):
@@ -203,3 +231,5 @@ class RetriesExhaustedError(JobError):
             body=last.body,
         )
         self.attempts = attempts
+        if last.names_its_exhaustion:
+            self.code = last.code

@@ -33,7 +33,7 @@ class CountingClient(ChatClient):
 
     sent = 0
 
-    async def complete(self, payload: bytes) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
         CountingClient.sent += 1
         return await super().complete(payload)
 

@@ -41,7 +41,7 @@ class ScriptedClient(SessionlessClient):
         self.pending: list[asyncio.Future[ChatReply]] = []
         self.calls = 0
 
-    async def complete(self, payload: bytes) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
         self.calls += 1
         answer: asyncio.Future[ChatReply] = asyncio.get_running_loop().create_future()
         self.pending.append(answer)

@@ -58,7 +58,7 @@ class RecordingClient(ChatClient):
         self.sent: list[float] = []
         self.pauses: list[tuple[float, float]] = []
 
-    async def complete(self, payload: bytes) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
         self.sent.append(self.clock())
         try:
             return await super().complete(payload)

@@ -26,7 +26,13 @@ BASE = "https://api.example.test/v1"
 URL = f"{BASE}/chat/completions"
 OK_BODY = {
     "id": "c1",
-    "choices": [],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "hi"},
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 4},
 }
 

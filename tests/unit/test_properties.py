@@ -152,7 +152,7 @@ class ScriptedClient(SessionlessClient):
         self.plan = plan
         self.calls = 0
 
-    async def complete(self, payload: bytes) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
         self.calls += 1
         await asyncio.sleep(0)
         action = self.plan.get(self.calls, "ok")

@@ -11,7 +11,9 @@ import aiohttp
 import orjson
 
 from worker import __version__
+from worker.api.answer import check_answer
 from worker.api.status import error_for_status
+from worker.api.stream import as_stream, read_stream
 from worker.config import Settings
 from worker.errors import (
     BadResponseError,
@@ -83,6 +85,7 @@ class ChatClient:
     ) -> None:
         self._url = f"{base_url.rstrip('/')}/chat/completions"
         self._api_key = api_key
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
@@ -118,44 +121,77 @@ class ChatClient:
             await self._session.close()
             self._session = None
 
-    async def complete(self, payload: bytes) -> ChatReply:
-        """POST one chat-completion request body (already serialised JSON).
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+        """POST one chat-completion request body (already serialised JSON),
+        asking for a stream when `stream` (read whole, into the same shape).
 
         Raises:
-            RetryableError: 408/409/429/5xx, a transport failure, or a 2xx whose
-                body is not a JSON object.
+            RetryableError: 408/409/429/5xx, a transport failure, a 2xx whose
+                body is not a JSON object, an upstream-error text or no answer.
             FatalError: 401, 402, or a 429 saying the quota is spent.
-            JobError: any other refusal, and redirects.
+            JobError: any other refusal, redirects, a withheld answer.
         """
         assert self._session is not None, "use ChatClient as an async context manager"
         try:
-            async with self._session.post(
-                self._url, data=payload, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                request_id = resp.headers.get("x-request-id")
-                headers = resp.headers
-                ok = 200 <= status < 300
-                limit = self._max_response_bytes if ok else _MAX_ERROR_BODY_BYTES
-                raw, complete = await _read_at_most(resp, limit)
-                if ok and not complete:
-                    raise ResponseTooLargeError(
-                        f"the answer is over --max-response-bytes ({limit} bytes, "
-                        "decompressed); it was not read further",
-                        status=status,
-                        request_id=request_id,
-                    )
+            if stream:
+                reply = await self._streamed(self._session, payload)
+            else:
+                reply = await self._plain(self._session, payload)
         except TimeoutError as exc:
             raise TransportError("request timed out") from exc
         except aiohttp.ClientError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        if 200 <= status < 300:
-            return _answer(status, raw, request_id)
-        raise error_for_status(
-            status, headers, _decode_error_body(raw), request_id=request_id
+        check_answer(reply.body, reply.status, reply.request_id)
+        return reply
+
+    async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> ChatReply:
+        async with session.post(self._url, data=payload, allow_redirects=False) as resp:
+            status = resp.status
+            request_id = resp.headers.get("x-request-id")
+            ok = 200 <= status < 300
+            limit = self._max_response_bytes if ok else _MAX_ERROR_BODY_BYTES
+            raw, complete = await _read_at_most(resp, limit)
+            if ok and not complete:
+                raise ResponseTooLargeError(
+                    f"the answer is over --max-response-bytes ({limit} bytes, "
+                    "decompressed); it was not read further",
+                    status=status,
+                    request_id=request_id,
+                )
+            if not ok:
+                raise error_for_status(
+                    status, resp.headers, _decode_error_body(raw), request_id=request_id
+                )
+        return _answer(status, raw, request_id)
+
+    async def _streamed(
+        self, session: aiohttp.ClientSession, payload: bytes
+    ) -> ChatReply:
+        # A stream is not cut by the total timeout, only by a silence that long.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
         )
+        body = as_stream(payload)
+        async with session.post(
+            self._url, data=body, allow_redirects=False, timeout=timeout
+        ) as resp:
+            status = resp.status
+            request_id = resp.headers.get("x-request-id")
+            if not 200 <= status < 300:
+                raw, _ = await _read_at_most(resp, _MAX_ERROR_BODY_BYTES)
+                raise error_for_status(
+                    status, resp.headers, _decode_error_body(raw), request_id=request_id
+                )
+            if resp.content_type != "text/event-stream":
+                raw, _ = await _read_at_most(resp, self._max_response_bytes)
+                return _answer(status, raw, request_id)  # it answered in one piece
+            request = orjson.loads(body)
+            answer = await read_stream(
+                resp, request, max_bytes=self._max_response_bytes
+            )
+        return ChatReply(status, answer, request_id)
 
 
 def _answer(status: int, raw: bytes, request_id: str | None) -> ChatReply:
@@ -199,7 +235,7 @@ class Client(Protocol):
         /,
     ) -> None: ...
 
-    async def complete(self, payload: bytes) -> ChatReply: ...
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply: ...
 
 
 def make_client(settings: Settings, api_key: str) -> ChatClient:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from worker.sim.faults import MODELS, PLAN_MODELS
+from worker.sim.faults import MODELS, PLAN_MODELS, Faults
 
 MAX_MESSAGES = 200
 MAX_CONTENT_CHARS = 32_000
@@ -80,18 +80,49 @@ def check_request(body: dict[str, Any], plan: str) -> web.Response | None:
     return None
 
 
-def completion(body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI-shaped completion that echoes the last user message, with usage."""
+# What Mira's backend writes into a 200 in place of an answer (MIRA_API.md).
+BAD_ANSWERS = {
+    "upstream_error": "Ошибка: upstream returned 502 Bad Gateway",
+    "moderated": "I cannot provide that response.",
+    "empty": "",
+}
+
+
+def wants_stream(raw: bytes) -> bool:
+    """True when the request asks for a stream."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+def timed_out(faults: Faults) -> web.Response:
+    """The server's timeout: the source's is an empty 408 from its timeout layer."""
+    if faults.behaviour == "source":
+        return web.Response(status=408)
+    return detail_response(408, "Request timed out")
+
+
+def completion(
+    body: dict[str, Any], faults: Faults, text: str | None = None
+) -> dict[str, Any]:
+    """An OpenAI-shaped completion that echoes the last user message (or says
+    `text`), with usage: whitespace-separated words as the source counts."""
     messages = body["messages"]
     last = next(
         (m["content"] for m in reversed(messages) if m.get("role") == "user"),
         messages[-1]["content"],
     )
-    content = f"Echo: {last[:400]}"
-    prompt_tokens = (
-        sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages) + 3
-    )
-    completion_tokens = max(1, len(content) // 4)
+    content = f"Echo: {last[:400]}" if text is None else text
+    if faults.behaviour == "source":
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        completion_tokens = len(content.split())
+    else:
+        prompt_tokens = (
+            sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages) + 3
+        )
+        completion_tokens = max(1, len(content) // 4)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",

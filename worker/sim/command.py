@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 _HELP = {
     "seed": "seed of every fault decision",
+    "behaviour": "docs: as Mira's documentation says; source: as its backend source "
+    "does (window refusals stay in the window and answer its whole length, slots "
+    "leak on a 408, a disconnect or a full GPU queue, an empty 408, word usage)",
     "latency_ms": "latency per request, ms (the median with --latency-sigma)",
     "latency_jitter_ms": "extra random latency up to this many ms",
     "latency_sigma": "log-normal latency around --latency-ms with this sigma; 0 = off",
@@ -34,10 +37,19 @@ _HELP = {
     "p_truncate": "probability of cutting the connection mid-body",
     "p_malformed": "probability of a 200 whose body is not valid JSON",
     "p_quota": "probability of a 429 insufficient_quota (treated as 402)",
+    "p_upstream_error": "probability of a 200 whose answer is Mira's upstream-error "
+    "text ('Ошибка: ...')",
+    "p_moderated": "probability of a 200 whose answer moderation withheld",
+    "p_empty": "probability of a 200 with no content",
     "max_in_flight": "requests in flight per user before 429s (Mira: 3); 0 = no limit",
     "in_flight_retry_after": "Retry-After of those 429s, seconds (Mira: 5)",
+    "slot_ttl_s": "with --behaviour source: leaked in-flight slots are freed this "
+    "long after the last successful acquire, s (Mira: 300)",
+    "leaked_slots": "with --behaviour source: in-flight slots already held when "
+    "the first request arrives (an earlier run's, stopped hard)",
     "window_requests": "sliding window: N requests per --window-s per user "
-    "(Mira: 60); 429 with the seconds until the oldest leaves; 0 = off",
+    "(Mira: 60); 429 with the seconds until the oldest leaves (source: the "
+    "whole window, and the refusal stays in it); 0 = off",
     "window_s": "the sliding window's length, seconds (Mira: 60)",
     "monthly_tokens": "429 with Retry-After 86400 once the user used this many "
     "tokens; 0 = no budget",
@@ -74,9 +86,11 @@ def add_simulate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         choices=["mira"],
-        help="start from Mira's real limits: "
+        help="start from Mira as its backend source behaves: "
         + ", ".join(
-            f"{name.replace('_', '-')} {value:g}"
+            f"{name.replace('_', '-')} {value}"
+            if isinstance(value, str)
+            else f"{name.replace('_', '-')} {value:g}"
             for name, value in MIRA_PROFILE.items()
         )
         + "; flags given beside it win",

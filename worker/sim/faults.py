@@ -18,16 +18,23 @@ PLAN_MODELS = {
 }
 
 
-# Mira's real limits for one user (MIRA_API.md): `--profile mira`.
+# Mira's real limits for one user, as its backend source behaves (MIRA_API.md,
+# "What the server really does"): `--profile mira`.
 MIRA_PROFILE: dict[str, Any] = {
+    "behaviour": "source",
     "latency_ms": 300.0,
     "latency_sigma": 0.4,
     "server_timeout_s": 30.0,
     "max_in_flight": 3,
     "in_flight_retry_after": 5.0,
+    "slot_ttl_s": 300.0,
     "window_requests": 60,
     "window_s": 60.0,
 }
+# "docs": as MIRA_API.md's documentation describes the server; "source": as its
+# backend source does (window refusals that stay in the window and answer the
+# whole window, leaked in-flight slots, an empty 408, word-count usage).
+BEHAVIOURS = ("docs", "source")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,7 @@ class Faults:
     """What the simulator injects; every probability is per request, 0..1."""
 
     seed: int = 0
+    behaviour: str = "docs"
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     latency_sigma: float = 0.0
@@ -49,8 +57,13 @@ class Faults:
     p_truncate: float = 0.0
     p_malformed: float = 0.0
     p_quota: float = 0.0
+    p_upstream_error: float = 0.0
+    p_moderated: float = 0.0
+    p_empty: float = 0.0
     max_in_flight: int = 0
     in_flight_retry_after: float = 5.0
+    slot_ttl_s: float = 300.0
+    leaked_slots: int = 0
     window_requests: int = 0
     window_s: float = 60.0
     monthly_tokens: int = 0
@@ -72,6 +85,8 @@ class Faults:
         for name, value in changes.items():
             current = getattr(self, name)
             typed[name] = type(current)(value)
+        if typed.get("behaviour", self.behaviour) not in BEHAVIOURS:
+            raise ValueError(f"behaviour must be one of {list(BEHAVIOURS)}")
         if typed.get("plan", self.plan) not in PLAN_MODELS:
             raise ValueError(f"plan must be one of {sorted(PLAN_MODELS)}")
         if typed.get("echo_key", self.echo_key) not in ("", "bearer", "bare"):
@@ -94,6 +109,9 @@ class SimStats:
     after_payment_stop: int = 0
     during_retry_after: int = 0
     limited: Counter[str] = field(default_factory=Counter)
+    # daily messages used, slots leaked, streams served, bad answers sent, system
+    # messages dropped: what the backend source does that a client pays for
+    account: Counter[str] = field(default_factory=Counter)
     duplicate_successes: int = 0
     undelivered: int = 0
     first_arrival_at: float | None = None
@@ -106,6 +124,7 @@ class SimStats:
         data = asdict(self)
         data["by_status"] = {str(k): v for k, v in sorted(self.by_status.items())}
         data["limited"] = dict(self.limited)
+        data["account"] = dict(self.account)
         return data
 
 
@@ -127,6 +146,9 @@ def pick_fault(faults: Faults, draw: tuple[object, ...]) -> str | None:
         (faults.p_drop, "drop"),
         (faults.p_truncate, "truncate"),
         (faults.p_malformed, "malformed"),
+        (faults.p_upstream_error, "upstream_error"),
+        (faults.p_moderated, "moderated"),
+        (faults.p_empty, "empty"),
     ):
         if roll < chance:
             return outcome

@@ -18,9 +18,10 @@ class Ledger:
 
     __slots__ = ("_pauses", "_succeeded", "seen", "stats")
 
-    def __init__(self, limited: Counter[str]) -> None:
+    def __init__(self, limited: Counter[str], account: Counter[str]) -> None:
         self.stats = SimStats()
         self.stats.limited = limited
+        self.stats.account = account
         self.seen: Counter[bytes] = Counter()
         self._succeeded: set[bytes] = set()
         self._pauses: list[tuple[float, float]] = []

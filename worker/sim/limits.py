@@ -63,13 +63,14 @@ class AccountLimits:
 
     def __init__(self) -> None:
         self._requests_by_key: Counter[str] = Counter()
-        self._requests = 0
         self._window: deque[float] = deque()
         self._in_flight = 0
+        self._slots = Slots()
         self.tokens_used = 0
         self.revoked: set[str] = set()
         self.unpaid: set[str] = set()
         self.limited: Counter[str] = Counter()  # 429s by kind
+        self.account: Counter[str] = Counter()  # daily messages, leaked slots
 
     def authenticate(
         self, header: str, keys: set[str], stats: SimStats
@@ -100,36 +101,80 @@ class AccountLimits:
             return UNPAID
         if faults.monthly_tokens and self.tokens_used >= faults.monthly_tokens:
             return self._limited("monthly_tokens", MONTHLY_RETRY_AFTER_S)
-        if faults.window_requests:
-            window = self._window
-            while window and window[0] <= now - faults.window_s:
-                window.popleft()
-            if len(window) >= faults.window_requests:
-                wait_s = max(1, math.ceil(window[0] + faults.window_s - now))
-                return self._limited("window", wait_s)
-            window.append(now)  # counted from here on, refused later or not
-        self._requests += 1
-        if faults.daily_cap and self._requests > faults.daily_cap:
+        if faults.window_requests and (refusal := self._window_check(faults, now)):
+            return refusal
+        # The day's counter goes up before the in-flight check (plans.rs).
+        self.account["daily_messages"] += 1
+        if faults.daily_cap and self.account["daily_messages"] > faults.daily_cap:
             return self._limited("daily_cap", DAILY_CAP_RETRY_AFTER_S)
         return None
 
-    def enter(self, faults: Faults) -> Refusal | None:
-        """Start a request; refuse it above the in-flight limit.
-
-        The caller must `leave` after every `enter`, refused or not.
-        """
-        self._in_flight += 1
-        if faults.max_in_flight and self._in_flight > faults.max_in_flight:
-            return self._limited("in_flight", faults.in_flight_retry_after)
+    def _window_check(self, faults: Faults, now: float) -> Refusal | None:
+        window = self._window
+        while window and window[0] <= now - faults.window_s:
+            window.popleft()
+        source = faults.behaviour == "source"
+        if len(window) >= faults.window_requests:
+            if source:
+                # Added before it is counted: a refusal stays in the window, and
+                # says the whole window (rate_limit.rs).
+                window.append(now)
+                return self._limited("window", max(1, math.ceil(faults.window_s)))
+            wait_s = max(1, math.ceil(window[0] + faults.window_s - now))
+            return self._limited("window", wait_s)
+        window.append(now)  # counted from here on, refused later or not
         return None
 
-    def leave(self) -> None:
-        """A request has its answer."""
+    def enter(self, faults: Faults, now: float) -> Refusal | None:
+        """Take an in-flight slot, or refuse above the limit (no slot taken).
+
+        The caller must `leave` after every `enter` that returned None.
+        """
+        leaked = self._slots.held(faults, now)
+        if faults.max_in_flight and self._in_flight + leaked >= faults.max_in_flight:
+            return self._limited("in_flight", faults.in_flight_retry_after)
+        self._in_flight += 1
+        self._slots.acquired(faults, now)
+        return None
+
+    def leave(self, faults: Faults, *, answered: bool) -> None:
+        """A request that took a slot is over; with the source's behaviour, a
+        slot is given back only when an answer was returned (else it leaks)."""
         self._in_flight -= 1
+        if not answered and faults.behaviour == "source":
+            self._slots.leak()
+            self.account["leaked_slots"] += 1
 
     def _limited(self, kind: str, retry_after_s: float) -> Refusal:
         self.limited[kind] += 1
         return Refusal.rate_limited(retry_after_s)
+
+
+class Slots:
+    """In-flight slots held by no request: leaked ones, and those an earlier
+    process held when it was stopped hard. Like the backend's Redis counter,
+    they are forgotten `slot_ttl_s` after the last successful acquire."""
+
+    def __init__(self) -> None:
+        self._leaked = 0
+        self._expires_at: float | None = None
+
+    def held(self, faults: Faults, now: float) -> int:
+        """Slots held by no request now."""
+        if self._expires_at is None:  # the first request: an earlier run's
+            self._leaked = faults.leaked_slots if faults.behaviour == "source" else 0
+            self._expires_at = now + faults.slot_ttl_s
+        if now >= self._expires_at:
+            self._leaked = 0
+        return self._leaked
+
+    def acquired(self, faults: Faults, now: float) -> None:
+        """A slot was taken: the counter's expiry is renewed."""
+        self._expires_at = now + faults.slot_ttl_s
+
+    def leak(self) -> None:
+        """A request ended without giving its slot back."""
+        self._leaked += 1
 
 
 class GpuQueue:

@@ -1,0 +1,208 @@
+"""`POST /v1/chat/completions` in the simulator: the checks in the backend's
+order (key, quotas, the in-flight cap, the GPU queue), then the answer, plain
+or streamed, or the fault the draw injects."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from worker.sim.answers import (
+    BAD_ANSWERS,
+    CUT,
+    break_connection,
+    completion,
+    detail_response,
+    fault_response,
+    read_body,
+    timed_out,
+    wants_stream,
+)
+from worker.sim.faults import Faults, SimStats, latency_s, pick_fault
+from worker.sim.ledger import Ledger
+from worker.sim.limits import (
+    GPU_QUEUE_RETRY_AFTER_S,
+    REVOKED,
+    UNPAID,
+    AccountLimits,
+    GpuQueue,
+    Refusal,
+    echoing,
+)
+from worker.sim.stream import stream_answer, stream_queue_full
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+_RAW_BODY = web.RequestKey("sim_raw_body", bytes)
+_ANSWERED = web.RequestKey("sim_answered", bool)  # a real completion, not a fault
+
+
+class Server(Protocol):
+    """The simulator's state, as the completion route reads and changes it."""
+
+    keys: set[str]
+    faults: Faults
+    limits: AccountLimits
+    gpu: GpuQueue
+    ledger: Ledger
+
+    @property
+    def stats(self) -> SimStats: ...
+
+
+class Chat:
+    """The completion route over the simulator's state."""
+
+    def __init__(
+        self,
+        sim: Server,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._sim = sim
+        self._clock = clock
+        self._sleep = sleep
+
+    def _refuse(self, refusal: Refusal, now: float) -> web.Response:
+        """The refusal as a response; a 429 opens a pause nobody should send in."""
+        retry_after = refusal.retry_after_s
+        if retry_after is None:
+            return detail_response(refusal.status, refusal.detail)
+        if retry_after > 0:
+            self._sim.ledger.paused(now, retry_after)
+        return detail_response(
+            refusal.status, refusal.detail, {"Retry-After": f"{retry_after:g}"}
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/chat/completions`."""
+        now = self._clock()
+        self._sim.ledger.arrived(now)
+        try:
+            response = await self._answer(request, now)
+        finally:
+            self._sim.ledger.left()
+        if response is None or response is CUT:
+            mid_body = response is CUT
+            self._sim.stats.truncated += mid_body
+            self._sim.stats.dropped += not mid_body
+            return await break_connection(request, mid_body=mid_body)
+        source_408 = response.status == 408 and self._sim.faults.behaviour == "source"
+        if not response.prepared and not source_408:
+            # Mira's 408 comes from its timeout layer, with no request id.
+            response.headers.setdefault("x-request-id", str(uuid.uuid4()))
+        self._sim.stats.by_status[response.status] += 1
+        if request.get(_ANSWERED):
+            transport = request.transport
+            gone = transport is None or transport.is_closing()
+            self._sim.ledger.delivered(request[_RAW_BODY], client_gone=gone)
+        return response
+
+    async def _answer(
+        self, request: web.Request, now: float
+    ) -> web.StreamResponse | None:
+        sim, faults = self._sim, self._sim.faults
+        refused = self._admit(request, faults, now)
+        if refused is not None:
+            return refused
+        raw = await request.read()
+        if len(raw) > MAX_BODY_BYTES:
+            return detail_response(413, "Request body too large (limit 2 MB)")
+        sim.ledger.seen[raw] += 1
+        request[_RAW_BODY] = raw
+        draw = (
+            faults.seed,
+            hashlib.blake2b(raw, digest_size=16).digest(),
+            sim.ledger.seen[raw],
+        )
+        if (busy := sim.limits.enter(faults, now)) is not None:
+            return self._refuse(busy, now)
+        stream, answered = wants_stream(raw), False
+        try:
+            if not await sim.gpu.acquire(faults):
+                sim.limits.limited["gpu_queue"] += 1
+                if stream and faults.behaviour == "source":
+                    return await stream_queue_full(request)
+                return self._refuse(Refusal.rate_limited(GPU_QUEUE_RETRY_AFTER_S), now)
+            try:
+                response = await self._reply(request, raw, draw, faults, stream)
+            finally:
+                await sim.gpu.release(faults)
+            # Only a returned answer gives the slot back (the source: a
+            # disconnect, a 408 or a refusal above leaks it).
+            answered = response is not None and response is not CUT
+            answered = answered and response is not None and response.status != 408
+            return response
+        finally:
+            sim.limits.leave(faults, answered=answered)
+
+    def _admit(
+        self, request: web.Request, faults: Faults, now: float
+    ) -> web.Response | None:
+        """The key and the account's quotas, in the backend's order."""
+        sim, stats = self._sim, self._sim.stats
+        header = request.headers.get("Authorization", "")
+        key, unauthorised = sim.limits.authenticate(header, sim.keys, stats)
+        if key is None:
+            return self._refuse(unauthorised or REVOKED, 0.0)
+        refusal = sim.limits.admit(key, faults, now)
+        if refusal is REVOKED:
+            stats.revoked_at = stats.revoked_at or now
+        elif refusal is UNPAID:
+            stats.payment_stopped_at = stats.payment_stopped_at or now
+        if refusal is not None:
+            return self._refuse(echoing(refusal, key, faults.echo_key), now)
+        return None
+
+    async def _reply(
+        self,
+        request: web.Request,
+        raw: bytes,
+        draw: tuple[object, ...],
+        faults: Faults,
+        stream: bool,
+    ) -> web.StreamResponse | None:
+        delay_s = latency_s(faults, draw, len(raw))
+        timeout_s = faults.server_timeout_s
+        if timeout_s and delay_s > timeout_s and not stream:  # streams are not cut
+            await self._sleep(timeout_s)
+            return timed_out(faults)
+        if delay_s > 0 and not stream:
+            await self._sleep(delay_s)
+        outcome = pick_fault(faults, draw)
+        if outcome == "429":
+            self._sim.limits.limited["injected"] += 1
+            return self._refuse(Refusal.rate_limited(faults.retry_after), self._clock())
+        if outcome is not None and outcome not in BAD_ANSWERS:
+            self._sim.stats.malformed += outcome == "malformed"
+            return fault_response(outcome)
+        body = read_body(raw, request, faults.plan)
+        if isinstance(body, web.Response):
+            return body
+        answer = completion(body, faults, BAD_ANSWERS.get(outcome or ""))
+        self._count_answer(body, answer, outcome, faults)
+        request[_ANSWERED] = outcome is None
+        if stream:
+            self._sim.stats.account["streams"] += 1
+            return await stream_answer(
+                request, answer, delay_s=delay_s, sleep=self._sleep
+            )
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    def _count_answer(
+        self,
+        body: dict[str, Any],
+        answer: dict[str, Any],
+        outcome: str | None,
+        faults: Faults,
+    ) -> None:
+        self._sim.limits.tokens_used += answer["usage"]["total_tokens"]
+        if outcome is not None:
+            self._sim.stats.account["bad_answers"] += 1
+        if faults.behaviour == "source":
+            dropped = sum(1 for m in body["messages"] if m.get("role") == "system")
+            self._sim.stats.account["system_messages_dropped"] += dropped
