@@ -20,6 +20,7 @@ DEFAULT_BASE_URL = "https://api.vmira.ai/v1"
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 ProgressMode = Literal["auto", "bar", "log", "off"]
+StreamMode = Literal["auto", "always", "never"]
 # The same choices for argparse, so the flags and the settings cannot drift apart.
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
@@ -109,6 +110,16 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias=_env("shutdown_grace_s"),
         description="seconds in-flight requests get after SIGTERM/SIGINT",
+    )
+    stream: StreamMode = Field(
+        "auto",
+        description="streamed answers: auto asks for one after a 408 (Mira cuts a "
+        "plain call at 30 s; a long answer only comes as a stream), always, never",
+    )
+    system_as_user: bool = Field(
+        False,
+        description="fold system messages into the first user message (Mira drops "
+        "system messages before the model sees them)",
     )
     log_level: LogLevel = Field("info", description="how much to log")
     log_format: LogFormat = Field(

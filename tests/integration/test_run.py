@@ -7,27 +7,19 @@ real command, signals, kills) are in tests/e2e.
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from tests.fakes import FakeClock
+from tests.batch import Batch
 from tests.helpers import (
     OTHER_KEY,
-    SENTINEL_KEY,
     assert_outputs_clean,
-    read_jsonl,
-    run_settings,
     simple_jobs,
     write_jobs,
 )
-from worker.app.run import ResumeMode, execute_run
 from worker.errors import ConfigError
-from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -73,70 +65,6 @@ def mixed_jobs(n: int) -> list[dict[str, Any]]:
                 }
             )
     return jobs
-
-
-class Batch:
-    """jobs.jsonl in a directory, run in-process as `mira-batch run` would."""
-
-    def __init__(self, sim: Simulator, directory: Path) -> None:
-        self.sim = sim
-        self.dir = directory
-        self.files = RunFiles.default(
-            str(directory / "jobs.jsonl"),
-            results=directory / "jobs.results.jsonl",
-            errors=directory / "jobs.errors.jsonl",
-            summary=directory / "jobs.summary.json",
-        )
-        self.clock = FakeClock()
-
-    async def run(
-        self,
-        *,
-        mode: ResumeMode = "resume",
-        force: bool = False,
-        key: str = SENTINEL_KEY,
-        real_time: bool = False,
-        **overrides: Any,
-    ) -> int:
-        overrides.setdefault("concurrency", 4)
-        settings = run_settings(
-            overrides.pop("base_url", self.sim.base_url),
-            api_key=SecretStr(key),
-            **overrides,
-        )
-        if real_time:
-            return await execute_run(
-                settings,
-                self.files,
-                mode=mode,
-                force=force,
-                out=io.StringIO(),
-            )
-        return await execute_run(
-            settings,
-            self.files,
-            mode=mode,
-            force=force,
-            out=io.StringIO(),
-            clock=self.clock,
-            sleep=self.clock.sleep,
-        )
-
-    @property
-    def results(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.files.results)
-
-    @property
-    def errors(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.files.errors)
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.files.summary.read_text())
-        return data
-
-    def done_ids(self) -> list[str]:
-        return [r["custom_id"] for r in self.results + self.errors]
 
 
 @pytest.fixture

@@ -69,8 +69,8 @@ def test_an_in_flight_429_teaches_the_cap_from_the_smallest_count_refused() -> N
     account.succeed(6, LLM_S)
     assert account.limiter.limit == 6  # probed: the gamble paid on paper
     epoch = account.limiter.epoch
-    assert account.learner.on_rate_limited(5, 6, epoch) == "in_flight"
-    assert account.learner.on_rate_limited(5, 4, epoch) == "in_flight"
+    assert account.learner.on_rate_limited(5, 6, epoch)[0] == "in_flight"
+    assert account.learner.on_rate_limited(5, 4, epoch)[0] == "in_flight"
     assert account.learner.cap == 3
     assert account.limiter.limit == 3
     assert account.limiter.decreases == 1  # one event, one cut
@@ -101,7 +101,7 @@ def test_a_window_429_teaches_the_window_from_the_runs_own_requests() -> None:
         account.clock.now += 0.1
     account.succeed(3, LLM_S)
     # 20 went through in 2 s; the window frees in 3 s: 20 per 5 s.
-    kind = account.learner.on_rate_limited(3, 3, account.limiter.epoch)
+    kind, _ = account.learner.on_rate_limited(3, 3, account.limiter.epoch)
     assert kind == "window"
     window = account.learner.window
     assert window is not None

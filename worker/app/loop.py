@@ -49,6 +49,7 @@ def build_pipeline(
         crew=crew,
         may_send=Permit(parts.stop, parts.tally.stats, settings.token_budget),
         max_consecutive_failures=settings.max_consecutive_failures,
+        stream=settings.stream,
     )
     return Pipeline(
         intake=intake,

@@ -17,7 +17,15 @@ ODDS_AT_DOCUMENTED_CAP = 4.0
 ODDS_BEYOND_IT = 0.25
 ODDS_ABOVE_LEARNED_CAP = 9.0
 PROBE_BACKOFF_S = 30.0  # after a failed probe; doubles with each one
-SEND_LOG = 20_000  # starts remembered to learn a window from
+SEND_LOG = 20_000
+# The longest pause while the cap is held elsewhere: past Mira's 300 s expiry.
+HELD_PAUSE_MAX_S = 320.0
+HELD_ELSEWHERE = (
+    "Mira's in-flight slots are held by requests that are not this run's (an "
+    "earlier run stopped hard, an answer cut at the server's timeout, or the web "
+    "chat); Mira frees them up to 5 minutes after they were taken. Waiting with "
+    "growing pauses, as each refusal uses one of the day's messages"
+)  # starts remembered to learn a window from
 
 
 def shard_share(index: int, count: int) -> tuple[int, float]:

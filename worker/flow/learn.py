@@ -20,18 +20,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from worker.flow.caps import (
-    IN_FLIGHT_RETRY_AFTER_S,
-    MIRA_IN_FLIGHT,
-    MODEL_LATENCY_S,
-    ODDS_ABOVE_LEARNED_CAP,
-    ODDS_AT_DOCUMENTED_CAP,
-    ODDS_BEYOND_IT,
-    PROBE_BACKOFF_S,
-    SEND_LOG,
-    kind_of_429,
-    shard_share,
-)
+from worker.flow import caps
 from worker.flow.clock import Clock, Sleep
 from worker.flow.pacing import WindowLimiter
 from worker.flow.slots import AdaptiveLimiter
@@ -57,7 +46,7 @@ class Learner:
         self._sleep = sleep
         self._remaining_jobs = remaining_jobs
         self._progress = progress
-        self._share, self._takeover_at = shard_share(*shard)
+        self._share, self._takeover_at = caps.shard_share(*shard)
         self.cap: int | None = None  # learned: the most that went through
         self.window: WindowLimiter | None = None
         self.kinds: Counter[str] = Counter()  # 429s by what they meant
@@ -69,10 +58,11 @@ class Learner:
         self._probing: int | None = None
         self._failed_probes = 0
         self._next_probe_at = -math.inf
-        self._probe_cost_s = IN_FLIGHT_RETRY_AFTER_S
+        self._probe_cost_s = caps.IN_FLIGHT_RETRY_AFTER_S
         self._event_epoch = -1
+        self._held_streak = 0  # refusals in a row with the cap held elsewhere
         self._window_learned_at = -math.inf
-        self.sends: deque[float] = deque(maxlen=SEND_LOG)
+        self.sends: deque[float] = deque(maxlen=caps.SEND_LOG)
 
     @property
     def initial_limit(self) -> int:
@@ -86,6 +76,7 @@ class Learner:
         # A level is proven by a full round trip of successes at it with no 429:
         # counting in flight here overstates what the server held at once.
         self._streak += 1
+        self._held_streak = 0
         if self._streak >= self._limiter.limit:
             self._proven = max(self._proven, self._limiter.limit)
         old = self._latency_s
@@ -105,7 +96,7 @@ class Learner:
         self._failed_probes = 0
         if self.cap is not None:
             self.cap = max(self.cap, level)
-        elif level > MIRA_IN_FLIGHT:
+        elif level > caps.MIRA_IN_FLIGHT:
             self._beyond = True
 
     def _grow(self) -> None:
@@ -129,10 +120,10 @@ class Learner:
         if self.cap is not None:
             return self.cap
         latency = self._latency_s
-        if latency is not None and latency < MODEL_LATENCY_S:
+        if latency is not None and latency < caps.MODEL_LATENCY_S:
             return self._limiter.ceiling
         if self._progress() >= self._takeover_at:
-            return MIRA_IN_FLIGHT  # the larger shards should be done by now
+            return caps.MIRA_IN_FLIGHT  # the larger shards should be done by now
         return self._share
 
     def _probe_pays(self, level: int, step: int) -> bool:
@@ -146,9 +137,9 @@ class Learner:
         left_s = remaining * (self._latency_s or 1.0) / level
         saved_s = left_s * step / (level + step)
         if self.cap is not None:
-            odds = ODDS_ABOVE_LEARNED_CAP
+            odds = caps.ODDS_ABOVE_LEARNED_CAP
         else:
-            odds = ODDS_BEYOND_IT if self._beyond else ODDS_AT_DOCUMENTED_CAP
+            odds = caps.ODDS_BEYOND_IT if self._beyond else caps.ODDS_AT_DOCUMENTED_CAP
         return saved_s > odds * self._probe_cost_s
 
     # -- 429s -----------------------------------------------------------------
@@ -159,11 +150,16 @@ class Learner:
         in_flight_at_send: int,
         epoch: int,
         sent_at: float = -math.inf,
-    ) -> str:
-        """Learn from a 429 to a request sent at `sent_at`; return its kind."""
-        kind = kind_of_429(retry_after_s, in_flight_at_send, self._proven)
+    ) -> tuple[str, float]:
+        """Learn from a 429 to a request sent at `sent_at`; return its kind and
+        how long every request should hold back beyond its Retry-After."""
+        kind = caps.kind_of_429(retry_after_s, in_flight_at_send, self._proven)
+        if kind == "in_flight" and in_flight_at_send < caps.MIRA_IN_FLIGHT:
+            kind = "held"
         self.kinds[kind] += 1
         self._streak = 0
+        if kind == "held":
+            return kind, self._held(retry_after_s)
         if kind == "window":
             self._learn_window(retry_after_s, sent_at)
         elif kind == "other":
@@ -176,12 +172,34 @@ class Learner:
             # smallest count that drew a 429 is the one that tells.
             self.cap = min(self.cap, max(1, in_flight_at_send - 1))
             self._limiter.cut_to(self.cap, new_event=False)
-        return kind
+        return kind, 0.0
+
+    def _held(self, retry_after_s: float) -> float:
+        """The cap is full with fewer than Mira's 3 of ours in flight: it
+        teaches no cap, and as each refusal costs a daily message, the pauses
+        grow instead of asking every few seconds (caps.HELD_ELSEWHERE)."""
+        self._held_streak += 1
+        if self.kinds["held"] == 1:
+            log.warning(caps.HELD_ELSEWHERE)
+        return min(
+            caps.HELD_PAUSE_MAX_S, retry_after_s * 2.0 ** (self._held_streak - 1)
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What was learned, for the summary."""
+        window = self.window
+        return {
+            "in_flight": self.cap,
+            "window": None
+            if window is None
+            else {"requests": window.requests, "seconds": round(window.window_s, 1)},
+            "rate_limited": dict(self.kinds),
+        }
 
     def _learn_cap(self, retry_after_s: float, in_flight_at_send: int) -> None:
         self._probing = None
         self._failed_probes += 1
-        backoff_s = PROBE_BACKOFF_S * 2 ** (self._failed_probes - 1)
+        backoff_s = caps.PROBE_BACKOFF_S * 2 ** (self._failed_probes - 1)
         self._next_probe_at = self._clock() + retry_after_s + backoff_s
         self._probe_cost_s = max(retry_after_s, 1.0)
         cap = max(1, in_flight_at_send - 1)
@@ -226,14 +244,3 @@ class Learner:
             window.window_s,
             window.requests * 60 / window.window_s,
         )
-
-    def summary(self) -> dict[str, Any]:
-        """What was learned, for the summary."""
-        window = self.window
-        return {
-            "in_flight": self.cap,
-            "window": None
-            if window is None
-            else {"requests": window.requests, "seconds": round(window.window_s, 1)},
-            "rate_limited": dict(self.kinds),
-        }

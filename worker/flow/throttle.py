@@ -135,13 +135,16 @@ class Throttle:
         self.limiter.release()
         # A Retry-After longer than the run will pause stops it: no limit to learn.
         if isinstance(exc, RateLimitedError) and exc.retry_after_s <= self._max_pause_s:
-            kind = self.learner.on_rate_limited(
+            kind, hold_s = self.learner.on_rate_limited(
                 exc.retry_after_s, turn.in_flight_at_send, turn.epoch, turn.started
             )
+            if hold_s:
+                self.gate.defer(hold_s)
+                exc.counts_as_attempt = False  # not this job's failure
             log.info(
                 "429 (%s): pausing all requests for %.3g s; %d allowed in flight",
                 kind,
-                exc.retry_after_s,
+                max(exc.retry_after_s, hold_s),
                 self.limiter.limit,
             )
 

@@ -25,6 +25,8 @@ T = TypeVar("T")
 # Full jitter (AWS): N workers that failed together must not retry together.
 BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 30.0
+# Retries that use up no attempt (the account's slots held elsewhere), per job.
+MAX_FREE_RETRIES = 12
 
 
 def backoff_s(
@@ -84,15 +86,18 @@ class RetryPolicy:
             RetriesExhaustedError: every attempt failed with a RetryableError.
             PauseTooLongError: a Retry-After was longer than allowed.
         """
-        number = 1
+        number, free = 1, 0
         while True:
             try:
                 return await attempt(number)
             except RetryableError as exc:
                 self.pause_for(exc)
-                if number >= self.max_attempts:
+                if not exc.counts_as_attempt and free < MAX_FREE_RETRIES:
+                    free += 1  # the gate holds it back; no attempt is used up
+                    number -= 1
+                elif number >= self.max_attempts:
                     raise RetriesExhaustedError(exc, attempts=number) from exc
                 if on_retry is not None:
                     on_retry(exc, number)
-                await self._sleep(backoff_s(number))
+                await self._sleep(backoff_s(max(1, number)))
             number += 1

@@ -54,6 +54,7 @@ class Crewmates:
     crew: Crew
     may_send: Callable[[], bool]  # the supervisor's say, just before each send
     max_consecutive_failures: int = 0
+    stream: str = "auto"  # auto: a stream after a 408 (Mira's cut of long answers)
 
 
 class Sender:
@@ -62,6 +63,7 @@ class Sender:
     def __init__(self, parts: Crewmates) -> None:
         self._parts = parts
         self._consecutive_failures = 0
+        self._streaming = parts.stream == "always"
 
     async def work(self, queue: JobQueue) -> None:
         """One worker: send jobs until the queue or the run ends it."""
@@ -78,7 +80,7 @@ class Sender:
 
         async def attempt(number: int) -> tuple[ChatReply, float]:
             attempts[0] = number
-            return await self._attempt(job, number, task)
+            return await self._attempt(job, number, task, self._streaming)
 
         def on_retry(exc: RetryableError, number: int) -> None:
             nonlocal retried
@@ -86,6 +88,8 @@ class Sender:
                 retried = True
                 parts.tally.retrying(True)
             parts.tally.retried(exc.cause)
+            if exc.status == 408 and not self._streaming and parts.stream == "auto":
+                self._stream_from_now_on()
 
         try:
             reply, latency_s = await parts.policy.call(attempt, on_retry=on_retry)
@@ -102,7 +106,7 @@ class Sender:
         return self._succeed(job, reply, latency_s, attempts[0])
 
     async def _attempt(
-        self, job: Job, number: int, task: asyncio.Task[None]
+        self, job: Job, number: int, task: asyncio.Task[None], stream: bool
     ) -> tuple[ChatReply, float]:
         """One request, from its turn to its answer."""
         parts = self._parts
@@ -113,7 +117,7 @@ class Sender:
             crew = parts.crew
             crew.began(task)
             try:
-                reply = await parts.client.complete(job.payload)
+                reply = await parts.client.complete(job.payload, stream=stream)
             except WorkerError as exc:
                 parts.tally.refused(exc.status)
                 if isinstance(exc, RetryableError):
@@ -129,6 +133,16 @@ class Sender:
             tokens = parts.tally.answered(reply.status, latency_s, usage, job.model)
             turn.succeeded(latency_s, tokens)
         return reply, latency_s
+
+    def _stream_from_now_on(self) -> None:
+        # Mira cuts a plain call at 30 s, and each cut costs a daily message and
+        # leaks one of the 3 in-flight slots for 5 minutes; a stream is not cut.
+        self._streaming = True
+        log.warning(
+            "the server cut an answer at its timeout (408): from now on every "
+            "request asks for a stream, which it does not cut (--stream never "
+            "keeps plain calls)"
+        )
 
     def _succeed(
         self, job: Job, reply: ChatReply, latency_s: float, attempts: int

@@ -88,13 +88,18 @@ BAD_ANSWERS = {
 }
 
 
-def wants_stream(raw: bytes) -> bool:
-    """True when the request asks for a stream."""
+def peek(raw: bytes) -> tuple[bool, float | None]:
+    """Whether the request asks for a stream, and the latency it scripts for
+    itself (`x_sim_latency_ms`: a long answer, for tests and rehearsals)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(body, dict) and body.get("stream") is True
+        return False, None
+    if not isinstance(body, dict):
+        return False, None
+    latency = body.get("x_sim_latency_ms")
+    scripted = float(latency) / 1000 if isinstance(latency, int | float) else None
+    return body.get("stream") is True, scripted
 
 
 def timed_out(faults: Faults) -> web.Response:

@@ -19,9 +19,9 @@ from worker.sim.answers import (
     completion,
     detail_response,
     fault_response,
+    peek,
     read_body,
     timed_out,
-    wants_stream,
 )
 from worker.sim.faults import Faults, SimStats, latency_s, pick_fault
 from worker.sim.ledger import Ledger
@@ -121,7 +121,7 @@ class Chat:
         )
         if (busy := sim.limits.enter(faults, now)) is not None:
             return self._refuse(busy, now)
-        stream, answered = wants_stream(raw), False
+        (stream, scripted_s), answered = peek(raw), False
         try:
             if not await sim.gpu.acquire(faults):
                 sim.limits.limited["gpu_queue"] += 1
@@ -129,7 +129,9 @@ class Chat:
                     return await stream_queue_full(request)
                 return self._refuse(Refusal.rate_limited(GPU_QUEUE_RETRY_AFTER_S), now)
             try:
-                response = await self._reply(request, raw, draw, faults, stream)
+                response = await self._reply(
+                    request, raw, draw, faults, stream, scripted_s
+                )
             finally:
                 await sim.gpu.release(faults)
             # Only a returned answer gives the slot back (the source: a
@@ -165,8 +167,11 @@ class Chat:
         draw: tuple[object, ...],
         faults: Faults,
         stream: bool,
+        scripted_s: float | None,
     ) -> web.StreamResponse | None:
-        delay_s = latency_s(faults, draw, len(raw))
+        delay_s = (
+            latency_s(faults, draw, len(raw)) if scripted_s is None else scripted_s
+        )
         timeout_s = faults.server_timeout_s
         if timeout_s and delay_s > timeout_s and not stream:  # streams are not cut
             await self._sleep(timeout_s)

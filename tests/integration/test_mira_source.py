@@ -1,0 +1,119 @@
+"""Runs against a simulator that behaves as Mira's backend source does, both on
+fake clocks: 200s that are not answers, long answers past the server's cut."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.batch import Batch
+from tests.fakes import FakeClock
+from tests.helpers import SENTINEL_KEY, simple_jobs, write_jobs
+from worker.sim.faults import Faults
+from worker.sim.server import Simulator
+
+SOURCE = Faults(behaviour="source", seed=7)
+
+
+@pytest.fixture
+async def source_sim() -> AsyncIterator[Simulator]:
+    clock = FakeClock()
+    async with Simulator(keys=[SENTINEL_KEY], clock=clock, sleep=clock.sleep) as sim:
+        yield sim
+
+
+@pytest.fixture
+def batch(source_sim: Simulator, tmp_path: Path) -> Batch:
+    return Batch(source_sim, tmp_path)
+
+
+def contents(batch: Batch) -> list[str]:
+    return [
+        r["response"]["body"]["choices"][0]["message"]["content"] for r in batch.results
+    ]
+
+
+async def test_upstream_errors_are_retried_to_real_answers(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE.updated({"p_upstream_error": 0.3})
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(40))
+    assert await batch.run(max_attempts=10) == 0
+    assert source_sim.stats.account["bad_answers"] > 5
+    assert len(batch.results) == 40
+    assert not any(text.startswith("Ошибка") for text in contents(batch))
+    assert batch.summary["retries"]["upstream_error"] > 5
+
+
+async def test_a_withheld_answer_fails_its_job_at_once_and_is_no_result(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE.updated({"p_moderated": 0.25})
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(40))
+    assert await batch.run() == 1
+    filtered = [e for e in batch.errors if e["error"]["code"] == "content_filtered"]
+    assert len(filtered) == source_sim.stats.account["bad_answers"] > 3
+    assert all(e["attempts"] == 1 for e in filtered)
+    assert "I cannot provide that response." not in contents(batch)
+    assert len(batch.results) + len(filtered) == 40
+
+
+async def test_an_empty_answer_is_retried_then_fails_as_empty_answer(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE.updated({"p_empty": 1.0})
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(2))
+    assert await batch.run(max_attempts=3) == 1
+    assert [e["error"]["code"] for e in batch.errors] == ["empty_answer"] * 2
+    assert [e["attempts"] for e in batch.errors] == [3, 3]
+    assert batch.results == []
+
+
+async def test_answers_longer_than_the_servers_cut_come_as_streams(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE.updated({"server_timeout_s": 30, "max_in_flight": 3})
+    jobs = simple_jobs(12)
+    for job in jobs[::3]:
+        job["x_sim_latency_ms"] = 90_000  # a long answer: 90 s of generation
+    write_jobs(batch.dir / "jobs.jsonl", jobs)
+    assert await batch.run() == 0
+    assert len(batch.results) == 12
+    # The first cut switches the run to streams: only what was in flight then
+    # is cut too, so no more of the account's 3 slots leak than that.
+    assert 1 <= source_sim.stats.by_status[408] <= 3
+    assert source_sim.stats.account["leaked_slots"] <= 3
+    long_ids = {f"job-{i}" for i in range(0, 12, 3)}
+    long_answers = [r for r in batch.results if r["custom_id"] in long_ids]
+    assert len(long_answers) == 4
+    assert source_sim.stats.account["streams"] >= 4
+    for record in long_answers:
+        body = record["response"]["body"]
+        assert body["object"] == "chat.completion"
+        assert body["choices"][0]["finish_reason"] == "stop"
+        content = body["choices"][0]["message"]["content"]
+        assert body["usage"]["completion_tokens"] == len(content.split())
+
+
+async def test_stream_always_streams_every_job(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(5))
+    assert await batch.run(stream="always") == 0
+    assert source_sim.stats.account["streams"] == 5
+    assert all(r["attempts"] == 1 for r in batch.results)
+
+
+async def test_stream_never_keeps_to_plain_calls(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE.updated({"server_timeout_s": 1})
+    jobs = simple_jobs(1)
+    jobs[0]["x_sim_latency_ms"] = 5000
+    write_jobs(batch.dir / "jobs.jsonl", jobs)
+    assert await batch.run(stream="never", max_attempts=2) == 1
+    assert source_sim.stats.account["streams"] == 0
+    assert batch.errors[0]["response"]["status_code"] == 408
