@@ -9,6 +9,7 @@
     │   ├── AuthError               401: key invalid, expired or revoked -> exit 3
     │   ├── PaymentRequiredError    402, or 429 "insufficient_quota" -> exit 4
     │   ├── PauseTooLongError       a Retry-After over --max-retry-after -> exit 5
+    │   ├── DailyCapError           429 with Retry-After 3600: the day's cap -> exit 5
     │   └── SystematicFailureError  --max-consecutive-failures jobs failed -> exit 6
     ├── RetryableError              transient; the only family that is retried
     │   ├── RateLimitedError        429; carries retry_after_s
@@ -98,6 +99,13 @@ class PauseTooLongError(FatalError):
 
     code = "rate_limit_budget"
     stop_reason = StopReason.RATE_LIMIT_BUDGET
+
+
+class DailyCapError(FatalError):
+    """A 429 with Retry-After 3600: Mira's daily message cap, until 00:00 UTC."""
+
+    code = "daily_cap"
+    stop_reason = StopReason.DAILY_CAP
 
 
 class SystematicFailureError(FatalError):

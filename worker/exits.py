@@ -41,6 +41,12 @@ class StopReason(Enum):
         "the API asked for a longer pause than --max-retry-after (quota spent for "
         "now): run the same command later",
     )
+    DAILY_CAP = (
+        "daily_cap",
+        5,
+        "Mira's daily message cap was reached; it resets at 00:00 UTC: run the "
+        "same command after that",
+    )
     DEADLINE = ("deadline", 5, "the --deadline was reached: rerun to continue")
     TOKEN_BUDGET = (
         "token_budget",
@@ -80,6 +86,7 @@ _SEVERITY = {
     "payment_required": 4,
     "systematic_failure": 3,
     "rate_limit_budget": 2,
+    "daily_cap": 2,
     "deadline": 2,
     "token_budget": 2,
     "interrupted": 1,

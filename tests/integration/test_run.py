@@ -225,17 +225,28 @@ async def test_quota_spent_429_is_treated_as_payment_required(
     assert sim.stats.by_status[429] == 1  # never retried
 
 
-async def test_long_retry_after_stops_with_exit_5_and_resume_completes(
+async def test_the_daily_cap_stops_with_exit_5_naming_it_and_resume_completes(
     batch: Batch, sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim.faults = Faults(daily_cap=25, latency_ms=5)
     write_jobs(batch.dir / "jobs.jsonl", simple_jobs(80))
     assert await batch.run() == 5
-    assert batch.summary["stop_reason"] == "rate_limit_budget"
+    summary = batch.summary
+    assert summary["stop_reason"] == "daily_cap"
+    assert "daily message cap" in summary["message"]
+    assert "00:00 UTC" in summary["message"]
+    assert "00:00 UTC" in summary["next_step"]
     assert "3600" in caplog.text
+    assert "00:00 UTC" in caplog.text
     assert 3600 not in batch.clock.sleeps  # stopped, never waited it out
     assert batch.errors == []
+    assert len(batch.results) >= 25 - 3  # every answer the cap allowed, but few
+    # A rerun the same day stops at once: at most its first requests are sent.
+    before = sim.stats.requests
+    assert await batch.run() == 5
+    assert sim.stats.requests - before <= 3
     sim.faults = Faults()
+    sim.reset()  # 00:00 UTC
     assert await batch.run() == 0
     assert sorted(batch.done_ids()) == sorted(f"job-{i}" for i in range(80))
 

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from worker.errors import PauseTooLongError, RetriesExhaustedError, RetryableError
+from worker.errors import (
+    DailyCapError,
+    PauseTooLongError,
+    RetriesExhaustedError,
+    RetryableError,
+)
 from worker.flow.clock import Sleep
 from worker.flow.gate import RetryAfterGate
 
@@ -25,6 +31,8 @@ T = TypeVar("T")
 # Full jitter (AWS): N workers that failed together must not retry together.
 BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 30.0
+# Mira's fixed Retry-After at the daily message cap (not the time to midnight).
+DAILY_CAP_RETRY_AFTER_S = 3600.0
 # Retries that use up no attempt (the account's slots held elsewhere), per job.
 MAX_FREE_RETRIES = 12
 
@@ -37,6 +45,19 @@ def backoff_s(
 ) -> float:
     """The wait after failed attempt number `attempt` (1 is the first)."""
     return random.uniform(0, min(max_s, multiplier_s * 2 ** (attempt - 1)))
+
+
+def daily_cap_message(now: datetime | None = None) -> str:
+    """What to say at the daily cap: when it resets (00:00 UTC), and how soon."""
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    hours, seconds = divmod(int((midnight - now).total_seconds()), 3600)
+    return (
+        "Mira's daily message cap is reached (429, Retry-After: 3600); it resets "
+        f"at 00:00 UTC, in {hours} h {seconds // 60} min"
+    )
 
 
 class RetryPolicy:
@@ -66,6 +87,8 @@ class RetryPolicy:
         retry_after_s = exc.retry_after_s
         if retry_after_s is None or retry_after_s <= 0:
             return
+        if retry_after_s == DAILY_CAP_RETRY_AFTER_S and exc.status == 429:
+            raise DailyCapError(daily_cap_message(), status=429) from exc
         if retry_after_s > self._max_retry_after_s:
             raise PauseTooLongError(
                 f"the API asked to wait {retry_after_s:g} s (over "
