@@ -140,7 +140,8 @@ def _add_validate(
     val.add_argument(
         "input", metavar="INPUT", help="job file (JSONL); - reads standard input"
     )
-    add_flag(val, next(flag for flag in RUN_FLAGS if flag.field == "model"))
+    for field in ("model", "system_as_user"):
+        add_flag(val, next(flag for flag in RUN_FLAGS if flag.field == field))
     add_price_flag(val)
 
 

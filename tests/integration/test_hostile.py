@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, SessionlessClient
 from tests.helpers import (
     read_jsonl,
     run_settings,
@@ -35,7 +35,7 @@ class CountingClient(ChatClient):
 
     async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
         CountingClient.sent += 1
-        return await super().complete(payload)
+        return await super().complete(payload, stream=stream)
 
 
 def run(sim: Simulator, tmp_path: Path, **overrides: Any) -> Any:
@@ -132,8 +132,10 @@ async def test_an_answer_too_deep_to_record_fails_its_job_once(
         deep = {"d": deep}
     original = ChatClient.complete
 
-    async def deep_answer(self: ChatClient, payload: bytes) -> ChatReply:
-        reply = await original(self, payload)
+    async def deep_answer(
+        self: ChatClient, payload: bytes, *, stream: bool = False
+    ) -> ChatReply:
+        reply = await original(self, payload, stream=stream)
         if b"deep" in payload:
             reply.body["nested"] = deep
         return reply
@@ -148,3 +150,37 @@ async def test_an_answer_too_deep_to_record_fails_its_job_once(
     assert error["error"]["code"] == "unrecordable_response"
     assert error["attempts"] == 1
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 5
+
+
+class LyingTotalClient(SessionlessClient):
+    """Answers with valid prompt and completion counts and a negative total."""
+
+    sent = 0
+
+    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+        LyingTotalClient.sent += 1
+        body = {
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": -100},
+        }
+        return ChatReply(200, body, None)
+
+
+async def test_a_lying_total_cannot_lift_the_token_budget(tmp_path: Path) -> None:
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(20))
+    clock = FakeClock()
+    code = await execute_run(
+        run_settings("http://127.0.0.1:9/v1", concurrency=1, token_budget=5),
+        RunFiles.default(str(tmp_path / "jobs.jsonl"), directory=tmp_path),
+        out=io.StringIO(),
+        clock=clock,
+        sleep=clock.sleep,
+        client_factory=lambda s, key: LyingTotalClient(),
+    )
+    assert code == 5
+    assert LyingTotalClient.sent == 1  # 5 tokens counted: the budget is spent
+    summary = json.loads((tmp_path / "jobs.summary.json").read_text())
+    assert summary["stop_reason"] == "token_budget"
+    assert summary["tokens"]["total"] == 5

@@ -117,3 +117,32 @@ async def test_stream_never_keeps_to_plain_calls(
     assert await batch.run(stream="never", max_attempts=2) == 1
     assert source_sim.stats.account["streams"] == 0
     assert batch.errors[0]["response"]["status_code"] == 408
+
+
+async def test_jobs_with_system_messages_draw_the_warning_once(
+    batch: Batch, source_sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    source_sim.faults = SOURCE
+    jobs = simple_jobs(6)
+    for job in jobs[:4]:
+        job["system"] = "Answer in French."
+    write_jobs(batch.dir / "jobs.jsonl", jobs)
+    assert await batch.run() == 0
+    assert batch.summary["jobs_with_system_messages"] == 4
+    assert caplog.text.count("4 jobs carry system messages") == 1
+    assert source_sim.stats.account["system_messages_dropped"] == 4
+
+
+async def test_system_as_user_keeps_the_instructions(
+    batch: Batch, source_sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    source_sim.faults = SOURCE
+    jobs = simple_jobs(3)
+    for job in jobs:
+        job["system"] = "Answer in French."
+    write_jobs(batch.dir / "jobs.jsonl", jobs)
+    assert await batch.run(system_as_user=True) == 0
+    assert batch.summary["jobs_with_system_messages"] == 0
+    assert "system messages" not in caplog.text
+    assert source_sim.stats.account["system_messages_dropped"] == 0
+    assert all("Answer in French." in text for text in contents(batch))

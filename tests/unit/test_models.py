@@ -82,15 +82,40 @@ def test_stream_is_never_sent() -> None:
     assert "stream" not in body
 
 
-def test_token_estimate_counts_prompt_and_max_tokens() -> None:
+def test_token_estimate_counts_words_as_mira_and_max_tokens() -> None:
     job = parse_job(
-        json.dumps({"prompt": "a" * 400, "max_tokens": 50}).encode(),
+        json.dumps(
+            {
+                "prompt": "a" * 400 + " two  three\nfour",
+                "system": "s t",
+                "max_tokens": 50,
+            }
+        ).encode(),
         1,
         default_model="mira",
     )
-    assert job.prompt_tokens_est == 100 + 4 + 3
+    assert job.prompt_tokens_est == 4 + 2  # whitespace-separated words, all messages
     assert job.completion_tokens_est == 50
-    assert job.tokens_est == 157
+    assert job.tokens_est == 56
+    assert job.system_messages == 1
+
+
+def test_system_as_user_folds_system_messages_into_the_first_user_message() -> None:
+    raw = json.dumps(
+        {
+            "messages": [
+                {"role": "system", "content": "Answer in French."},
+                {"role": "user", "content": "Hello"},
+                {"role": "assistant", "content": "Bonjour"},
+                {"role": "user", "content": "More"},
+            ]
+        }
+    ).encode()
+    job = parse_job(raw, 1, default_model="mira", system_as_user=True)
+    messages = json.loads(job.payload)["messages"]
+    assert messages[0] == {"role": "user", "content": "Answer in French.\n\nHello"}
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert job.system_messages == 0
 
 
 @pytest.mark.parametrize(

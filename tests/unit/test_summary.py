@@ -92,3 +92,12 @@ def test_usage_from_the_server_is_clamped_and_said_once(
     assert stats.total_tokens >= 15
     assert min(stats.prompt_tokens, stats.completion_tokens) >= 0
     assert caplog.text.count("not a token count") == 1
+
+
+def test_a_lying_total_is_the_sum_of_valid_parts() -> None:
+    stats = RunStats()
+    total = Tally(stats).used(
+        {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": -1000}
+    )
+    assert total == 12
+    assert stats.total_tokens == 12

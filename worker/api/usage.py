@@ -11,8 +11,8 @@ Usage = tuple[int, int, int, object]
 def read_usage(usage: object) -> Usage:
     """An answer's `usage` object as whole numbers of 0 or more.
 
-    Anything else counts as 0, so a negative total can never give back budget
-    or pacing; a missing total is the sum of the other two.
+    Anything else counts as 0, so a negative count can never give back budget
+    or pacing; a missing or invalid total is the sum of the other two.
     """
     if not isinstance(usage, dict):
         return 0, 0, 0, None
@@ -26,8 +26,10 @@ def read_usage(usage: object) -> Usage:
     values = (prompt, completion) if total is None else (prompt, completion, total)
     suspect = next((v for v in values if v is not None and _count(v) is None), None)
     p, c = _count(prompt) or 0, _count(completion) or 0
-    t = p + c if total is None else _count(total) or 0
-    return p, c, t, suspect
+    # A total that is missing or no count is the sum of the parts, so a lying
+    # total can never lift a budget.
+    t = _count(total) if total is not None else None
+    return p, c, t if t is not None else p + c, suspect
 
 
 def _count(value: object) -> int | None:

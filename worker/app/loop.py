@@ -32,6 +32,7 @@ def build_pipeline(
         resume=resume,
         tally=parts.tally,
         recorder=parts.recorder,
+        system_as_user=settings.system_as_user,
     )
     policy = RetryPolicy(
         settings.max_attempts,

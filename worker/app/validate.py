@@ -15,6 +15,7 @@ from worker.files.jobs import parse_job
 from worker.files.jsonl import iter_lines, open_input
 from worker.logs import emit, setup_logging
 from worker.report.cost import Prices, price_table, tokens_cost
+from worker.run.reader import SYSTEM_DROPPED
 
 MAX_PROBLEMS_SHOWN = 200
 
@@ -29,6 +30,7 @@ class ValidationReport:
     models: Counter[str] = field(default_factory=Counter)
     prompt_tokens: Counter[str] = field(default_factory=Counter)
     completion_tokens: Counter[str] = field(default_factory=Counter)
+    with_system: int = 0  # valid jobs whose system messages Mira would drop
 
     @property
     def invalid(self) -> int:
@@ -36,7 +38,9 @@ class ValidationReport:
         return len(self.problems)
 
 
-async def validate_file(source: str, *, default_model: str) -> ValidationReport:
+async def validate_file(
+    source: str, *, default_model: str, system_as_user: bool = False
+) -> ValidationReport:
     """Check every line of `source` as `run` would.
 
     Raises:
@@ -49,7 +53,12 @@ async def validate_file(source: str, *, default_model: str) -> ValidationReport:
         async for line_no, raw in iter_lines(fh):
             report.lines += 1
             try:
-                job = parse_job(raw, line_no, default_model=default_model)
+                job = parse_job(
+                    raw,
+                    line_no,
+                    default_model=default_model,
+                    system_as_user=system_as_user,
+                )
             except InvalidJobError as exc:
                 report.problems.append((line_no, exc.message))
                 if exc.job_id is not None:
@@ -64,6 +73,7 @@ async def validate_file(source: str, *, default_model: str) -> ValidationReport:
             report.models[job.model] += 1
             report.prompt_tokens[job.model] += job.prompt_tokens_est
             report.completion_tokens[job.model] += job.completion_tokens_est
+            report.with_system += job.system_messages > 0
     finally:
         if source != "-":
             fh.close()
@@ -103,9 +113,11 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
     qualifier = "" if priced_all else " (models without a price not counted)"
     lines.append(f"  estimated cost: about {total_cost:,.2f} RUB{qualifier}")
     lines.append(
-        "  (tokens are estimated at ~4 characters each; output assumes max_tokens, "
-        "or 256 when unset)"
+        "  (tokens are counted as Mira counts and bills them, in whitespace-separated "
+        "words; output assumes max_tokens, or 256 when unset)"
     )
+    if report.with_system:
+        lines.append("  warning: " + SYSTEM_DROPPED % report.with_system)
     for line_no, message in report.problems[:MAX_PROBLEMS_SHOWN]:
         lines.append(f"line {line_no}: {message}")
     if report.invalid > MAX_PROBLEMS_SHOWN:
@@ -117,9 +129,15 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
 
 def run_validate(args: argparse.Namespace) -> int:
     """`mira-batch validate`: the report on stdout; 1 when lines are invalid."""
-    settings = load_settings(model=args.model)
+    settings = load_settings(model=args.model, system_as_user=args.system_as_user)
     setup_logging(settings.log_level, settings.log_format)
     prices = price_table(args.price)
-    report = asyncio.run(validate_file(args.input, default_model=settings.model))
+    report = asyncio.run(
+        validate_file(
+            args.input,
+            default_model=settings.model,
+            system_as_user=settings.system_as_user,
+        )
+    )
     emit(sys.stdout, render_report(args.input, report, prices))
     return 1 if report.invalid else 0

@@ -30,6 +30,7 @@ class Job:
     metadata: dict[str, Any] | None
     prompt_tokens_est: int
     completion_tokens_est: int
+    system_messages: int = 0  # sent as such: Mira drops them
 
     @property
     def tokens_est(self) -> int:
@@ -44,17 +45,30 @@ def shard_of(job_id: str, shard_count: int) -> int:
 
 
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """About four characters a token, plus the per-message framing."""
-    chars = 0
+    """As Mira counts (and bills) a prompt: whitespace-separated words."""
+    words = 0
     for message in messages:
         content = message.get("content")
         if isinstance(content, str):
-            chars += len(content)
+            words += len(content.split())
         elif isinstance(content, list):
             for part in content:
                 text = part.get("text") if isinstance(part, dict) else None
-                chars += len(text) if isinstance(text, str) else 0
-    return chars // 4 + 4 * len(messages) + 3
+                words += len(text.split()) if isinstance(text, str) else 0
+    return words
+
+
+def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """System messages folded into the first user message, which Mira keeps
+    (it drops system messages before the model sees them)."""
+    system = [m for m in messages if m.get("role") == "system"]
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    first_user = next((m for m in rest if m.get("role") == "user"), None)
+    if not system or first_user is None or not isinstance(first_user["content"], str):
+        return messages
+    texts = [m["content"] for m in system if isinstance(m.get("content"), str)]
+    first_user["content"] = "\n\n".join([*texts, first_user["content"]])
+    return rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +83,9 @@ class Line:
     error: InvalidJobError | None = None
 
 
-def read_line(raw: bytes, line_no: int, *, default_model: str) -> Line:
+def read_line(
+    raw: bytes, line_no: int, *, default_model: str, system_as_user: bool = False
+) -> Line:
     """The one reader of an input line: run and validate build the job from it
     (parse_job), collect reads its id, model and metadata."""
     try:
@@ -92,16 +108,22 @@ def read_line(raw: bytes, line_no: int, *, default_model: str) -> Line:
             problem or "invalid job", line_no=line_no, job_id=job_id
         )
         return Line(job_id, model, metadata, error=error)
+    if system_as_user:
+        body["messages"] = fold_system(body["messages"])
     return Line(job_id, model, metadata, body)
 
 
-def parse_job(raw: bytes, line_no: int, *, default_model: str) -> Job:
+def parse_job(
+    raw: bytes, line_no: int, *, default_model: str, system_as_user: bool = False
+) -> Job:
     """Parse one non-blank input line into the request it asks for.
 
     Raises:
         InvalidJobError: the line cannot become a request; carries its line number.
     """
-    line = read_line(raw, line_no, default_model=default_model)
+    line = read_line(
+        raw, line_no, default_model=default_model, system_as_user=system_as_user
+    )
     if line.error is not None:
         raise line.error
     assert line.job_id is not None
@@ -153,6 +175,7 @@ def _job(
         metadata=metadata,
         prompt_tokens_est=estimate_prompt_tokens(body["messages"]),
         completion_tokens_est=completion_est,
+        system_messages=sum(1 for m in body["messages"] if m["role"] == "system"),
     )
 
 

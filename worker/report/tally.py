@@ -42,6 +42,10 @@ class Tally:
         self.stats.failed += 1
         self.stats.invalid += 1
 
+    def carries_system(self) -> None:
+        """A job to send carries system messages (which Mira drops)."""
+        self.stats.jobs_with_system += 1
+
     def input_read(self) -> None:
         """The whole input was read."""
         self.stats.input_complete = True

@@ -21,6 +21,11 @@ from worker.report.tally import Tally
 log = logging.getLogger("worker.run")
 
 QUEUE_LOW_WATER = 32
+SYSTEM_DROPPED = (
+    "%d jobs carry system messages, which Mira drops before the model sees "
+    "them: their instructions never arrive (--system-as-user folds them into "
+    "the first user message)"
+)
 
 
 class Intake:
@@ -35,8 +40,10 @@ class Intake:
         tally: Tally,
         recorder: Recorder,
         expected_lines: int = 0,
+        system_as_user: bool = False,
     ) -> None:
         self._default_model = default_model
+        self._system_as_user = system_as_user
         self._shard = shard
         self._resume = resume
         self.tally = tally
@@ -46,7 +53,12 @@ class Intake:
     def admit(self, line_no: int, raw: bytes) -> Job | None:
         """The job to run for this line, or None (other shard, done, or invalid)."""
         try:
-            job = parse_job(raw, line_no, default_model=self._default_model)
+            job = parse_job(
+                raw,
+                line_no,
+                default_model=self._default_model,
+                system_as_user=self._system_as_user,
+            )
         except InvalidJobError as exc:
             self._reject(exc)
             return None
@@ -68,6 +80,8 @@ class Intake:
         if job.id in resume.done:
             tally.skipped()
             return None
+        if job.system_messages:
+            tally.carries_system()
         return job
 
     def _reject(self, exc: InvalidJobError) -> None:
@@ -144,6 +158,8 @@ async def feed(
             if job is not None:
                 await queue.put(job)
         intake.tally.input_read()
+        if jobs := intake.tally.stats.jobs_with_system:
+            log.warning(SYSTEM_DROPPED, jobs)
     except OutputError:
         return  # an invalid line's record could not be written: the run stops
     finally:
@@ -158,6 +174,7 @@ def make_intake(
     resume: ResumeState,
     tally: Tally,
     recorder: Recorder,
+    system_as_user: bool = False,
 ) -> Intake:
     """An Intake sized from the file's line count (0 for a pipe)."""
     lines = count_lines(source)
@@ -171,4 +188,5 @@ def make_intake(
         tally=tally,
         recorder=recorder,
         expected_lines=lines,
+        system_as_user=system_as_user,
     )
