@@ -18,15 +18,22 @@ SOURCE = Faults(behaviour="source", seed=7)
 
 
 @pytest.fixture
-async def source_sim() -> AsyncIterator[Simulator]:
-    clock = FakeClock()
+def clock() -> FakeClock:
+    """One fake time for the server and the run, as on a real machine."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def source_sim(clock: FakeClock) -> AsyncIterator[Simulator]:
     async with Simulator(keys=[SENTINEL_KEY], clock=clock, sleep=clock.sleep) as sim:
         yield sim
 
 
 @pytest.fixture
-def batch(source_sim: Simulator, tmp_path: Path) -> Batch:
-    return Batch(source_sim, tmp_path)
+def batch(source_sim: Simulator, tmp_path: Path, clock: FakeClock) -> Batch:
+    batch = Batch(source_sim, tmp_path)
+    batch.clock = clock
+    return batch
 
 
 def contents(batch: Batch) -> list[str]:
@@ -146,3 +153,45 @@ async def test_system_as_user_keeps_the_instructions(
     assert "system messages" not in caplog.text
     assert source_sim.stats.account["system_messages_dropped"] == 0
     assert all("Answer in French." in text for text in contents(batch))
+
+
+async def test_after_a_hard_stop_the_run_waits_out_the_held_slots_then_runs_at_3(
+    batch: Batch, source_sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    source_sim.faults = SOURCE.updated(
+        {"max_in_flight": 3, "leaked_slots": 3, "latency_ms": 300}
+    )
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(60))
+    assert await batch.run(concurrency=8) == 0
+    summary = batch.summary
+    assert len(batch.results) == 60
+    assert 1 <= summary["daily_messages_spent_on_refusals"] <= 8
+    assert caplog.text.count("held by requests that are not this run's") == 1
+    assert summary["learned_limits"]["in_flight"] is None  # no cap learned
+    assert summary["concurrency"]["final"] >= 3  # the full cap again
+    assert source_sim.stats.peak_in_flight == 3
+
+
+async def test_one_leaked_slot_is_learned_as_a_cap_of_2_with_few_refusals(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE.updated(
+        {"max_in_flight": 3, "leaked_slots": 1, "latency_ms": 300}
+    )
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(200))
+    assert await batch.run(concurrency=8) == 0
+    assert len(batch.results) == 200
+    assert batch.summary["learned_limits"]["in_flight"] == 2
+    assert source_sim.stats.limited["in_flight"] <= 5
+
+
+async def test_requests_cancelled_at_a_stop_are_counted_as_slots_left_held(
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Real time: the deadline and the grace are the supervisor's timeouts.
+    sim.faults = SOURCE.updated({"latency_ms": 60_000})
+    batch = Batch(sim, tmp_path)
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(3))
+    assert await batch.run(deadline_s=0.2, shutdown_grace_s=0.1) == 5
+    assert batch.summary["slots_left_held"] == 3
+    assert "Mira keeps their slots held for up to 5 minutes" in caplog.text

@@ -96,7 +96,19 @@ class RunReport:
             },
             learned=parts.throttle.learner.summary(),
             cost=self.cost(),
+            account=self._account(),
         )
+
+    def _account(self) -> dict[str, int]:
+        """What the run cost the account beyond its answers (MIRA_API.md): the
+        refusals that used a daily message, and slots left held at a stop."""
+        kinds = self._parts.throttle.learner.kinds
+        return {
+            "daily_messages_spent_on_refusals": sum(
+                kinds[kind] for kind in ("in_flight", "held", "gpu_queue")
+            ),
+            "slots_left_held": self._parts.stop.abandoned,
+        }
 
     def finish(self, summary: dict[str, Any], path: Path, out: TextIO) -> int:
         """Write the summary file, show it (a table, or one JSON log line), and

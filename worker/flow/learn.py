@@ -22,6 +22,7 @@ from typing import Any
 
 from worker.flow import caps
 from worker.flow.clock import Clock, Sleep
+from worker.flow.held import HeldElsewhere
 from worker.flow.pacing import WindowLimiter
 from worker.flow.slots import AdaptiveLimiter
 
@@ -60,7 +61,9 @@ class Learner:
         self._next_probe_at = -math.inf
         self._probe_cost_s = caps.IN_FLIGHT_RETRY_AFTER_S
         self._event_epoch = -1
-        self._held_streak = 0  # refusals in a row with the cap held elsewhere
+        self._held = HeldElsewhere(limiter)
+        self._answers = 0
+        self._cap_answers = -1  # answers when the cap was learned
         self._window_learned_at = -math.inf
         self.sends: deque[float] = deque(maxlen=caps.SEND_LOG)
 
@@ -76,7 +79,8 @@ class Learner:
         # A level is proven by a full round trip of successes at it with no 429:
         # counting in flight here overstates what the server held at once.
         self._streak += 1
-        self._held_streak = 0
+        self._answers += 1
+        self._held.answered()
         if self._streak >= self._limiter.limit:
             self._proven = max(self._proven, self._limiter.limit)
         old = self._latency_s
@@ -159,7 +163,7 @@ class Learner:
         self.kinds[kind] += 1
         self._streak = 0
         if kind == "held":
-            return kind, self._held(retry_after_s)
+            return kind, self._held_elsewhere(retry_after_s)
         if kind == "window":
             self._learn_window(retry_after_s, sent_at)
         elif kind == "other":
@@ -174,16 +178,14 @@ class Learner:
             self._limiter.cut_to(self.cap, new_event=False)
         return kind, 0.0
 
-    def _held(self, retry_after_s: float) -> float:
-        """The cap is full with fewer than Mira's 3 of ours in flight: it
-        teaches no cap, and as each refusal costs a daily message, the pauses
-        grow instead of asking every few seconds (caps.HELD_ELSEWHERE)."""
-        self._held_streak += 1
-        if self.kinds["held"] == 1:
-            log.warning(caps.HELD_ELSEWHERE)
-        return min(
-            caps.HELD_PAUSE_MAX_S, retry_after_s * 2.0 ** (self._held_streak - 1)
-        )
+    def _held_elsewhere(self, retry_after_s: float) -> float:
+        restore_to = self._limiter.limit
+        if self.cap is not None and self._cap_answers == self._answers:
+            # Learned from the same burst, with no answer since: those slots
+            # were held elsewhere too, so it is no cap of the account's.
+            self.cap = None
+            restore_to = max(restore_to, self._share)
+        return self._held.refused(retry_after_s, restore_to=restore_to)
 
     def summary(self) -> dict[str, Any]:
         """What was learned, for the summary."""
@@ -211,6 +213,7 @@ class Learner:
                 cap,
             )
         self.cap = cap
+        self._cap_answers = self._answers
         self._limiter.cut_to(cap)
 
     def _learn_window(self, retry_after_s: float, sent_at: float) -> None:

@@ -73,6 +73,8 @@ def render_summary(summary: dict[str, Any]) -> str:
         ("results", summary["files"]["results"]),
         ("errors", summary["files"]["errors"]),
     ]
+    if account := _account(summary):
+        rows.insert(-2, ("account", account))
     if summary.get("message"):
         rows.insert(1, ("why", summary["message"]))
     if summary.get("next_step"):
@@ -82,3 +84,14 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"  {name:<{width}}  {value}" for name, value in rows
     ]
     return "\n".join(lines)
+
+
+def _account(summary: dict[str, Any]) -> str:
+    refusals = summary.get("daily_messages_spent_on_refusals")
+    held = summary.get("slots_left_held")
+    parts = []
+    if refusals:
+        parts.append(f"{refusals} daily messages spent on refusals")
+    if held:
+        parts.append(f"{held} slots left held at Mira for up to 5 minutes")
+    return "; ".join(parts)

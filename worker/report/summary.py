@@ -28,6 +28,7 @@ def build_summary(
     concurrency: dict[str, int],
     learned: dict[str, Any] | None = None,
     cost: dict[str, Any] | None = None,
+    account: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The summary file's content (CONTRACT section 5)."""
     counts = {
@@ -55,6 +56,7 @@ def build_summary(
         **_traffic(stats),
         "concurrency": concurrency,
         "learned_limits": learned or {"in_flight": None, "window": None},
+        **(account or {}),
         **_rates(stats, elapsed_s),
         "files": files,
     }

@@ -114,13 +114,17 @@ class Pipeline:
             async with asyncio.timeout(self._grace_s):
                 await _first(work, stop.cancelling)
         except TimeoutError:
-            in_flight = self._crew.sending_count()
-            if in_flight:
-                log.warning(
-                    "grace period of %g s over: cancelling %d requests in flight",
-                    self._grace_s,
-                    in_flight,
-                )
+            why = f"grace period of {self._grace_s:g} s over"
+        else:
+            why = "the stop cannot wait"
+        if not work.done() and (in_flight := self._crew.sending_count()):
+            stop.abandoned = in_flight
+            log.warning(
+                "%s: cancelling %d requests in flight; Mira keeps their slots "
+                "held for up to 5 minutes",
+                why,
+                in_flight,
+            )
 
 
 async def _first(work: asyncio.Task[None], event: asyncio.Event) -> None:

@@ -25,6 +25,7 @@ class StopController:
         self.message: str | None = None
         self.stopping = asyncio.Event()  # no new request may start
         self.cancelling = asyncio.Event()  # requests in flight are cancelled now
+        self.abandoned = 0  # requests cancelled in flight: slots left held
 
     def request(self, reason: StopReason, message: str) -> None:
         """Stop for `reason`, unless a more serious reason was already given."""
