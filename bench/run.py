@@ -463,7 +463,16 @@ def main() -> None:
         "what",
         nargs="?",
         default="all",
-        choices=["throughput", "latency", "memory", "pacing", "mira", "collect", "all"],
+        choices=[
+            "throughput",
+            "latency",
+            "memory",
+            "pacing",
+            "mira",
+            "mira-source",
+            "collect",
+            "all",
+        ],
     )
     parser.add_argument(
         "--jobs",
@@ -495,6 +504,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
             results["collect"] = run_collect(Path(tmp))
         (OUT / "results-collect.json").write_text(json.dumps(results, indent=2) + "\n")
+        return
+    if args.what == "mira-source":
+        # Mira as its backend source behaves (--profile mira): no nginx needed.
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+        from bench.mira_source import run_source_scenarios
+
+        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+            print("\nMira as its backend source behaves, default flags")
+            results["mira_source"] = run_source_scenarios(Path(tmp), free_port())
+        out = OUT / "results-mira-source.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {out.relative_to(ROOT)}")
         return
     if args.what == "mira":
         # Against the simulator's Mira limits: no nginx needed.

@@ -8,8 +8,8 @@
     ├── FatalError                  stops the whole run at once (its stop_reason)
     │   ├── AuthError               401: key invalid, expired or revoked -> exit 3
     │   ├── PaymentRequiredError    402, or 429 "insufficient_quota" -> exit 4
-    │   ├── PauseTooLongError       a Retry-After over --max-retry-after -> exit 5
-    │   ├── DailyCapError           429 with Retry-After 3600: the day's cap -> exit 5
+    │   ├── QuotaError              the daily cap, the monthly budget, a Retry-After
+    │   │                           over --max-retry-after -> exit 5
     │   └── SystematicFailureError  --max-consecutive-failures jobs failed -> exit 6
     ├── RetryableError              transient; the only family that is retried
     │   ├── RateLimitedError        429; carries retry_after_s
@@ -94,18 +94,15 @@ class PaymentRequiredError(FatalError):
     stop_reason = StopReason.PAYMENT_REQUIRED
 
 
-class PauseTooLongError(FatalError):
-    """A Retry-After longer than --max-retry-after: the quota is spent for now."""
+class QuotaError(FatalError):
+    """A quota that does not come back within a run: Mira's daily cap (429 with
+    Retry-After 3600), its monthly budget (86400), or a longer Retry-After than
+    --max-retry-after. The run stops resumably, for the reason given."""
 
-    code = "rate_limit_budget"
-    stop_reason = StopReason.RATE_LIMIT_BUDGET
-
-
-class DailyCapError(FatalError):
-    """A 429 with Retry-After 3600: Mira's daily message cap, until 00:00 UTC."""
-
-    code = "daily_cap"
-    stop_reason = StopReason.DAILY_CAP
+    def __init__(self, message: str, *, stop_reason: StopReason, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.stop_reason = stop_reason
+        self.code = stop_reason.label
 
 
 class SystematicFailureError(FatalError):

@@ -47,6 +47,12 @@ class StopReason(Enum):
         "Mira's daily message cap was reached; it resets at 00:00 UTC: run the "
         "same command after that",
     )
+    MONTHLY_BUDGET = (
+        "monthly_budget",
+        5,
+        "Mira's monthly token budget is spent (429, Retry-After: 86400): run the "
+        "same command when the plan renews or after raising it",
+    )
     DEADLINE = ("deadline", 5, "the --deadline was reached: rerun to continue")
     TOKEN_BUDGET = (
         "token_budget",
@@ -87,6 +93,7 @@ _SEVERITY = {
     "systematic_failure": 3,
     "rate_limit_budget": 2,
     "daily_cap": 2,
+    "monthly_budget": 2,
     "deadline": 2,
     "token_budget": 2,
     "interrupted": 1,

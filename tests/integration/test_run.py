@@ -236,6 +236,9 @@ async def test_the_daily_cap_stops_with_exit_5_naming_it_and_resume_completes(
     assert "daily message cap" in summary["message"]
     assert "00:00 UTC" in summary["message"]
     assert "00:00 UTC" in summary["next_step"]
+    assert summary["daily_cap"]["resets_at"].endswith("T00:00:00+00:00")
+    assert summary["daily_cap"]["hit_at"] < summary["daily_cap"]["resets_at"]
+    assert summary["refusals"]["daily"] >= 1
     assert "3600" in caplog.text
     assert "00:00 UTC" in caplog.text
     assert 3600 not in batch.clock.sleeps  # stopped, never waited it out

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes import FakeClock
 from worker.errors import (
-    PauseTooLongError,
+    QuotaError,
     RateLimitedError,
     RetryableError,
     ServerError,
@@ -85,6 +85,7 @@ def test_each_reason_has_its_exit_code_and_a_next_step() -> None:
         StopReason.PAYMENT_REQUIRED: 4,
         StopReason.SYSTEMATIC_FAILURE: 6,
         StopReason.RATE_LIMIT_BUDGET: 5,
+        StopReason.MONTHLY_BUDGET: 5,
         StopReason.DAILY_CAP: 5,
         StopReason.DEADLINE: 5,
         StopReason.TOKEN_BUDGET: 5,
@@ -201,7 +202,7 @@ async def test_a_503_asking_for_longer_than_max_retry_after_stops_resumably() ->
         4, sleep=clock.sleep, gate=throttle.gate, max_retry_after_s=300
     )
     error = ServerError("maintenance", status=503, retry_after_s=3600)
-    with pytest.raises(PauseTooLongError) as info:
+    with pytest.raises(QuotaError) as info:
         await policy.call(_failing(error))
     assert info.value.stop_reason is StopReason.RATE_LIMIT_BUDGET
     assert throttle.gate.remaining_s() == 0

@@ -34,6 +34,7 @@ class ChatReply:
     status: int
     body: dict[str, Any]
     request_id: str | None
+    streamed: bool = False  # assembled from a stream (SSE)
 
 
 async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
@@ -191,7 +192,7 @@ class ChatClient:
             answer = await read_stream(
                 resp, request, max_bytes=self._max_response_bytes
             )
-        return ChatReply(status, answer, request_id)
+        return ChatReply(status, answer, request_id, streamed=True)
 
 
 def _answer(status: int, raw: bytes, request_id: str | None) -> ChatReply:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from worker.config import Settings
 from worker.exits import StopReason
-from worker.files.jobs import Shard
+from worker.files.outputs import RunFiles
 from worker.files.records import Recorder
 from worker.files.writer import ResultWriter
 from worker.flow.clock import Clock, Sleep
@@ -32,12 +31,11 @@ class RunParts:
     def build(
         cls,
         settings: Settings,
+        files: RunFiles,
         *,
-        results: Path,
-        errors: Path,
-        shard: Shard | None,
         clock: Clock,
         sleep: Sleep,
+        first_alone: bool = False,
     ) -> RunParts:
         """The parts, with the writer open (a write error stops the run, exit 7).
 
@@ -45,9 +43,10 @@ class RunParts:
             ConfigError: an output file cannot be opened.
         """
         stop, tally = StopController(), Tally()
+        shard = files.shard
         writer = ResultWriter(
-            results,
-            errors,
+            files.results,
+            files.errors,
             on_failure=lambda exc: stop.request(StopReason.OUTPUT_FAILED, str(exc)),
         )
         writer.open()
@@ -57,6 +56,7 @@ class RunParts:
             tpm=settings.tpm,
             shard=(shard.index, shard.count) if shard else (0, 1),
             max_pause_s=settings.max_retry_after_s,
+            first_alone=first_alone,
         )
         throttle = Throttle(
             limits,

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
+import orjson
+
 from worker.config import Settings, check_base_url_security, load_api_key
 from worker.files.jsonl import open_input
 from worker.files.outputs import RunFiles, RunLock, check_output_paths
@@ -33,6 +35,7 @@ class Prepared:
     api_key: str
     source: BinaryIO
     resume: ResumeState
+    unclean: bool  # the last run on these files did not end with its summary
 
 
 @contextmanager
@@ -54,7 +57,9 @@ def prepared(
     with RunLock(files.results):
         source = open_input(files.input)
         try:
-            yield Prepared(api_key, source, _resume_state(files, mode, force=force))
+            unclean = _ended_uncleanly(files)
+            resume = _resume_state(files, mode, force=force)
+            yield Prepared(api_key, source, resume, unclean)
         finally:
             if source is not sys.stdin.buffer:
                 source.close()
@@ -72,3 +77,20 @@ def _resume_state(files: RunFiles, mode: ResumeMode, *, force: bool) -> ResumeSt
     if len(resume.done):
         log.info("resuming: %d jobs already have an outcome", len(resume.done))
     return resume
+
+
+def _ended_uncleanly(files: RunFiles) -> bool:
+    """True when the last run on these files stopped without its summary (a
+    SIGKILL, a lost machine) or left requests in flight: Mira may still hold
+    their in-flight slots, for up to 5 minutes."""
+    try:
+        results_at = files.results.stat().st_mtime
+    except OSError:
+        return False  # a first run
+    try:
+        if files.summary.stat().st_mtime < results_at:
+            return True
+        summary = orjson.loads(files.summary.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return True
+    return isinstance(summary, dict) and bool(summary.get("slots_left_held"))

@@ -21,6 +21,7 @@ from worker.report.metrics import Metrics, RunCollector
 from worker.report.progress import ProgressReporter
 from worker.report.render import render_summary
 from worker.report.summary import build_summary
+from worker.run.retry import daily_cap_times
 
 log = logging.getLogger("worker.run")
 
@@ -99,16 +100,22 @@ class RunReport:
             account=self._account(),
         )
 
-    def _account(self) -> dict[str, int]:
-        """What the run cost the account beyond its answers (MIRA_API.md): the
-        refusals that used a daily message, and slots left held at a stop."""
-        kinds = self._parts.throttle.learner.kinds
-        return {
-            "daily_messages_spent_on_refusals": sum(
-                kinds[kind] for kind in ("in_flight", "held", "gpu_queue")
+    def _account(self) -> dict[str, Any]:
+        """What the run cost the account beyond its answers (CONTRACT section
+        13): the refusals, those Mira counts against the day, the slots left
+        held at a stop, and the daily cap when it stopped the run."""
+        parts = self._parts
+        refusals = dict(parts.throttle.refusals)
+        account: dict[str, Any] = {
+            "refusals": refusals,
+            "daily_messages_on_refusals": sum(
+                refusals[kind] for kind in ("in_flight", "gpu_queue", "window")
             ),
-            "slots_left_held": self._parts.stop.abandoned,
+            "slots_left_held": parts.stop.abandoned,
         }
+        if parts.stop.reason is StopReason.DAILY_CAP and parts.stop.at is not None:
+            account["daily_cap"] = daily_cap_times(parts.stop.at)
+        return account
 
     def finish(self, summary: dict[str, Any], path: Path, out: TextIO) -> int:
         """Write the summary file, show it (a table, or one JSON log line), and

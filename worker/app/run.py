@@ -45,12 +45,7 @@ async def execute_run(
     out = out or sys.stderr
     with prepared(settings, files, mode=mode, force=force) as ready:
         parts = RunParts.build(
-            settings,
-            results=files.results,
-            errors=files.errors,
-            shard=files.shard,
-            clock=clock,
-            sleep=sleep,
+            settings, files, clock=clock, sleep=sleep, first_alone=ready.unclean
         )
         parts.tally.resumed(
             succeeded=ready.resume.succeeded, failed=ready.resume.failed

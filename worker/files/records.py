@@ -34,6 +34,7 @@ def success_record(
     metadata: dict[str, Any] | None,
     attempts: int,
     latency_s: float,
+    streamed: bool = False,
 ) -> dict[str, Any]:
     """A results-file line."""
     record: dict[str, Any] = {
@@ -46,6 +47,8 @@ def success_record(
         record["metadata"] = metadata
     record["attempts"] = attempts
     record["latency_s"] = round(latency_s, 4)
+    if streamed:
+        record["streamed"] = True
     return record
 
 
@@ -109,6 +112,7 @@ class Recorder:
         metadata: dict[str, Any] | None,
         attempts: int,
         latency_s: float,
+        streamed: bool = False,
     ) -> None:
         """Write a job's answer.
 
@@ -126,6 +130,7 @@ class Recorder:
                 metadata=metadata,
                 attempts=attempts,
                 latency_s=latency_s,
+                streamed=streamed,
             )
         )
 

@@ -7,7 +7,19 @@ import math
 
 MIRA_IN_FLIGHT = 3  # per user (MIRA_API.md)
 IN_FLIGHT_RETRY_AFTER_S = 5.0  # Mira's Retry-After above it
-GPU_QUEUE_RETRY_AFTER_S = 10.0  # and when its GPU queue is full
+GPU_QUEUE_RETRY_AFTER_S = 10.0
+# Mira's fixed Retry-After at the daily message cap (not the time to midnight),
+# and once the monthly token budget is spent: stops, not pauses.
+DAILY_CAP_RETRY_AFTER_S = 3600.0
+MONTHLY_BUDGET_RETRY_AFTER_S = 86400.0
+REFUSAL_KINDS = (
+    "in_flight",
+    "window",
+    "gpu_queue",
+    "daily",
+    "monthly",
+    "other",
+)  # and when its GPU queue is full
 # Answers quicker than this come from no language model: the documented cap,
 # which is Mira's, is then no evidence about the server.
 MODEL_LATENCY_S = 0.05
@@ -18,8 +30,8 @@ ODDS_BEYOND_IT = 0.25
 ODDS_ABOVE_LEARNED_CAP = 9.0
 PROBE_BACKOFF_S = 30.0  # after a failed probe; doubles with each one
 SEND_LOG = 20_000
-# The longest pause while the cap is held elsewhere: past Mira's 300 s expiry.
-HELD_PAUSE_MAX_S = 320.0
+# The longest pause while the cap is held elsewhere (5, 10, 20 ... 60 s).
+HELD_PAUSE_MAX_S = 60.0
 HELD_ELSEWHERE = (
     "Mira's in-flight slots are held by requests that are not this run's (an "
     "earlier run stopped hard, an answer cut at the server's timeout, or the web "

@@ -3,13 +3,11 @@
 Mira's 429s carry only a Retry-After, and a failed probe pauses the whole run
 for it (5 s for the in-flight cap). So the run starts at the cap MIRA_API.md
 documents (3 per user, split between shards), grows past it only when the
-remaining work makes the gamble pay, learns the real cap from the first 429
-it draws there (the most that were in flight without one), and probes above
-it rarely, waiting longer after each failed probe. A server whose answers
-come in a few milliseconds is no model behind Mira's limits: it starts
-growing at once. A 429 whose Retry-After is a sliding window's remaining
-seconds teaches the window, which the run then keeps to, sending as early
-as the window allows but never into a 429.
+remaining work makes the gamble pay, learns the real cap from the first 429 it
+draws there, and probes above it rarely, waiting longer after each failed
+probe; a millisecond server is no model behind Mira's limits and grows at once.
+A 429 whose Retry-After is a sliding window's seconds teaches the window, kept
+to after. A refusal with the cap held elsewhere teaches nothing (held.py).
 """
 
 from __future__ import annotations
@@ -80,6 +78,8 @@ class Learner:
         # counting in flight here overstates what the server held at once.
         self._streak += 1
         self._answers += 1
+        if self._answers == 1:  # a first request sent alone has its answer
+            self._limiter.raise_to(self._share)
         self._held.answered()
         if self._streak >= self._limiter.limit:
             self._proven = max(self._proven, self._limiter.limit)

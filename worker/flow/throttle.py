@@ -13,12 +13,14 @@ to one hook, which feeds the learner and corrects --tpm by the usage reported.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
 from worker.errors import RateLimitedError
 from worker.files.jobs import Job
+from worker.flow import caps
 from worker.flow.clock import Clock, Sleep
 from worker.flow.gate import RetryAfterGate
 from worker.flow.learn import Learner
@@ -38,6 +40,9 @@ class FlowLimits:
     tpm: float | None = None
     shard: tuple[int, int] = (0, 1)
     max_pause_s: float = float("inf")
+    # After a run that did not end cleanly, its slots may still be held at Mira:
+    # the first request goes alone, so that one refusal says so, not three.
+    first_alone: bool = False
 
 
 class Throttle:
@@ -63,8 +68,10 @@ class Throttle:
             progress=progress,
             shard=limits.shard,
         )
-        self.limiter.raise_to(self.learner.initial_limit)
+        if not limits.first_alone:
+            self.limiter.raise_to(self.learner.initial_limit)
         self._max_pause_s = limits.max_pause_s
+        self.refusals: Counter[str] = Counter(dict.fromkeys(caps.REFUSAL_KINDS, 0))
         self._rpm = _pacer(limits.rpm, clock, sleep)
         self._tpm = _pacer(limits.tpm, clock, sleep)
         self._tokens_estimated = 0
@@ -133,20 +140,31 @@ class Throttle:
     def finished(self, turn: Turn, exc: BaseException | None) -> None:
         """The hook for every end of a turn: the slot back, a 429 learned from."""
         self.limiter.release()
-        # A Retry-After longer than the run will pause stops it: no limit to learn.
-        if isinstance(exc, RateLimitedError) and exc.retry_after_s <= self._max_pause_s:
-            kind, hold_s = self.learner.on_rate_limited(
-                exc.retry_after_s, turn.in_flight_at_send, turn.epoch, turn.started
-            )
-            if hold_s:
-                self.gate.defer(hold_s)
-                exc.counts_as_attempt = False  # not this job's failure
-            log.info(
-                "429 (%s): pausing all requests for %.3g s; %d allowed in flight",
-                kind,
-                max(exc.retry_after_s, hold_s),
-                self.limiter.limit,
-            )
+        if isinstance(exc, RateLimitedError):
+            self.refusals[self._refused(turn, exc)] += 1
+
+    def _refused(self, turn: Turn, exc: RateLimitedError) -> str:
+        """Learn from a 429; return its kind for the summary's refusals."""
+        retry_after_s = exc.retry_after_s
+        if retry_after_s == caps.DAILY_CAP_RETRY_AFTER_S:
+            return "daily"
+        if retry_after_s == caps.MONTHLY_BUDGET_RETRY_AFTER_S:
+            return "monthly"
+        if retry_after_s > self._max_pause_s:
+            return "other"  # a longer pause than the run takes stops it
+        kind, hold_s = self.learner.on_rate_limited(
+            retry_after_s, turn.in_flight_at_send, turn.epoch, turn.started
+        )
+        if hold_s:
+            self.gate.defer(hold_s)
+            exc.counts_as_attempt = False  # not this job's failure
+        log.info(
+            "429 (%s): pausing all requests for %.3g s; %d allowed in flight",
+            kind,
+            max(retry_after_s, hold_s),
+            self.limiter.limit,
+        )
+        return "in_flight" if kind == "held" else kind
 
 
 class Turn:

@@ -87,7 +87,7 @@ def render_summary(summary: dict[str, Any]) -> str:
 
 
 def _account(summary: dict[str, Any]) -> str:
-    refusals = summary.get("daily_messages_spent_on_refusals")
+    refusals = summary.get("daily_messages_on_refusals")
     held = summary.get("slots_left_held")
     parts = []
     if refusals:

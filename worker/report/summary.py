@@ -28,7 +28,7 @@ def build_summary(
     concurrency: dict[str, int],
     learned: dict[str, Any] | None = None,
     cost: dict[str, Any] | None = None,
-    account: dict[str, int] | None = None,
+    account: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary file's content (CONTRACT section 5)."""
     counts = {

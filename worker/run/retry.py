@@ -6,7 +6,8 @@
   Retry-After, which goes on the run's shared gate, because Mira's limits are
   per user: every worker holds back, not only the one that was told.
 - A Retry-After longer than --max-retry-after is no pause but a spent quota:
-  the run stops, resumably (PauseTooLongError).
+  the run stops, resumably (QuotaError), as it does at Mira's daily cap and
+  monthly budget.
 - After `max_attempts` attempts the job fails with the last error as cause.
 """
 
@@ -18,11 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from worker.errors import (
-    DailyCapError,
-    PauseTooLongError,
+    QuotaError,
     RetriesExhaustedError,
     RetryableError,
 )
+from worker.exits import StopReason
+from worker.flow.caps import DAILY_CAP_RETRY_AFTER_S, MONTHLY_BUDGET_RETRY_AFTER_S
 from worker.flow.clock import Sleep
 from worker.flow.gate import RetryAfterGate
 
@@ -31,8 +33,6 @@ T = TypeVar("T")
 # Full jitter (AWS): N workers that failed together must not retry together.
 BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 30.0
-# Mira's fixed Retry-After at the daily message cap (not the time to midnight).
-DAILY_CAP_RETRY_AFTER_S = 3600.0
 # Retries that use up no attempt (the account's slots held elsewhere), per job.
 MAX_FREE_RETRIES = 12
 
@@ -47,13 +47,26 @@ def backoff_s(
     return random.uniform(0, min(max_s, multiplier_s * 2 ** (attempt - 1)))
 
 
+def _next_midnight(moment: datetime) -> datetime:
+    """The next 00:00 UTC, when Mira's daily cap resets."""
+    return (moment + timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+
+
+def daily_cap_times(hit_at: datetime) -> dict[str, str]:
+    """When the daily cap was hit, and when it resets."""
+    return {
+        "hit_at": hit_at.isoformat(),
+        "resets_at": _next_midnight(hit_at).isoformat(),
+    }
+
+
 def daily_cap_message(now: datetime | None = None) -> str:
     """What to say at the daily cap: when it resets (00:00 UTC), and how soon."""
     now = now or datetime.now(UTC)
-    midnight = (now + timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-    hours, seconds = divmod(int((midnight - now).total_seconds()), 3600)
+    left_s = (_next_midnight(now) - now).total_seconds()
+    hours, seconds = divmod(int(left_s), 3600)
     return (
         "Mira's daily message cap is reached (429, Retry-After: 3600); it resets "
         f"at 00:00 UTC, in {hours} h {seconds // 60} min"
@@ -82,17 +95,27 @@ class RetryPolicy:
         """Hold every worker back for the server's Retry-After, or stop the run.
 
         Raises:
-            PauseTooLongError: it asked for longer than --max-retry-after.
+            QuotaError: the daily cap, the monthly budget, or longer than
+                --max-retry-after.
         """
         retry_after_s = exc.retry_after_s
         if retry_after_s is None or retry_after_s <= 0:
             return
         if retry_after_s == DAILY_CAP_RETRY_AFTER_S and exc.status == 429:
-            raise DailyCapError(daily_cap_message(), status=429) from exc
+            raise QuotaError(
+                daily_cap_message(), stop_reason=StopReason.DAILY_CAP, status=429
+            ) from exc
+        if retry_after_s == MONTHLY_BUDGET_RETRY_AFTER_S and exc.status == 429:
+            raise QuotaError(
+                f"Mira's monthly token budget is spent: {exc.message}",
+                stop_reason=StopReason.MONTHLY_BUDGET,
+                status=429,
+            ) from exc
         if retry_after_s > self._max_retry_after_s:
-            raise PauseTooLongError(
+            raise QuotaError(
                 f"the API asked to wait {retry_after_s:g} s (over "
-                f"--max-retry-after {self._max_retry_after_s:g} s): {exc.message}"
+                f"--max-retry-after {self._max_retry_after_s:g} s): {exc.message}",
+                stop_reason=StopReason.RATE_LIMIT_BUDGET,
             ) from exc
         if self._gate is not None:
             self._gate.defer(retry_after_s)
@@ -107,7 +130,7 @@ class RetryPolicy:
 
         Raises:
             RetriesExhaustedError: every attempt failed with a RetryableError.
-            PauseTooLongError: a Retry-After was longer than allowed.
+            QuotaError: a Retry-After that stops the run.
         """
         number, free = 1, 0
         while True:

@@ -63,7 +63,6 @@ class Sender:
     def __init__(self, parts: Crewmates) -> None:
         self._parts = parts
         self._consecutive_failures = 0
-        self._streaming = parts.stream == "always"
 
     async def work(self, queue: JobQueue) -> None:
         """One worker: send jobs until the queue or the run ends it."""
@@ -76,20 +75,20 @@ class Sender:
     async def _settle(self, job: Job, task: asyncio.Task[None]) -> bool:
         """Bring one job to its outcome; False when this worker must end."""
         parts, attempts = self._parts, [0]
-        retried = False
+        retried, stream = False, parts.stream == "always"
 
         async def attempt(number: int) -> tuple[ChatReply, float]:
             attempts[0] = number
-            return await self._attempt(job, number, task, self._streaming)
+            return await self._attempt(job, number, task, stream)
 
         def on_retry(exc: RetryableError, number: int) -> None:
-            nonlocal retried
+            nonlocal retried, stream
             if not retried:
                 retried = True
                 parts.tally.retrying(True)
             parts.tally.retried(exc.cause)
-            if exc.status == 408 and not self._streaming and parts.stream == "auto":
-                self._stream_from_now_on()
+            if exc.status == 408 and parts.stream == "auto":
+                stream = True  # Mira cuts a plain call at 30 s; a stream it does not
 
         try:
             reply, latency_s = await parts.policy.call(attempt, on_retry=on_retry)
@@ -134,16 +133,6 @@ class Sender:
             turn.succeeded(latency_s, tokens)
         return reply, latency_s
 
-    def _stream_from_now_on(self) -> None:
-        # Mira cuts a plain call at 30 s, and each cut costs a daily message and
-        # leaks one of the 3 in-flight slots for 5 minutes; a stream is not cut.
-        self._streaming = True
-        log.warning(
-            "the server cut an answer at its timeout (408): from now on every "
-            "request asks for a stream, which it does not cut (--stream never "
-            "keeps plain calls)"
-        )
-
     def _succeed(
         self, job: Job, reply: ChatReply, latency_s: float, attempts: int
     ) -> bool:
@@ -157,6 +146,7 @@ class Sender:
                 metadata=job.metadata,
                 attempts=attempts,
                 latency_s=latency_s,
+                streamed=reply.streamed,
             )
         except OutputError:
             return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 from worker.exits import StopReason
 
@@ -26,11 +27,13 @@ class StopController:
         self.stopping = asyncio.Event()  # no new request may start
         self.cancelling = asyncio.Event()  # requests in flight are cancelled now
         self.abandoned = 0  # requests cancelled in flight: slots left held
+        self.at: datetime | None = None  # when the reason that stands was given
 
     def request(self, reason: StopReason, message: str) -> None:
         """Stop for `reason`, unless a more serious reason was already given."""
         if self.reason is None or reason.severity > self.reason.severity:
             self.reason, self.message = reason, message
+            self.at = datetime.now(UTC)
             log.warning(
                 "stopping (%s): %s",
                 reason.label,
