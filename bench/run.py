@@ -455,6 +455,32 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _against_the_simulator(what: str, results: dict[str, Any]) -> None:
+    """`mira`: Mira's limits, default flags against the best fixed flags;
+    `mira-source`: Mira as its backend source behaves. No nginx needed."""
+    sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+    from bench.mira import run_scenarios
+    from bench.mira_source import run_source_scenarios
+
+    runs = {
+        "mira": (
+            "Mira's limits, default flags against the best fixed flags",
+            run_scenarios,
+        ),
+        "mira-source": (
+            "Mira as its backend source behaves, default flags",
+            run_source_scenarios,
+        ),
+    }
+    title, run = runs[what]
+    with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+        print(f"\n{title}")
+        results[what.replace("-", "_")] = run(Path(tmp), free_port())
+    out = OUT / f"results-{what}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -505,29 +531,8 @@ def main() -> None:
             results["collect"] = run_collect(Path(tmp))
         (OUT / "results-collect.json").write_text(json.dumps(results, indent=2) + "\n")
         return
-    if args.what == "mira-source":
-        # Mira as its backend source behaves (--profile mira): no nginx needed.
-        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
-        from bench.mira_source import run_source_scenarios
-
-        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
-            print("\nMira as its backend source behaves, default flags")
-            results["mira_source"] = run_source_scenarios(Path(tmp), free_port())
-        out = OUT / "results-mira-source.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten to {out.relative_to(ROOT)}")
-        return
-    if args.what == "mira":
-        # Against the simulator's Mira limits: no nginx needed.
-        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
-        from bench.mira import run_scenarios
-
-        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
-            print("\nMira's limits, default flags against the best fixed flags")
-            results["mira"] = run_scenarios(Path(tmp), free_port())
-        out = OUT / "results-mira.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten to {out.relative_to(ROOT)}")
+    if args.what in ("mira", "mira-source"):
+        _against_the_simulator(args.what, results)
         return
     with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
         work = Path(tmp)

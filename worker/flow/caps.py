@@ -30,6 +30,8 @@ ODDS_BEYOND_IT = 0.25
 ODDS_ABOVE_LEARNED_CAP = 9.0
 PROBE_BACKOFF_S = 30.0  # after a failed probe; doubles with each one
 SEND_LOG = 20_000
+# Mira frees a leaked in-flight slot this long after the user's last acquire.
+SLOT_EXPIRY_S = 300.0
 # The longest pause while the cap is held elsewhere (5, 10, 20 ... 60 s).
 HELD_PAUSE_MAX_S = 60.0
 HELD_ELSEWHERE = (

@@ -78,7 +78,7 @@ class Learner:
         # counting in flight here overstates what the server held at once.
         self._streak += 1
         self._answers += 1
-        if self._answers == 1:  # a first request sent alone has its answer
+        if self._answers == 1 and self.cap is None:  # a first request sent alone
             self._limiter.raise_to(self._share)
         self._held.answered()
         if self._streak >= self._limiter.limit:
@@ -106,12 +106,9 @@ class Learner:
     def _grow(self) -> None:
         limiter = self._limiter
         level = limiter.limit
-        if self.cap is not None:
-            step = 1  # above a learned cap: one step at a time
-        elif self._beyond:
-            step = 3 * level  # past Mira's cap with no 429: a big server
-        else:
-            step = level  # slow start
+        # Above a learned cap one step at a time; past Mira's cap with no 429 a
+        # big server, three times as much; else slow start.
+        step = 1 if self.cap is not None else 3 * level if self._beyond else level
         free = self._free_level()
         if level < free:
             limiter.raise_to(min(free, level + step))
@@ -201,10 +198,12 @@ class Learner:
     def _learn_cap(self, retry_after_s: float, in_flight_at_send: int) -> None:
         self._probing = None
         self._failed_probes += 1
+        cap = max(1, in_flight_at_send - 1)
         backoff_s = caps.PROBE_BACKOFF_S * 2 ** (self._failed_probes - 1)
+        if cap < caps.MIRA_IN_FLIGHT:  # below Mira's 3: slots leaked, renewed
+            backoff_s = max(backoff_s, caps.SLOT_EXPIRY_S)  # by every acquire
         self._next_probe_at = self._clock() + retry_after_s + backoff_s
         self._probe_cost_s = max(retry_after_s, 1.0)
-        cap = max(1, in_flight_at_send - 1)
         if self.cap != cap:
             log.info(
                 "learned: the account allows %d requests in flight "

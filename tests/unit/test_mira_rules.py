@@ -1,0 +1,124 @@
+"""Small rules from Mira's source: the daily cap's reset, an unclean last run,
+a stream read into the plain shape, and which 200s are answers."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from worker.api.answer import check_answer
+from worker.api.stream import StreamedAnswer
+from worker.app.prepare import _ended_uncleanly
+from worker.app.validate import render_report, validate_file
+from worker.errors import (
+    ContentFilteredError,
+    EmptyAnswerError,
+    RateLimitedError,
+    UpstreamError,
+)
+from worker.files.outputs import RunFiles
+from worker.run.retry import daily_cap_message, daily_cap_times
+
+
+def answer(content: object) -> dict[str, object]:
+    return {"choices": [{"message": {"role": "assistant", "content": content}}]}
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("Ошибка: upstream returned 502", UpstreamError),
+        ("  Ошибка безопасности: blocked host", UpstreamError),
+        ("I cannot provide that response.", ContentFilteredError),
+        ("", EmptyAnswerError),
+        ("   ", EmptyAnswerError),
+        (None, EmptyAnswerError),
+    ],
+)
+def test_a_200_that_is_no_answer_raises(
+    content: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        check_answer(answer(content), 200, "req")
+
+
+def test_a_real_answer_passes_even_when_it_mentions_an_error() -> None:
+    check_answer(answer("The word for error is Ошибка."), 200, None)
+    with pytest.raises(EmptyAnswerError):
+        check_answer({"choices": []}, 200, None)
+
+
+def test_a_stream_is_read_into_a_completion_with_mira_word_usage() -> None:
+    request = {
+        "model": "mira",
+        "messages": [
+            {"role": "system", "content": "not counted in a stream"},
+            {"role": "user", "content": "two words"},
+        ],
+    }
+    stream = StreamedAnswer(request, "req")
+    for data in (
+        b'{"id": "c1", "model": "mira", "choices": [{"delta": {"content": "Hello"}}]}',
+        b'{"id": "c1", "choices": [{"delta": {"content": " there, friend"}}]}',
+        b'{"id": "c1", "choices": [{"delta": {}, "finish_reason": "stop"}]}',
+        b"[DONE]",
+    ):
+        stream.add(data)
+    assert stream.done
+    body = stream.body()
+    assert body["choices"][0]["message"]["content"] == "Hello there, friend"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": 3,
+        "total_tokens": 5,
+    }
+
+
+def test_a_queue_full_event_is_a_429_of_10_seconds() -> None:
+    stream = StreamedAnswer({}, None)
+    with pytest.raises(RateLimitedError) as info:
+        stream.add(b'{"error": {"message": "at capacity", "code": "queue_full"}}')
+    assert info.value.retry_after_s == 10
+
+
+def test_the_daily_cap_resets_at_the_next_utc_midnight() -> None:
+    hit = datetime(2026, 12, 1, 21, 30, tzinfo=UTC)
+    assert daily_cap_times(hit)["resets_at"] == "2026-12-02T00:00:00+00:00"
+    assert "in 2 h 30 min" in daily_cap_message(hit)
+    assert "00:00 UTC" in daily_cap_message(hit)
+
+
+def test_a_last_run_without_its_summary_did_not_end_cleanly(tmp_path: Path) -> None:
+    files = RunFiles.default(str(tmp_path / "jobs.jsonl"), directory=tmp_path)
+    assert not _ended_uncleanly(files)  # a first run
+    files.results.write_bytes(b"")
+    assert _ended_uncleanly(files)  # killed before its summary
+    files.summary.write_text('{"slots_left_held": 0}')
+    assert not _ended_uncleanly(files)
+    files.summary.write_text('{"slots_left_held": 2}')
+    assert _ended_uncleanly(files)
+    files.summary.write_text('{"slots_left_held": 0}')
+    os.utime(files.summary, (1, 1))  # older than the results: a later run died
+    assert _ended_uncleanly(files)
+
+
+async def test_validate_counts_words_and_warns_of_system_messages(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "jobs.jsonl"
+    source.write_text(
+        '{"id": "a", "prompt": "one two three", "system": "be brief"}\n'
+        '{"id": "b", "prompt": "four five"}\n'
+    )
+    report = await validate_file(str(source), default_model="mira")
+    assert report.prompt_tokens["mira"] == 3 + 2 + 2
+    assert report.with_system == 1
+    text = render_report(str(source), report, {"mira": (1.0, 1.0)})
+    assert "1 jobs carry system messages" in text
+    assert "whitespace-separated words" in text
+    folded = await validate_file(str(source), default_model="mira", system_as_user=True)
+    assert folded.with_system == 0
