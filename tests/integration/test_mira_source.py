@@ -3,6 +3,7 @@ fake clocks: 200s that are not answers, long answers past the server's cut."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -199,3 +200,25 @@ async def test_requests_cancelled_at_a_stop_are_counted_as_slots_left_held(
     assert await batch.run(deadline_s=0.2, shutdown_grace_s=0.1) == 5
     assert batch.summary["slots_left_held"] == 3
     assert "Mira keeps their slots held for up to 5 minutes" in caplog.text
+
+
+async def test_old_results_that_hold_no_answer_run_again_and_are_kept_aside(
+    batch: Batch, source_sim: Simulator
+) -> None:
+    source_sim.faults = SOURCE
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(3))
+
+    def old(job_id: str, content: str) -> str:
+        body = {"choices": [{"message": {"role": "assistant", "content": content}}]}
+        record = {"custom_id": job_id, "response": {"status_code": 200, "body": body}}
+        return json.dumps(record)
+
+    batch.files.results.write_text(
+        old("job-0", "Ошибка: upstream timed out") + "\n" + old("job-1", "fine") + "\n"
+    )
+    assert await batch.run() == 0
+    ids = sorted(r["custom_id"] for r in batch.results)
+    assert ids == ["job-0", "job-1", "job-2"]  # one record per id
+    assert source_sim.stats.requests == 2  # job-0 again, and job-2
+    aside = (batch.dir / "jobs.replaced.jsonl").read_text().splitlines()
+    assert [json.loads(line)["custom_id"] for line in aside] == ["job-0"]

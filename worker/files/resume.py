@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +11,11 @@ from typing import Any
 
 import orjson
 
-from worker.errors import ConfigError
+from worker.api.answer import check_answer
+from worker.errors import ConfigError, WorkerError
 from worker.files.idset import IdSet
 from worker.files.jsonl import count_lines
+from worker.files.rewrite import atomic_write, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ class ResumeState:
     invalid_lines: set[int] = field(default_factory=set)
     succeeded: int = 0
     failed: int = 0
+    # Lines of the results file that hold no answer (an upstream-error or
+    # moderation text, or nothing, kept by an earlier version): not done.
+    not_answers: list[int] = field(default_factory=list)
 
 
 def repair_trailing_line(path: Path) -> int:
@@ -88,6 +91,9 @@ def _scan(path: Path, state: ResumeState, *, is_errors: bool) -> None:
         if record is None:
             log.warning("%s line %d is not a record; ignored", path, line_no)
             continue
+        if not is_errors and not _is_answer(record):
+            state.not_answers.append(line_no)
+            continue
         job_id = record.get("custom_id")
         if isinstance(job_id, str):
             state.done.add(job_id)
@@ -118,7 +124,21 @@ def load_resume_state(results: Path, errors: Path) -> ResumeState:
                 path,
             )
         _scan(path, state, is_errors=is_errors)
+    if state.not_answers:
+        set_aside(results, set(state.not_answers))
     return state
+
+
+def _is_answer(record: dict[str, Any]) -> bool:
+    response = record.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    if not isinstance(body, dict):
+        return True  # not ours to judge: kept as it is
+    try:
+        check_answer(body, 200, None)
+    except WorkerError:
+        return False
+    return True
 
 
 def _count_lines(path: Path) -> int:
@@ -151,34 +171,6 @@ def start_fresh(paths: list[Path], *, force: bool) -> None:
     for path in paths:
         if path.exists():
             atomic_write(path, b"")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace a file's content so a kill leaves either the old or the new file.
-
-    A new file is private (0600); a file that exists keeps its mode.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = 0o600
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def release_failed(errors: Path) -> int:
