@@ -179,3 +179,37 @@ def test_the_mira_profile_is_the_source() -> None:
     faults = Faults().updated(MIRA_PROFILE)
     assert faults.behaviour == "source"
     assert faults.slot_ttl_s == 300
+
+
+async def get(sim: Simulator, path: str, key: str | None = SENTINEL_KEY) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    root = sim.base_url.removesuffix("/v1")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{root}{path}", headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_the_account_routes_say_plan_quota_balance_and_prices(
+    timed: tuple[Simulator, FakeClock],
+) -> None:
+    sim, _ = timed
+    sim.faults = SOURCE.updated({"daily_cap": 500, "plan": "pro"})
+    await post(sim)
+    status, usage = await get(sim, "/api/v1/auth/me/usage")
+    assert status == 200
+    assert usage["quota"] == {"daily_limit": 500, "remaining_today": 499, "plan": "pro"}
+    _, me = await get(sim, "/api/v1/auth/me")
+    assert (me["plan"], me["daily_messages_used"]) == ("pro", 1)
+    _, balance = await get(sim, "/api/v1/billing/balance")
+    assert balance["balance_rubles"] == balance["balance_kopecks"] / 100
+    status, pricing = await get(sim, "/api/v1/billing/pricing", key=None)
+    assert status == 200
+    mira = next(m for m in pricing["models"] if m["model"] == "mira")
+    assert (mira["input_price_per_1k_rubles"], mira["output_price_per_1k_rubles"]) == (
+        0.1,
+        0.3,
+    )
+    assert (await get(sim, "/api/v1/auth/me", key=None))[0] == 401
+    assert (await get(sim, "/v1/quota"))[0] == 200

@@ -60,6 +60,7 @@ _HELP = {
     "payment_after": "402 after N requests per key; 0 = never",
     "daily_cap": "429 with Retry-After 3600 after N requests per user; 0 = no cap",
     "plan": "plan of every key: free, pro or max (gates models with 403)",
+    "balance_kopecks": "the account's balance the account routes report, kopecks",
     "echo_key": "a careless server: 401/402 details quote the key, 'bearer' "
     "(with its prefix) or 'bare' (the secret part only)",
 }

@@ -74,6 +74,7 @@ class Faults:
     payment_after: int = 0
     daily_cap: int = 0
     plan: str = "max"
+    balance_kopecks: int = 100_000
     echo_key: str = ""  # "bearer" or "bare": 401/402 details quote the key
 
     def updated(self, changes: dict[str, Any]) -> Faults:

@@ -4,7 +4,7 @@ It speaks what MIRA_API.md describes: bearer keys in the real format, `{"detail"
 error bodies, an `x-request-id` on every response, OpenAI-shaped bodies with usage.
 Every fault is decided from a hash of (seed, request body, how many times that body
 was seen), so a job's fate does not depend on the order requests arrive in.
-Its admin routes are in admin.py.
+Its account and admin routes are in routes.py.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from worker.sim.admin import add_admin_routes
 from worker.sim.answers import detail_response, models_response
 from worker.sim.chat import MAX_BODY_BYTES, Chat
 from worker.sim.faults import Faults, SimStats
 from worker.sim.ledger import Ledger
 from worker.sim.limits import AccountLimits, GpuQueue, make_key
+from worker.sim.routes import add_routes
 
 SHUTDOWN_TIMEOUT_S = 1.0
 
@@ -76,7 +76,7 @@ class Simulator:
             "/v1/chat/completions", Chat(self, self._clock, self._sleep).handle
         )
         app.router.add_get("/v1/models", models_response)
-        add_admin_routes(app, self)
+        add_routes(app, self)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
