@@ -11,7 +11,7 @@ import pytest
 
 from worker.api.answer import check_answer
 from worker.api.stream import StreamedAnswer
-from worker.app.prepare import _ended_uncleanly
+from worker.app.prepare import ended_uncleanly
 from worker.app.validate import render_report, validate_file
 from worker.errors import (
     ContentFilteredError,
@@ -94,16 +94,16 @@ def test_the_daily_cap_resets_at_the_next_utc_midnight() -> None:
 
 def test_a_last_run_without_its_summary_did_not_end_cleanly(tmp_path: Path) -> None:
     files = RunFiles.default(str(tmp_path / "jobs.jsonl"), directory=tmp_path)
-    assert not _ended_uncleanly(files)  # a first run
+    assert not ended_uncleanly(files)  # a first run
     files.results.write_bytes(b"")
-    assert _ended_uncleanly(files)  # killed before its summary
+    assert ended_uncleanly(files)  # killed before its summary
     files.summary.write_text('{"slots_left_held": 0}')
-    assert not _ended_uncleanly(files)
+    assert not ended_uncleanly(files)
     files.summary.write_text('{"slots_left_held": 2}')
-    assert _ended_uncleanly(files)
+    assert ended_uncleanly(files)
     files.summary.write_text('{"slots_left_held": 0}')
     os.utime(files.summary, (1, 1))  # older than the results: a later run died
-    assert _ended_uncleanly(files)
+    assert ended_uncleanly(files)
 
 
 async def test_validate_counts_words_and_warns_of_system_messages(

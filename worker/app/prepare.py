@@ -57,7 +57,7 @@ def prepared(
     with RunLock(files.results):
         source = open_input(files.input)
         try:
-            unclean = _ended_uncleanly(files)
+            unclean = ended_uncleanly(files)
             resume = _resume_state(files, mode, force=force)
             yield Prepared(api_key, source, resume, unclean)
         finally:
@@ -79,7 +79,7 @@ def _resume_state(files: RunFiles, mode: ResumeMode, *, force: bool) -> ResumeSt
     return resume
 
 
-def _ended_uncleanly(files: RunFiles) -> bool:
+def ended_uncleanly(files: RunFiles) -> bool:
     """True when the last run on these files stopped without its summary (a
     SIGKILL, a lost machine) or left requests in flight: Mira may still hold
     their in-flight slots, for up to 5 minutes."""
