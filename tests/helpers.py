@@ -178,3 +178,42 @@ def run_settings(base_url: str, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(**values)
+
+
+def call_main(
+    *args: str, cwd: Path, env: Mapping[str, str], monkeypatch: Any
+) -> CliResult:
+    """`mira-batch ARGS` in this process, through the same `main()`, with the
+    working directory and MIRA_* environment a process would have; the logging
+    it sets up is undone after."""
+    import contextlib
+    import io
+    import logging
+
+    from worker.cli import main
+
+    for name in [k for k in os.environ if k.startswith("MIRA_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("MIRA_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # --help
+                code = int(exc.code or 0)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    assert_no_key(out.getvalue())
+    assert_no_key(err.getvalue())
+    return CliResult(code, out.getvalue(), err.getvalue())

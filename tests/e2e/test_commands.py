@@ -1,4 +1,5 @@
-"""validate, demo, simulate and --help, run as the real command."""
+"""validate, demo, simulate and --help: the real command as a process where the
+process is the point (the demo, simulate's signals), else through main()."""
 
 from __future__ import annotations
 
@@ -11,14 +12,29 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import cli_env, read_jsonl, run_cli, start_cli, write_jobs
+from tests.helpers import (
+    call_main,
+    cli_env,
+    read_jsonl,
+    run_cli,
+    start_cli,
+    write_jobs,
+)
 from worker.app.demo import example_jobs, run_demo
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_validate_reports_counts_models_tokens_and_cost(tmp_path: Path) -> None:
-    result = await run_cli("validate", str(example_jobs()), cwd=tmp_path, env=cli_env())
+def test_validate_reports_counts_models_tokens_and_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = call_main(
+        "validate",
+        str(example_jobs()),
+        cwd=tmp_path,
+        env=cli_env(),
+        monkeypatch=monkeypatch,
+    )
     assert result.code == 0, result.stderr
     assert "50 jobs, 50 valid, 0 invalid" in result.stdout
     assert "model mira-pro:" in result.stdout
@@ -26,13 +42,21 @@ async def test_validate_reports_counts_models_tokens_and_cost(tmp_path: Path) ->
     assert re.search(r"estimated cost: about [\d,.]+ RUB", result.stdout)
 
 
-async def test_validate_names_every_bad_line_and_exits_1(tmp_path: Path) -> None:
+def test_validate_names_every_bad_line_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_jobs(
         tmp_path / "bad.jsonl",
         [{"id": "a", "prompt": "x"}, "{oops", {"id": "a", "prompt": "y"}, {"id": "b"}],
     )
-    result = await run_cli(
-        "validate", "bad.jsonl", "--price", "mira=1,2", cwd=tmp_path, env=cli_env()
+    result = call_main(
+        "validate",
+        "bad.jsonl",
+        "--price",
+        "mira=1,2",
+        cwd=tmp_path,
+        env=cli_env(),
+        monkeypatch=monkeypatch,
     )
     assert result.code == 1
     for line_no in (2, 3, 4):
@@ -41,19 +65,26 @@ async def test_validate_names_every_bad_line_and_exits_1(tmp_path: Path) -> None
     assert "4 jobs, 1 valid, 3 invalid" in result.stdout
 
 
-async def test_validate_sends_nothing_and_needs_no_key(tmp_path: Path) -> None:
+def test_validate_sends_nothing_and_needs_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_jobs(tmp_path / "ok.jsonl", [{"prompt": "x"}])
-    result = await run_cli(
+    result = call_main(
         "validate",
         "ok.jsonl",
         cwd=tmp_path,
         env=cli_env(key=None, base_url="http://127.0.0.1:9/v1"),
+        monkeypatch=monkeypatch,
     )
     assert result.code == 0
 
 
-async def test_validate_of_a_missing_file_exits_2(tmp_path: Path) -> None:
-    result = await run_cli("validate", "nope.jsonl", cwd=tmp_path, env=cli_env())
+def test_validate_of_a_missing_file_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = call_main(
+        "validate", "nope.jsonl", cwd=tmp_path, env=cli_env(), monkeypatch=monkeypatch
+    )
     assert result.code == 2
     assert "cannot open input" in result.stderr
 
@@ -76,8 +107,12 @@ async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
     assert len(read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")) == 50
 
 
-async def test_help_lists_every_option_with_its_default(tmp_path: Path) -> None:
-    result = await run_cli("run", "--help", cwd=tmp_path, env=cli_env())
+def test_help_lists_every_option_with_its_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = call_main(
+        "run", "--help", cwd=tmp_path, env=cli_env(), monkeypatch=monkeypatch
+    )
     assert result.code == 0
     text = " ".join(result.stdout.split())
     for flag in (
