@@ -31,6 +31,7 @@ def assert_no_key(text: str | bytes, *keys: str) -> None:
 
 def write_jobs(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> Path:
     """Write job lines; dicts become JSON, str/bytes are written as they are."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         for line in lines:
             if isinstance(line, bytes):
