@@ -103,12 +103,15 @@ async def test_one_row_per_line_in_input_order_with_answers_and_metadata(
         )
         assert row["finish_reason"] == "stop"
         assert row["request_id"] == record["response"]["request_id"]
+        assert row["request_fingerprint"] == record["request_fingerprint"]
+        assert len(record["request_fingerprint"]) == 64
         assert int(row["total_tokens"]) > 0
     assert by_id["refused"]["status"] == "failed"
     assert by_id["refused"]["error_code"] == "http_400"
     broken = next(r for r in rows if int(r["line"]) == 6)
     assert broken["status"] == "invalid"
     assert broken["error_code"] == "invalid_input"
+    assert broken["request_fingerprint"] in ("", None)  # no request was made
     if name.endswith(".csv"):
         assert by_id["q-4"]["metadata.team"] == "t1"
         assert by_id["q-4"]["metadata.row"] == "4"

@@ -171,3 +171,29 @@ def test_shard_of_is_stable_and_spreads_ids() -> None:
     for i in range(4000):
         counts[shard_of(f"job-{i}", 4)] += 1
     assert min(counts) > 850
+
+
+def test_the_fingerprint_is_the_request_as_sent_whatever_the_lines_spelling() -> None:
+    simple = parse_job(
+        b'{"id": "a", "prompt": "hi", "temperature": 0.5}', 1, default_model="mira"
+    )
+    batch = parse_job(
+        json.dumps(
+            {
+                "custom_id": "b",
+                "body": {
+                    "temperature": 0.5,
+                    "messages": [{"content": "hi", "role": "user"}],
+                    "model": "mira",
+                },
+            }
+        ).encode(),
+        2,
+        default_model="mira",
+    )
+    other = parse_job(b'{"prompt": "hi", "temperature": 0.7}', 3, default_model="mira")
+    defaulted = parse_job(b'{"prompt": "hi", "temperature": 0.5}', 4, default_model="x")
+    assert simple.fingerprint == batch.fingerprint  # ids and key order do not count
+    assert len(simple.fingerprint) == 64
+    assert other.fingerprint != simple.fingerprint
+    assert defaulted.fingerprint != simple.fingerprint  # the model after defaults

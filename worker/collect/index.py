@@ -14,7 +14,7 @@ from worker.files.resume import read_records
 OUTCOME_COLUMNS = (
     "custom_id, status, content, finish_reason, model, prompt_tokens, "
     "completion_tokens, total_tokens, error_code, error_message, attempts, "
-    "latency_s, request_id"
+    "latency_s, request_id, request_fingerprint"
 )
 _BATCH = 5_000
 
@@ -54,6 +54,7 @@ def _outcome(record: dict[str, Any], failed: bool) -> tuple[Any, ...]:
         record.get("attempts"),
         record.get("latency_s"),
         response.get("request_id"),
+        record.get("request_fingerprint"),
     )
 
 
@@ -89,7 +90,7 @@ class OutcomeIndex:
     def _insert(self, batch: list[tuple[Any, ...]]) -> None:
         self._db.executemany(
             f"INSERT INTO outcome ({OUTCOME_COLUMNS}, line) "
-            f"VALUES ({', '.join('?' * 14)})",
+            f"VALUES ({', '.join('?' * 15)})",
             batch,
         )
         batch.clear()

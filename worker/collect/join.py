@@ -36,6 +36,7 @@ COLUMNS = (
     "attempts",
     "latency_s",
     "request_id",
+    "request_fingerprint",
 )
 
 

@@ -31,6 +31,7 @@ class Job:
     prompt_tokens_est: int
     completion_tokens_est: int
     system_messages: int = 0  # sent as such: Mira drops them
+    fingerprint: str = ""  # the request as sent, hashed (CONTRACT section 14)
 
     @property
     def tokens_est(self) -> int:
@@ -161,6 +162,9 @@ def _job(
     )
     try:
         payload = orjson.dumps(body)
+        # Sorted keys, no whitespace: the same request gives the same hash
+        # however its line spelled it.
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         if metadata is not None:
             # Checked as it will sit in the output line, one level down.
             orjson.dumps({"metadata": metadata})
@@ -176,6 +180,7 @@ def _job(
         prompt_tokens_est=estimate_prompt_tokens(body["messages"]),
         completion_tokens_est=completion_est,
         system_messages=sum(1 for m in body["messages"] if m["role"] == "system"),
+        fingerprint=hashlib.sha256(canonical).hexdigest(),
     )
 
 

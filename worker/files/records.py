@@ -35,6 +35,7 @@ def success_record(
     attempts: int,
     latency_s: float,
     streamed: bool = False,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """A results-file line."""
     record: dict[str, Any] = {
@@ -47,6 +48,7 @@ def success_record(
         record["metadata"] = metadata
     record["attempts"] = attempts
     record["latency_s"] = round(latency_s, 4)
+    record["request_fingerprint"] = fingerprint
     if streamed:
         record["streamed"] = True
     return record
@@ -60,6 +62,7 @@ def error_record(
     metadata: dict[str, Any] | None,
     attempts: int | None = None,
     line_no: int | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """An errors-file line; `response` holds the last HTTP status and body, if any."""
     response = None
@@ -81,6 +84,7 @@ def error_record(
         record["metadata"] = metadata
     if attempts is not None:
         record["attempts"] = attempts
+    record["request_fingerprint"] = fingerprint  # none for an invalid line
     return record
 
 
@@ -113,6 +117,7 @@ class Recorder:
         attempts: int,
         latency_s: float,
         streamed: bool = False,
+        fingerprint: str | None = None,
     ) -> None:
         """Write a job's answer.
 
@@ -131,6 +136,7 @@ class Recorder:
                 attempts=attempts,
                 latency_s=latency_s,
                 streamed=streamed,
+                fingerprint=fingerprint,
             )
         )
 
@@ -142,6 +148,7 @@ class Recorder:
         metadata: dict[str, Any] | None = None,
         attempts: int | None = None,
         line_no: int | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         """Write a job's (or an invalid line's) failure.
 
@@ -156,5 +163,6 @@ class Recorder:
                 metadata=metadata,
                 attempts=attempts,
                 line_no=line_no,
+                fingerprint=fingerprint,
             )
         )

@@ -147,6 +147,7 @@ class Sender:
                 attempts=attempts,
                 latency_s=latency_s,
                 streamed=reply.streamed,
+                fingerprint=job.fingerprint,
             )
         except OutputError:
             return False
@@ -169,7 +170,11 @@ class Sender:
         _log_attempt(logging.WARNING, job, exc, attempts, failed=True)
         try:
             parts.recorder.failure(
-                job.id, exc, metadata=job.metadata, attempts=attempts
+                job.id,
+                exc,
+                metadata=job.metadata,
+                attempts=attempts,
+                fingerprint=job.fingerprint,
             )
         except OutputError:
             return False
