@@ -122,3 +122,16 @@ async def test_validate_counts_words_and_warns_of_system_messages(
     assert "whitespace-separated words" in text
     folded = await validate_file(str(source), default_model="mira", system_as_user=True)
     assert folded.with_system == 0
+
+
+async def test_validate_counts_identical_requests_and_what_dedupe_saves(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "jobs.jsonl"
+    lines = [f'{{"id": "j{i}", "prompt": "question {i % 4}"}}' for i in range(10)]
+    source.write_text("\n".join(lines) + "\n")
+    report = await validate_file(str(source), default_model="mira")
+    assert report.identical == 6  # 10 jobs, 4 distinct requests
+    text = render_report(str(source), report, {"mira": (1000.0, 1000.0)})
+    assert "identical requests: 6 repeat an earlier line's request" in text
+    assert "--dedupe would save 6 messages and about" in text

@@ -31,6 +31,10 @@ class ValidationReport:
     prompt_tokens: Counter[str] = field(default_factory=Counter)
     completion_tokens: Counter[str] = field(default_factory=Counter)
     with_system: int = 0  # valid jobs whose system messages Mira would drop
+    # Valid jobs whose request an earlier line already asks (by fingerprint),
+    # and their estimated tokens by model: what --dedupe would not send.
+    identical: int = 0
+    identical_tokens: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def invalid(self) -> int:
@@ -47,7 +51,7 @@ async def validate_file(
         ConfigError: the file cannot be opened.
     """
     report = ValidationReport()
-    seen = IdSet()
+    seen, requests = IdSet(), IdSet()
     fh = open_input(source)
     try:
         async for line_no, raw in iter_lines(fh):
@@ -74,6 +78,11 @@ async def validate_file(
             report.prompt_tokens[job.model] += job.prompt_tokens_est
             report.completion_tokens[job.model] += job.completion_tokens_est
             report.with_system += job.system_messages > 0
+            if not requests.add(job.fingerprint):
+                report.identical += 1
+                tokens = report.identical_tokens.setdefault(job.model, [0, 0])
+                tokens[0] += job.prompt_tokens_est
+                tokens[1] += job.completion_tokens_est
     finally:
         if source != "-":
             fh.close()
@@ -118,6 +127,7 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
     )
     if report.with_system:
         lines.append("  warning: " + SYSTEM_DROPPED % report.with_system)
+    lines.append(_identical(report, prices))
     for line_no, message in report.problems[:MAX_PROBLEMS_SHOWN]:
         lines.append(f"line {line_no}: {message}")
     if report.invalid > MAX_PROBLEMS_SHOWN:
@@ -125,6 +135,20 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
             f"... and {report.invalid - MAX_PROBLEMS_SHOWN} more invalid lines"
         )
     return "\n".join(lines)
+
+
+def _identical(report: ValidationReport, prices: Prices) -> str:
+    """How many requests repeat an earlier line's, and what sending each once saves."""
+    if not report.identical:
+        return "  identical requests: none"
+    saved = sum(
+        tokens_cost(prices, model, prompt, completion) or 0.0
+        for model, (prompt, completion) in report.identical_tokens.items()
+    )
+    return (
+        f"  identical requests: {report.identical} repeat an earlier line's request; "
+        f"--dedupe would save {report.identical} messages and about {saved:,.2f} RUB"
+    )
 
 
 def run_validate(args: argparse.Namespace) -> int:
