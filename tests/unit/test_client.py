@@ -18,6 +18,7 @@ from worker.errors import (
     PaymentRequiredError,
     RateLimitedError,
     RequestRejectedError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
 )
@@ -150,3 +151,45 @@ async def test_transport_failures_are_retryable(
 
 async def test_repr_holds_no_key(client: ChatClient) -> None:
     assert_no_key(repr(client))
+
+
+@pytest.mark.parametrize(
+    ("events", "error"),
+    [
+        ([b"data: " + b"x" * 300_000 + b"\n\n"], ResponseTooLargeError),
+        ([b'data: {"choices": [{"delta": {"content": "cut"}}]}\n\n'], TransportError),
+        (
+            [b'data: {"error": {"code": "queue_full", "message": "full"}}\n\n'],
+            RateLimitedError,
+        ),
+    ],
+)
+async def test_a_stream_that_is_too_big_cut_or_refused_is_no_answer(
+    events: list[bytes], error: type[Exception]
+) -> None:
+    async def chat(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events:
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        async with ChatClient(
+            base,
+            SENTINEL_KEY,
+            timeout_s=5,
+            max_connections=1,
+            max_response_bytes=100_000,
+        ) as client:
+            with pytest.raises(error):
+                await client.complete(b'{"messages": []}', stream=True)
+    finally:
+        await runner.cleanup()

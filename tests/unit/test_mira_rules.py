@@ -135,3 +135,33 @@ async def test_validate_counts_identical_requests_and_what_dedupe_saves(
     text = render_report(str(source), report, {"mira": (1000.0, 1000.0)})
     assert "identical requests: 6 repeat an earlier line's request" in text
     assert "sending each request once would save 6 messages and about" in text
+
+
+async def test_a_last_done_without_a_newline_ends_the_stream() -> None:
+    from aiohttp import web
+
+    from worker.api.client import ChatClient
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices": [{"delta": {"content": "ok"}}]}\n\n')
+        await response.write(b"data: [DONE]")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        async with ChatClient(
+            base, "sk-mira-" + "ab" * 20, timeout_s=5, max_connections=1
+        ) as c:
+            reply = await c.complete(b'{"messages": []}', stream=True)
+    finally:
+        await runner.cleanup()
+    assert reply.streamed
+    assert reply.body["choices"][0]["message"]["content"] == "ok"

@@ -24,6 +24,7 @@ from worker.errors import (
 
 # Mira's answer when its GPU queue is full, as a stream: one event, no [DONE].
 QUEUE_FULL_RETRY_AFTER_S = 10.0
+_CHUNK_BYTES = 1 << 16
 
 
 def as_stream(payload: bytes) -> bytes:
@@ -126,9 +127,10 @@ async def read_stream(
     """
     request_id = resp.headers.get("x-request-id")
     answer = StreamedAnswer(request, request_id)
-    size = 0
-    async for raw in resp.content:
-        size += len(raw)
+    size, pending = 0, b""
+    # Chunks, not lines: a server's endless line must not fill memory first.
+    async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
+        size += len(chunk)
         if size > max_bytes:
             raise ResponseTooLargeError(
                 f"the streamed answer is over --max-response-bytes ({max_bytes} "
@@ -136,14 +138,25 @@ async def read_stream(
                 status=resp.status,
                 request_id=request_id,
             )
+        *lines, pending = (pending + chunk).split(b"\n")
+        if _feed(answer, lines):
+            return answer.body()
+    if _feed(answer, [pending]):  # a last line with no newline before the end
+        return answer.body()
+    raise TransportError(
+        "the stream ended before [DONE]", status=resp.status, request_id=request_id
+    )
+
+
+def _feed(answer: StreamedAnswer, lines: list[bytes]) -> bool:
+    """Add the `data:` fields of `lines`; True once `[DONE]` came."""
+    for raw in lines:
         line = raw.strip()
         if line.startswith(b"data:"):
             answer.add(line[5:].strip())
             if answer.done:
-                return answer.body()
-    raise TransportError(
-        "the stream ended before [DONE]", status=resp.status, request_id=request_id
-    )
+                return True
+    return False
 
 
 def _refusal(error: object, request_id: str | None) -> RateLimitedError | ServerError:
