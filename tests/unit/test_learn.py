@@ -137,3 +137,14 @@ def test_429s_of_the_burst_that_taught_the_window_do_not_shrink_it() -> None:
     account.clock.now += 5
     account.learner.on_rate_limited(2, 3, account.limiter.epoch, account.clock.now)
     assert window.requests == 19  # sent after the window was learned: too generous
+
+
+def test_only_mira_s_in_flight_refusal_below_3_is_held_elsewhere() -> None:
+    account = Account(jobs=200)
+    kind, hold_s = account.learner.on_rate_limited(5, 1, account.limiter.epoch)
+    assert (kind, hold_s) == ("held", 5)
+    other = Account(jobs=200)
+    kind, hold_s = other.learner.on_rate_limited(2, 2, other.limiter.epoch)
+    assert kind == "in_flight"  # another server's cap: learned as before
+    assert hold_s == 0
+    assert other.learner.cap == 1

@@ -155,8 +155,9 @@ class Learner:
         """Learn from a 429 to a request sent at `sent_at`; return its kind and
         how long every request should hold back beyond its Retry-After."""
         kind = caps.kind_of_429(retry_after_s, in_flight_at_send, self._proven)
-        if kind == "in_flight" and in_flight_at_send < caps.MIRA_IN_FLIGHT:
-            kind = "held"
+        mira_in_flight = retry_after_s == caps.IN_FLIGHT_RETRY_AFTER_S
+        if mira_in_flight and in_flight_at_send < caps.MIRA_IN_FLIGHT:
+            kind = "held"  # Mira's cap, full with fewer than 3 of ours
         self.kinds[kind] += 1
         self._streak = 0
         if kind == "held":
