@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         description="streamed answers: auto asks for one after a 408 (Mira cuts a "
         "plain call at 30 s; a long answer only comes as a stream), always, never",
     )
+    dedupe: bool = Field(
+        False,
+        description="send each distinct request once; jobs asking the same one get "
+        "its answer, marked deduplicated_from",
+    )
     system_as_user: bool = Field(
         False,
         description="fold system messages into the first user message (Mira drops "

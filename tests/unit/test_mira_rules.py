@@ -134,7 +134,7 @@ async def test_validate_counts_identical_requests_and_what_dedupe_saves(
     assert report.identical == 6  # 10 jobs, 4 distinct requests
     text = render_report(str(source), report, {"mira": (1000.0, 1000.0)})
     assert "identical requests: 6 repeat an earlier line's request" in text
-    assert "sending each request once would save 6 messages and about" in text
+    assert "--dedupe would save 6 messages and about" in text
 
 
 async def test_a_last_done_without_a_newline_ends_the_stream() -> None:

@@ -9,6 +9,7 @@ from worker.app.parts import RunParts
 from worker.files.jobs import Shard
 from worker.files.resume import ResumeState
 from worker.run.crew import Crew
+from worker.run.dedupe import Dedupe
 from worker.run.pipeline import Permit, Pipeline
 from worker.run.reader import make_intake
 from worker.run.retry import RetryPolicy
@@ -25,6 +26,7 @@ def build_pipeline(
 ) -> Pipeline:
     """The reader and the workers, wired to the run's shared parts."""
     settings, crew = parts.settings, Crew()
+    dedupe = Dedupe(parts.recorder, parts.tally) if settings.dedupe else None
     intake = make_intake(
         source,
         default_model=settings.model,
@@ -33,6 +35,7 @@ def build_pipeline(
         tally=parts.tally,
         recorder=parts.recorder,
         system_as_user=settings.system_as_user,
+        dedupe=dedupe,
     )
     policy = RetryPolicy(
         settings.max_attempts,
@@ -51,6 +54,7 @@ def build_pipeline(
         may_send=Permit(parts.stop, parts.tally.stats, settings.token_budget),
         max_consecutive_failures=settings.max_consecutive_failures,
         stream=settings.stream,
+        dedupe=dedupe,
     )
     return Pipeline(
         intake=intake,

@@ -32,7 +32,7 @@ class ValidationReport:
     completion_tokens: Counter[str] = field(default_factory=Counter)
     with_system: int = 0  # valid jobs whose system messages Mira would drop
     # Valid jobs whose request an earlier line already asks (by fingerprint),
-    # and their estimated tokens by model: what sending each once would save.
+    # and their estimated tokens by model: what --dedupe would not send.
     identical: int = 0
     identical_tokens: dict[str, list[int]] = field(default_factory=dict)
 
@@ -147,8 +147,7 @@ def _identical(report: ValidationReport, prices: Prices) -> str:
     )
     return (
         f"  identical requests: {report.identical} repeat an earlier line's request; "
-        f"sending each request once would save {report.identical} messages and "
-        f"about {saved:,.2f} RUB"
+        f"--dedupe would save {report.identical} messages and about {saved:,.2f} RUB"
     )
 
 

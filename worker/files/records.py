@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import InvalidJobError, RequestRejectedError, WorkerError
@@ -36,6 +37,7 @@ def success_record(
     latency_s: float,
     streamed: bool = False,
     fingerprint: str | None = None,
+    deduplicated_from: str | None = None,
 ) -> dict[str, Any]:
     """A results-file line."""
     record: dict[str, Any] = {
@@ -51,6 +53,8 @@ def success_record(
     record["request_fingerprint"] = fingerprint
     if streamed:
         record["streamed"] = True
+    if deduplicated_from is not None:
+        record["deduplicated_from"] = deduplicated_from
     return record
 
 
@@ -63,6 +67,7 @@ def error_record(
     attempts: int | None = None,
     line_no: int | None = None,
     fingerprint: str | None = None,
+    deduplicated_from: str | None = None,
 ) -> dict[str, Any]:
     """An errors-file line; `response` holds the last HTTP status and body, if any."""
     response = None
@@ -85,6 +90,8 @@ def error_record(
     if attempts is not None:
         record["attempts"] = attempts
     record["request_fingerprint"] = fingerprint  # none for an invalid line
+    if deduplicated_from is not None:
+        record["deduplicated_from"] = deduplicated_from
     return record
 
 
@@ -95,6 +102,16 @@ def error_code(error: WorkerError) -> str:
     if isinstance(error, RequestRejectedError) and error.status is not None:
         return f"http_{error.status}"
     return error.code
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A 2xx answer as it is recorded."""
+
+    status: int
+    request_id: str | None
+    body: dict[str, Any]
+    streamed: bool = False
 
 
 class Recorder:
@@ -109,15 +126,13 @@ class Recorder:
     def answer(
         self,
         job_id: str,
+        answer: Answer,
         *,
-        status: int,
-        request_id: str | None,
-        body: dict[str, Any],
         metadata: dict[str, Any] | None,
         attempts: int,
         latency_s: float,
-        streamed: bool = False,
         fingerprint: str | None = None,
+        deduplicated_from: str | None = None,
     ) -> None:
         """Write a job's answer.
 
@@ -129,14 +144,15 @@ class Recorder:
             success_record(
                 self._ids.next(),
                 job_id,
-                status=status,
-                request_id=request_id,
-                body=body,
+                status=answer.status,
+                request_id=answer.request_id,
+                body=answer.body,
                 metadata=metadata,
                 attempts=attempts,
                 latency_s=latency_s,
-                streamed=streamed,
+                streamed=answer.streamed,
                 fingerprint=fingerprint,
+                deduplicated_from=deduplicated_from,
             )
         )
 
@@ -149,6 +165,7 @@ class Recorder:
         attempts: int | None = None,
         line_no: int | None = None,
         fingerprint: str | None = None,
+        deduplicated_from: str | None = None,
     ) -> None:
         """Write a job's (or an invalid line's) failure.
 
@@ -164,5 +181,6 @@ class Recorder:
                 attempts=attempts,
                 line_no=line_no,
                 fingerprint=fingerprint,
+                deduplicated_from=deduplicated_from,
             )
         )

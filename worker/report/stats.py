@@ -77,6 +77,7 @@ class RunStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     untrusted_usage_seen: bool = False
     jobs_with_system: int = 0
+    deduplicated: int = 0
     # model -> [prompt tokens, completion tokens], for the run's cost
     tokens_by_model: dict[str, list[int]] = field(default_factory=dict)
 

@@ -45,6 +45,7 @@ def build_summary(
         "counts": counts,
         "invalid": stats.invalid,
         "jobs_with_system_messages": stats.jobs_with_system,
+        "deduplicated": stats.deduplicated,
         "succeeded_before": stats.succeeded_before,
         "failed_before": stats.failed_before,
         "input_complete": stats.input_complete,

@@ -106,3 +106,7 @@ class Tally:
     def failed(self) -> None:
         """A job's failure was written."""
         self.stats.failed += 1
+
+    def deduplicated(self) -> None:
+        """A job's outcome came from another job that asked the same request."""
+        self.stats.deduplicated += 1

@@ -17,6 +17,7 @@ from worker.files.jsonl import count_lines, iter_lines
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
 from worker.report.tally import Tally
+from worker.run.dedupe import Dedupe
 
 log = logging.getLogger("worker.run")
 
@@ -41,8 +42,10 @@ class Intake:
         recorder: Recorder,
         expected_lines: int = 0,
         system_as_user: bool = False,
+        dedupe: Dedupe | None = None,
     ) -> None:
         self._default_model = default_model
+        self._dedupe = dedupe
         self._system_as_user = system_as_user
         self._shard = shard
         self._resume = resume
@@ -80,6 +83,8 @@ class Intake:
         if job.id in resume.done:
             tally.skipped()
             return None
+        if self._dedupe is not None and self._dedupe.follows(job):
+            return None  # its outcome comes from a job asking the same request
         if job.system_messages:
             tally.carries_system()
         return job
@@ -175,6 +180,7 @@ def make_intake(
     tally: Tally,
     recorder: Recorder,
     system_as_user: bool = False,
+    dedupe: Dedupe | None = None,
 ) -> Intake:
     """An Intake sized from the file's line count (0 for a pipe)."""
     lines = count_lines(source)
@@ -189,4 +195,5 @@ def make_intake(
         recorder=recorder,
         expected_lines=lines,
         system_as_user=system_as_user,
+        dedupe=dedupe,
     )

@@ -26,10 +26,11 @@ from worker.errors import (
     WorkerError,
 )
 from worker.files.jobs import Job
-from worker.files.records import Recorder
+from worker.files.records import Answer, Recorder
 from worker.flow.throttle import Throttle
 from worker.report.tally import Tally
 from worker.run.crew import Crew
+from worker.run.dedupe import Dedupe, Outcome
 from worker.run.reader import JobQueue
 from worker.run.retry import RetryPolicy
 from worker.run.stop import StopController
@@ -55,6 +56,7 @@ class Crewmates:
     may_send: Callable[[], bool]  # the supervisor's say, just before each send
     max_consecutive_failures: int = 0
     stream: str = "auto"  # auto: a stream after a 408 (Mira's cut of long answers)
+    dedupe: Dedupe | None = None  # --dedupe: followers get a leader's outcome
 
 
 class Sender:
@@ -137,18 +139,18 @@ class Sender:
         self, job: Job, reply: ChatReply, latency_s: float, attempts: int
     ) -> bool:
         """Write the result; False when the writer failed."""
+        answer = Answer(reply.status, reply.request_id, reply.body, reply.streamed)
         try:
             self._parts.recorder.answer(
                 job.id,
-                status=reply.status,
-                request_id=reply.request_id,
-                body=reply.body,
+                answer,
                 metadata=job.metadata,
                 attempts=attempts,
                 latency_s=latency_s,
-                streamed=reply.streamed,
                 fingerprint=job.fingerprint,
             )
+            if self._parts.dedupe is not None:
+                self._parts.dedupe.settled(job, Outcome(job.id, answer=answer))
         except OutputError:
             return False
         except orjson.JSONEncodeError as exc:
@@ -176,6 +178,8 @@ class Sender:
                 attempts=attempts,
                 fingerprint=job.fingerprint,
             )
+            if parts.dedupe is not None:
+                parts.dedupe.settled(job, Outcome(job.id, error=exc))
         except OutputError:
             return False
         parts.tally.failed()
