@@ -54,7 +54,7 @@ def build_pipeline(
         may_send=Permit(parts.stop, parts.tally.stats, settings.token_budget),
         max_consecutive_failures=settings.max_consecutive_failures,
         stream=settings.stream,
-        dedupe=dedupe,
+        settle=None if dedupe is None else dedupe.settled,
     )
     return Pipeline(
         intake=intake,

@@ -7,7 +7,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import InvalidJobError, RequestRejectedError, WorkerError
+from worker.errors import (
+    InvalidJobError,
+    JobError,
+    RequestRejectedError,
+    WorkerError,
+)
 from worker.files.writer import ResultWriter
 
 
@@ -112,6 +117,16 @@ class Answer:
     request_id: str | None
     body: dict[str, Any]
     streamed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A job's written outcome, its answer or its error, for the jobs that asked
+    the same request (--dedupe): `leader` is the job that asked it."""
+
+    leader: str
+    answer: Answer | None = None
+    error: JobError | None = None
 
 
 class Recorder:

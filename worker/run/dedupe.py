@@ -11,23 +11,12 @@ unwritten by a stop leaves its followers unwritten too, for a resume.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
-from worker.errors import JobError
 from worker.files.jobs import Job
-from worker.files.records import Answer, Recorder
+from worker.files.records import Outcome, Recorder
 from worker.report.tally import Tally
 
 REMEMBERED = 10_000  # settled outcomes kept for later duplicates
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A leader's written outcome: its answer or its error."""
-
-    leader: str
-    answer: Answer | None = None
-    error: JobError | None = None
 
 
 class Dedupe:

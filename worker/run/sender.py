@@ -26,11 +26,10 @@ from worker.errors import (
     WorkerError,
 )
 from worker.files.jobs import Job
-from worker.files.records import Answer, Recorder
+from worker.files.records import Answer, Outcome, Recorder
 from worker.flow.throttle import Throttle
 from worker.report.tally import Tally
 from worker.run.crew import Crew
-from worker.run.dedupe import Dedupe, Outcome
 from worker.run.reader import JobQueue
 from worker.run.retry import RetryPolicy
 from worker.run.stop import StopController
@@ -56,7 +55,8 @@ class Crewmates:
     may_send: Callable[[], bool]  # the supervisor's say, just before each send
     max_consecutive_failures: int = 0
     stream: str = "auto"  # auto: a stream after a 408 (Mira's cut of long answers)
-    dedupe: Dedupe | None = None  # --dedupe: followers get a leader's outcome
+    # --dedupe: the jobs asking a written job's request get its outcome
+    settle: Callable[[Job, Outcome], None] | None = None
 
 
 class Sender:
@@ -149,8 +149,8 @@ class Sender:
                 latency_s=latency_s,
                 fingerprint=job.fingerprint,
             )
-            if self._parts.dedupe is not None:
-                self._parts.dedupe.settled(job, Outcome(job.id, answer=answer))
+            if self._parts.settle is not None:
+                self._parts.settle(job, Outcome(job.id, answer=answer))
         except OutputError:
             return False
         except orjson.JSONEncodeError as exc:
@@ -178,8 +178,8 @@ class Sender:
                 attempts=attempts,
                 fingerprint=job.fingerprint,
             )
-            if parts.dedupe is not None:
-                parts.dedupe.settled(job, Outcome(job.id, error=exc))
+            if parts.settle is not None:
+                parts.settle(job, Outcome(job.id, error=exc))
         except OutputError:
             return False
         parts.tally.failed()
