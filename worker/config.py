@@ -116,6 +116,9 @@ class Settings(BaseSettings):
         description="streamed answers: auto asks for one after a 408 (Mira cuts a "
         "plain call at 30 s; a long answer only comes as a stream), always, never",
     )
+    redo_changed: bool = Field(
+        False, description="send again done jobs whose request changed since then"
+    )
     dedupe: bool = Field(
         False,
         description="send each distinct request once; jobs asking the same one get "

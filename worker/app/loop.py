@@ -36,6 +36,7 @@ def build_pipeline(
         recorder=parts.recorder,
         system_as_user=settings.system_as_user,
         dedupe=dedupe,
+        redo_changed=settings.redo_changed,
     )
     policy = RetryPolicy(
         settings.max_attempts,

@@ -19,6 +19,7 @@ from worker.files.resume import (
     ResumeState,
     load_resume_state,
     release_failed,
+    set_aside_redone,
     start_fresh,
 )
 from worker.logs import register_secret
@@ -60,6 +61,8 @@ def prepared(
             unclean = ended_uncleanly(files)
             resume = _resume_state(files, mode, force=force)
             yield Prepared(api_key, source, resume, unclean)
+            if resume.redone:  # one current record per id again, under the lock
+                set_aside_redone(files.results, files.errors, resume.redone)
         finally:
             if source is not sys.stdin.buffer:
                 source.close()

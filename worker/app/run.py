@@ -65,6 +65,7 @@ async def execute_run(
                 )
                 async with report.progress(out):
                     await pipeline.run(ready.source)
+
         summary = report.summary(files.listing(), elapsed_s=time.monotonic() - started)
         code = report.finish(summary, files.summary, out)
         if metrics is not None:

@@ -87,3 +87,57 @@ def _insert(slots: array[int], h: int) -> bool:
         return False
     slots[i] = h
     return True
+
+
+def fingerprint64(fingerprint: str) -> int:
+    """The first 64 bits of a request fingerprint (hex): enough to tell an edit."""
+    return int(fingerprint[:16], 16) or 1
+
+
+class FingerprintMap:
+    """Job id -> the fingerprint its recorded outcome was for, 16 bytes a slot.
+
+    Two parallel arrays with the set's probing: on a million records, tens of
+    megabytes where a dict of str would take hundreds.
+    """
+
+    __slots__ = ("_count", "_keys", "_values")
+
+    def __init__(self) -> None:
+        self._keys = array("Q", bytes(8 * _MIN_CAPACITY))
+        self._values = array("Q", bytes(8 * _MIN_CAPACITY))
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, job_id: str, fingerprint: str) -> None:
+        """Record (or replace: the last record of an id is its current one)."""
+        if (self._count + 1) > _MAX_LOAD * len(self._keys):
+            self._grow()
+        h = _hash64(job_id)
+        i = _probe(self._keys, h)
+        if self._keys[i] != h:
+            self._keys[i] = h
+            self._count += 1
+        self._values[i] = fingerprint64(fingerprint)
+
+    def get(self, job_id: str) -> int | None:
+        """The 64-bit fingerprint recorded for the id, or None."""
+        if not self._count:
+            return None
+        h = _hash64(job_id)
+        i = _probe(self._keys, h)
+        return self._values[i] if self._keys[i] == h else None
+
+    def _grow(self) -> None:
+        keys, values = self._keys, self._values
+        size = int(len(keys) * _GROWTH)
+        self._keys, self._values = (
+            array("Q", bytes(8 * size)),
+            array("Q", bytes(8 * size)),
+        )
+        for h, value in zip(keys, values, strict=True):
+            if h != _EMPTY:
+                i = _probe(self._keys, h)
+                self._keys[i], self._values[i] = h, value

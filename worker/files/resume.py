@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +14,13 @@ import orjson
 
 from worker.api.answer import check_answer
 from worker.errors import ConfigError, WorkerError
-from worker.files.idset import IdSet
+from worker.files.idset import FingerprintMap, IdSet
 from worker.files.jsonl import count_lines
-from worker.files.rewrite import atomic_write, set_aside
+from worker.files.rewrite import atomic_write, replaced_path, set_aside
 
 log = logging.getLogger(__name__)
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(slots=True)
@@ -31,6 +34,10 @@ class ResumeState:
     # Lines of the results file that hold no answer (an upstream-error or
     # moderation text, or nothing, kept by an earlier version): not done.
     not_answers: list[int] = field(default_factory=list)
+    # The fingerprint each done id's record was for (records that carry one),
+    # and the ids whose jobs changed that this run sends again (--redo-changed).
+    fingerprints: FingerprintMap = field(default_factory=FingerprintMap)
+    redone: dict[str, str] = field(default_factory=dict)
 
 
 def repair_trailing_line(path: Path) -> int:
@@ -97,6 +104,9 @@ def _scan(path: Path, state: ResumeState, *, is_errors: bool) -> None:
         job_id = record.get("custom_id")
         if isinstance(job_id, str):
             state.done.add(job_id)
+            fingerprint = record.get("request_fingerprint")
+            if isinstance(fingerprint, str) and _FINGERPRINT.fullmatch(fingerprint):
+                state.fingerprints.put(job_id, fingerprint)
         elif is_errors and isinstance(record.get("line"), int):
             state.invalid_lines.add(record["line"])
         if is_errors:
@@ -125,8 +135,36 @@ def load_resume_state(results: Path, errors: Path) -> ResumeState:
             )
         _scan(path, state, is_errors=is_errors)
     if state.not_answers:
-        set_aside(results, set(state.not_answers))
+        moved = set_aside(results, set(state.not_answers), replaced_path(results))
+        log.warning(
+            "%d results in %s hold no answer (Mira's upstream-error or moderation "
+            "text, or nothing): they run again; the old records are in %s",
+            moved,
+            results,
+            replaced_path(results),
+        )
     return state
+
+
+def set_aside_redone(results: Path, errors: Path, redone: dict[str, str]) -> int:
+    """After a --redo-changed run: move every record of a redone job that is not
+    for its new request to the replaced file, so each id has one current record.
+
+    Raises:
+        ConfigError: a file cannot be read or rewritten.
+    """
+    moved = 0
+    for path in (results, errors):
+        lines = {
+            line_no
+            for line_no, record in read_records(path)
+            if record is not None
+            and (job_id := record.get("custom_id")) in redone
+            and record.get("request_fingerprint") != redone[job_id]
+        }
+        if lines:
+            moved += set_aside(path, lines, replaced_path(results))
+    return moved
 
 
 def _is_answer(record: dict[str, Any]) -> bool:

@@ -3,15 +3,12 @@ the summary, --fresh, --retry-failed, and records set aside for a rerun."""
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 from worker.errors import ConfigError
-
-log = logging.getLogger("worker.files.resume")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -48,8 +45,10 @@ def replaced_path(results: Path) -> Path:
     return results.with_name(f"{stem}.replaced.jsonl")
 
 
-def set_aside(results: Path, lines: set[int]) -> None:
-    """Move the given lines of the results file to its replaced file.
+def set_aside(path: Path, lines: set[int], replaced: Path) -> int:
+    """Move the given lines of an output file to `replaced` (appended first, so
+    a kill between the two steps duplicates a record but never loses one);
+    return how many moved.
 
     Raises:
         ConfigError: a file cannot be read or rewritten.
@@ -57,20 +56,14 @@ def set_aside(results: Path, lines: set[int]) -> None:
     kept: list[bytes] = []
     moved: list[bytes] = []
     try:
-        with open(results, "rb") as fh:
+        with open(path, "rb") as fh:
             for line_no, line in enumerate(fh, start=1):
                 (moved if line_no in lines else kept).append(line)
-        with open(replaced_path(results), "ab") as out:
+        with open(replaced, "ab") as out:
             out.writelines(moved)
             out.flush()
             os.fsync(out.fileno())
-        atomic_write(results, b"".join(kept))
+        atomic_write(path, b"".join(kept))
     except OSError as exc:
-        raise ConfigError(f"cannot rewrite {results}: {exc.strerror}") from None
-    log.warning(
-        "%d results in %s hold no answer (Mira's upstream-error or moderation "
-        "text, or nothing): they run again; the old records are in %s",
-        len(moved),
-        results,
-        replaced_path(results),
-    )
+        raise ConfigError(f"cannot rewrite {path}: {exc.strerror}") from None
+    return len(moved)

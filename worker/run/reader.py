@@ -11,7 +11,7 @@ import logging
 from typing import BinaryIO
 
 from worker.errors import InvalidJobError, OutputError
-from worker.files.idset import IdSet
+from worker.files.idset import IdSet, fingerprint64
 from worker.files.jobs import Job, Shard, parse_job
 from worker.files.jsonl import count_lines, iter_lines
 from worker.files.records import Recorder
@@ -22,6 +22,14 @@ from worker.run.dedupe import Dedupe
 log = logging.getLogger("worker.run")
 
 QUEUE_LOW_WATER = 32
+CHANGED_KEPT = (
+    "%d jobs changed since they were answered (lines %s); their old answers are "
+    "kept; --redo-changed sends them again"
+)
+CHANGED_REDONE = (
+    "%d jobs changed since they were answered (lines %s): sent again; their old "
+    "records go to the replaced file"
+)
 SYSTEM_DROPPED = (
     "%d jobs carry system messages, which Mira drops before the model sees "
     "them: their instructions never arrive (--system-as-user folds them into "
@@ -43,8 +51,11 @@ class Intake:
         expected_lines: int = 0,
         system_as_user: bool = False,
         dedupe: Dedupe | None = None,
+        redo_changed: bool = False,
     ) -> None:
         self._default_model = default_model
+        self._redo_changed = redo_changed
+        self.changed_lines: list[int] = []
         self._dedupe = dedupe
         self._system_as_user = system_as_user
         self._shard = shard
@@ -80,7 +91,7 @@ class Intake:
                 )
                 self._write_invalid(repeat, job_id=None)
             return None
-        if job.id in resume.done:
+        if job.id in resume.done and not self._changed(job, line_no):
             tally.skipped()
             return None
         if self._dedupe is not None and self._dedupe.follows(job):
@@ -88,6 +99,31 @@ class Intake:
         if job.system_messages:
             tally.carries_system()
         return job
+
+    def _changed(self, job: Job, line_no: int) -> bool:
+        """True when a done job asks another request now and --redo-changed
+        sends it again; a change is noted either way."""
+        recorded = self._resume.fingerprints.get(job.id)
+        if recorded is None or recorded == fingerprint64(job.fingerprint):
+            return False  # unchanged, or recorded before fingerprints
+        self.changed_lines.append(line_no)
+        if not self._redo_changed:
+            return False
+        self._resume.redone[job.id] = job.fingerprint
+        return True
+
+    def report_changed(self) -> None:
+        """Say once how many done jobs changed since they were answered."""
+        lines = self.changed_lines
+        if not lines:
+            return
+        shown = ", ".join(str(n) for n in lines[:10]) + (
+            ", ..." if len(lines) > 10 else ""
+        )
+        if self._redo_changed:
+            log.warning(CHANGED_REDONE, len(lines), shown)
+        else:
+            log.warning(CHANGED_KEPT, len(lines), shown)
 
     def _reject(self, exc: InvalidJobError) -> None:
         job_id = exc.job_id
@@ -165,6 +201,7 @@ async def feed(
         intake.tally.input_read()
         if jobs := intake.tally.stats.jobs_with_system:
             log.warning(SYSTEM_DROPPED, jobs)
+        intake.report_changed()
     except OutputError:
         return  # an invalid line's record could not be written: the run stops
     finally:
@@ -181,6 +218,7 @@ def make_intake(
     recorder: Recorder,
     system_as_user: bool = False,
     dedupe: Dedupe | None = None,
+    redo_changed: bool = False,
 ) -> Intake:
     """An Intake sized from the file's line count (0 for a pipe)."""
     lines = count_lines(source)
@@ -196,4 +234,5 @@ def make_intake(
         expected_lines=lines,
         system_as_user=system_as_user,
         dedupe=dedupe,
+        redo_changed=redo_changed,
     )
