@@ -497,6 +497,7 @@ def main() -> None:
             "mira",
             "mira-source",
             "collect",
+            "cache",
             "all",
         ],
     )
@@ -530,6 +531,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
             results["collect"] = run_collect(Path(tmp))
         (OUT / "results-collect.json").write_text(json.dumps(results, indent=2) + "\n")
+        return
+    if args.what == "cache":
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+        from bench.cache import run_cache
+
+        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+            results["cache"] = run_cache(Path(tmp), free_port())
+        (OUT / "results-cache.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     if args.what in ("mira", "mira-source"):
         _against_the_simulator(args.what, results)

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(run)
     _add_validate(sub)
     _add_collect(sub)
+    _add_cache(sub)
     sim = sub.add_parser(
         "simulate",
         help="run the bundled Mira-compatible simulator until stopped",
@@ -145,6 +146,28 @@ def _add_validate(
     add_price_flag(val)
 
 
+def _add_cache(sub: Subparsers) -> None:
+    """The `cache` command's parser."""
+    cache = sub.add_parser(
+        "cache",
+        help="look after an answer cache (--cache): stats, or prune old answers",
+        description="Show what an answer cache holds, or forget answers older than "
+        "some days. Safe while runs use the cache.",
+    )
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stats = actions.add_parser("stats", help="answers, size, oldest and newest")
+    stats.add_argument("path", type=Path, metavar="PATH", help="the cache file")
+    prune = actions.add_parser("prune", help="forget answers older than DAYS")
+    prune.add_argument("path", type=Path, metavar="PATH", help="the cache file")
+    prune.add_argument(
+        "--older-than",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="answers stored more than this many days ago go",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from worker.app.run import run_from_args
 
@@ -192,10 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from worker.app.validate import run_validate
 
             return run_validate(args)
-        if args.command == "collect":
-            from worker.app.collect import run_collect
+        if args.command in ("collect", "cache"):
+            from worker.app.collect import run_cache, run_collect
 
-            return run_collect(args)
+            return run_collect(args) if args.command == "collect" else run_cache(args)
         if args.command == "simulate":
             from worker.sim.command import run_simulate
 

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
         description="streamed answers: auto asks for one after a 408 (Mira cuts a "
         "plain call at 30 s; a long answer only comes as a stream), always, never",
     )
+    cache: Path | None = Field(None, description="an answer cache shared by runs")
     redo_changed: bool = Field(
         False, description="send again done jobs whose request changed since then"
     )

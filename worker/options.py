@@ -80,6 +80,7 @@ RUN_FLAGS = (
     Flag("system_as_user", "--system-as-user", "API"),
     Flag("dedupe", "--dedupe", "API"),
     Flag("redo_changed", "--redo-changed", "API"),
+    Flag("cache", "--cache", "API", Path),
     Flag("concurrency", "--concurrency", "speed and retries", int),
     Flag("max_attempts", "--max-attempts", "speed and retries", int),
     Flag("request_timeout_s", "--timeout", "speed and retries", positive_float),

@@ -185,3 +185,32 @@ async def test_sigterm_while_an_idle_pipe_feeds_standard_input(
     assert proc.returncode == 143
     proc.stdin.close()
     assert summary_file(tmp_path / "stdin.summary.json")["stop_reason"] == "interrupted"
+
+
+async def test_sigkill_during_a_cached_run_loses_and_corrupts_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    sim.faults = Faults(latency_ms=20)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(150))
+    env = cli_env(base_url=sim.base_url)
+    cached = ("--cache", "answers.sqlite", "--concurrency", "16")
+    for _ in range(2):
+        proc = await start_cli(*RUN, *cached, cwd=tmp_path, env=env)
+        await wait_for(_grown_by(tmp_path / "jobs.results.jsonl", 2000))
+        proc.kill()
+        assert (await finish_cli(proc, cwd=tmp_path)).code == -signal.SIGKILL
+    # A fresh output set over the same cache: what was answered comes from it.
+    proc = await start_cli(*RUN, *cached, "--fresh", "--force", cwd=tmp_path, env=env)
+    assert (await finish_cli(proc, cwd=tmp_path)).code == 0
+    assert sorted(ids_in(tmp_path / "jobs.results.jsonl")) == sorted(
+        f"job-{i}" for i in range(150)
+    )
+    summary = json.loads((tmp_path / "jobs.summary.json").read_text())
+    assert summary["cache_hits"] > 0
+    assert summary["cache_hits"] + summary["cache_misses"] == 150
+    with sqlite3.connect(tmp_path / "answers.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = db.execute("SELECT count(*) FROM answers").fetchone()[0]
+    assert stored == 150

@@ -126,19 +126,26 @@ async def test_shards_split_the_file_without_overlap(
     sim: Simulator, tmp_path: Path
 ) -> None:
     write_jobs(tmp_path / "jobs.jsonl", [*simple_jobs(60), "{broken"])
+    # As an Indexed Job runs them: both shards at once, on one account.
+    envs = [
+        cli_env(
+            base_url=sim.base_url, JOB_COMPLETION_INDEX=str(k), MIRA_SHARD_COUNT="2"
+        )
+        for k in range(2)
+    ]
+    *shards, bad = await asyncio.gather(
+        *(
+            run_cli("run", "jobs.jsonl", "--progress", "off", cwd=tmp_path, env=env)
+            for env in envs
+        ),
+        run_batch(tmp_path, sim.base_url, "--shard", "2/2"),
+    )
     seen: list[str] = []
-    for index in range(2):
-        env = cli_env(
-            base_url=sim.base_url, JOB_COMPLETION_INDEX=str(index), MIRA_SHARD_COUNT="2"
-        )
-        result = await run_cli(
-            "run", "jobs.jsonl", "--progress", "off", cwd=tmp_path, env=env
-        )
+    for index, result in enumerate(shards):
         assert result.code in (0, 1), result.stderr
         stem = tmp_path / f"jobs.shard-{index}-of-2"
         seen += [r["custom_id"] for r in read_jsonl(Path(f"{stem}.results.jsonl"))]
     assert sorted(seen) == sorted(f"job-{i}" for i in range(60))
-    bad = await run_batch(tmp_path, sim.base_url, "--shard", "2/2")
     assert bad.code == 2
 
 

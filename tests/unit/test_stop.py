@@ -24,7 +24,8 @@ from worker.files.writer import ResultWriter
 from worker.flow.throttle import FlowLimits, Throttle
 from worker.report.tally import Tally
 from worker.run.crew import Crew
-from worker.run.reader import Intake, JobQueue, feed
+from worker.run.queue import JobQueue
+from worker.run.reader import Intake, feed
 from worker.run.retry import RetryPolicy
 from worker.run.stop import StopController
 

@@ -1,16 +1,20 @@
-"""`mira-batch collect` from the command line: defaults, a progress bar, a report."""
+"""The commands over what runs leave behind: `collect` (defaults, a progress bar,
+a report) and `cache stats|prune` (the answer cache runs share)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from worker.collect.join import collect
 from worker.config import load_settings
+from worker.errors import ConfigError
+from worker.files.cache import AnswerCache
 from worker.files.outputs import RunFiles
 from worker.logs import emit, setup_logging
 from worker.report.cost import price_table
@@ -56,5 +60,38 @@ def run_collect(args: argparse.Namespace) -> int:
         sys.stderr,
         f"{to}: {report.rows} rows ({counts or 'none'}); "
         f"cost {report.cost_rub:,.4f} RUB",
+    )
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    """`mira-batch cache stats PATH` or `cache prune PATH --older-than DAYS`.
+
+    Raises:
+        ConfigError: the cache cannot be opened, or does not exist.
+    """
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    if not args.path.is_file():
+        raise ConfigError(f"no cache at {args.path}")
+    with AnswerCache(args.path) as cache:
+        if args.action == "prune":
+            removed = cache.prune(args.older_than)
+            emit(
+                sys.stdout,
+                f"{args.path}: removed {removed} answers older than "
+                f"{args.older_than:g} days",
+            )
+        stats = cache.stats()
+    when = [
+        "never"
+        if t is None
+        else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+        for t in (stats.oldest, stats.newest)
+    ]
+    emit(
+        sys.stdout,
+        f"{args.path}: {stats.answers} answers, {stats.bytes:,} bytes; "
+        f"oldest {when[0]}, newest {when[1]}",
     )
     return 0

@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
-
 from worker.api.client import Client
 from worker.app.parts import RunParts
+from worker.app.prepare import Prepared
 from worker.files.jobs import Shard
-from worker.files.resume import ResumeState
 from worker.run.crew import Crew
 from worker.run.dedupe import Dedupe
 from worker.run.pipeline import Permit, Pipeline
-from worker.run.reader import make_intake
+from worker.run.reader import Intake, make_intake
 from worker.run.retry import RetryPolicy
 from worker.run.sender import Crewmates, Sender
 
 
 def build_pipeline(
     parts: RunParts,
-    source: BinaryIO,
+    ready: Prepared,
     client: Client,
     *,
-    resume: ResumeState,
     shard: Shard | None,
 ) -> Pipeline:
     """The reader and the workers, wired to the run's shared parts."""
     settings, crew = parts.settings, Crew()
     dedupe = Dedupe(parts.recorder, parts.tally) if settings.dedupe else None
-    intake = make_intake(
-        source,
-        default_model=settings.model,
-        shard=shard,
-        resume=resume,
-        tally=parts.tally,
-        recorder=parts.recorder,
-        system_as_user=settings.system_as_user,
-        dedupe=dedupe,
-        redo_changed=settings.redo_changed,
-    )
     policy = RetryPolicy(
         settings.max_attempts,
         sleep=parts.sleep,
@@ -56,13 +42,33 @@ def build_pipeline(
         max_consecutive_failures=settings.max_consecutive_failures,
         stream=settings.stream,
         settle=None if dedupe is None else dedupe.settled,
+        remember=None if ready.cache is None else ready.cache.put,
     )
     return Pipeline(
-        intake=intake,
+        intake=_intake(parts, ready, shard, dedupe),
         sender=Sender(mates),
         crew=crew,
         stop=parts.stop,
         concurrency=settings.concurrency,
         deadline_s=settings.deadline_s,
         grace_s=settings.shutdown_grace_s,
+    )
+
+
+def _intake(
+    parts: RunParts, ready: Prepared, shard: Shard | None, dedupe: Dedupe | None
+) -> Intake:
+    """The reader's side: what is done, changed, cached or a duplicate."""
+    settings = parts.settings
+    return make_intake(
+        ready.source,
+        default_model=settings.model,
+        shard=shard,
+        resume=ready.resume,
+        tally=parts.tally,
+        recorder=parts.recorder,
+        system_as_user=settings.system_as_user,
+        dedupe=dedupe,
+        redo_changed=settings.redo_changed,
+        cache=ready.cache,
     )

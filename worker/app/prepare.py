@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
 import orjson
 
 from worker.config import Settings, check_base_url_security, load_api_key
+from worker.files.cache import AnswerCache
 from worker.files.jsonl import open_input
 from worker.files.outputs import RunFiles, RunLock, check_output_paths
 from worker.files.resume import (
@@ -37,6 +38,7 @@ class Prepared:
     source: BinaryIO
     resume: ResumeState
     unclean: bool  # the last run on these files did not end with its summary
+    cache: AnswerCache | None = None  # --cache, open for the run
 
 
 @contextmanager
@@ -55,12 +57,13 @@ def prepared(
         files.input,
         {"results": files.results, "errors": files.errors, "summary": files.summary},
     )
-    with RunLock(files.results):
+    cache = AnswerCache(settings.cache) if settings.cache is not None else None
+    with RunLock(files.results), cache or nullcontext():
         source = open_input(files.input)
         try:
             unclean = ended_uncleanly(files)
             resume = _resume_state(files, mode, force=force)
-            yield Prepared(api_key, source, resume, unclean)
+            yield Prepared(api_key, source, resume, unclean, cache)
             if resume.redone:  # one current record per id again, under the lock
                 set_aside_redone(files.results, files.errors, resume.redone)
         finally:

@@ -14,7 +14,7 @@ import orjson
 
 from worker.app.parts import RunParts
 from worker.exits import StopReason
-from worker.files.rewrite import atomic_write
+from worker.files.outputs import atomic_write
 from worker.logs import emit, scrub_bytes
 from worker.report.cost import Prices, run_cost
 from worker.report.metrics import Metrics, RunCollector

@@ -60,9 +60,7 @@ async def execute_run(
                 report.metrics_every(metrics, settings.progress_interval_s),
                 client,
             ):
-                pipeline = build_pipeline(
-                    parts, ready.source, client, resume=ready.resume, shard=files.shard
-                )
+                pipeline = build_pipeline(parts, ready, client, shard=files.shard)
                 async with report.progress(out):
                     await pipeline.run(ready.source)
 

@@ -1,4 +1,5 @@
-"""Before the first request: the output paths are checked, and the run takes its lock.
+"""A run's output files: their names, the checks before the first request, the
+run's lock, and whole-file rewrites that a kill leaves old or new, never torn.
 
 One run per output set: a cron overlap must not send (and pay for) every job
 twice. The lock is an exclusive `flock` on `<results>.lock`, held for the whole
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -150,3 +153,61 @@ class RunFiles:
             summary=summary or directory / f"{stem}.summary.json",
             shard=shard,
         )
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace a file's content so a kill leaves either the old or the new file.
+
+    A new file is private (0600); a file that exists keeps its mode.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def replaced_path(results: Path) -> Path:
+    """`<stem>.replaced.jsonl` beside `<stem>.results.jsonl`: records taken out."""
+    stem = results.name.removesuffix(".jsonl").removesuffix(".results")
+    return results.with_name(f"{stem}.replaced.jsonl")
+
+
+def set_aside(path: Path, lines: set[int], replaced: Path) -> int:
+    """Move the given lines of an output file to `replaced` (appended first, so
+    a kill between the two steps duplicates a record but never loses one);
+    return how many moved.
+
+    Raises:
+        ConfigError: a file cannot be read or rewritten.
+    """
+    kept: list[bytes] = []
+    moved: list[bytes] = []
+    try:
+        with open(path, "rb") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                (moved if line_no in lines else kept).append(line)
+        with open(replaced, "ab") as out:
+            out.writelines(moved)
+            out.flush()
+            os.fsync(out.fileno())
+        atomic_write(path, b"".join(kept))
+    except OSError as exc:
+        raise ConfigError(f"cannot rewrite {path}: {exc.strerror}") from None
+    return len(moved)

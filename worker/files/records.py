@@ -43,6 +43,7 @@ def success_record(
     streamed: bool = False,
     fingerprint: str | None = None,
     deduplicated_from: str | None = None,
+    cached: bool = False,
 ) -> dict[str, Any]:
     """A results-file line."""
     record: dict[str, Any] = {
@@ -60,6 +61,8 @@ def success_record(
         record["streamed"] = True
     if deduplicated_from is not None:
         record["deduplicated_from"] = deduplicated_from
+    if cached:
+        record["cached"] = True
     return record
 
 
@@ -148,6 +151,7 @@ class Recorder:
         latency_s: float,
         fingerprint: str | None = None,
         deduplicated_from: str | None = None,
+        cached: bool = False,
     ) -> None:
         """Write a job's answer.
 
@@ -168,6 +172,7 @@ class Recorder:
                 streamed=answer.streamed,
                 fingerprint=fingerprint,
                 deduplicated_from=deduplicated_from,
+                cached=cached,
             )
         )
 

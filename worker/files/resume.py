@@ -16,7 +16,7 @@ from worker.api.answer import check_answer
 from worker.errors import ConfigError, WorkerError
 from worker.files.idset import FingerprintMap, IdSet
 from worker.files.jsonl import count_lines
-from worker.files.rewrite import atomic_write, replaced_path, set_aside
+from worker.files.outputs import atomic_write, replaced_path, set_aside
 
 log = logging.getLogger(__name__)
 

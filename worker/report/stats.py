@@ -78,6 +78,8 @@ class RunStats:
     untrusted_usage_seen: bool = False
     jobs_with_system: int = 0
     deduplicated: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
     # model -> [prompt tokens, completion tokens], for the run's cost
     tokens_by_model: dict[str, list[int]] = field(default_factory=dict)
 

@@ -46,6 +46,8 @@ def build_summary(
         "invalid": stats.invalid,
         "jobs_with_system_messages": stats.jobs_with_system,
         "deduplicated": stats.deduplicated,
+        "cache_hits": stats.cache_hits,
+        "cache_misses": stats.cache_misses,
         "succeeded_before": stats.succeeded_before,
         "failed_before": stats.failed_before,
         "input_complete": stats.input_complete,

@@ -107,6 +107,15 @@ class Tally:
         """A job's failure was written."""
         self.stats.failed += 1
 
+    def cache_hit(self) -> None:
+        """A job's answer came from the cache: written, sent nothing, cost nothing."""
+        self.stats.succeeded += 1
+        self.stats.cache_hits += 1
+
+    def cache_miss(self) -> None:
+        """A job's request was not in the cache."""
+        self.stats.cache_misses += 1
+
     def deduplicated(self) -> None:
         """A job's outcome came from another job that asked the same request."""
         self.stats.deduplicated += 1

@@ -17,7 +17,8 @@ from typing import BinaryIO
 from worker.exits import StopReason
 from worker.report.stats import RunStats
 from worker.run.crew import Crew
-from worker.run.reader import Intake, JobQueue, feed
+from worker.run.queue import JobQueue
+from worker.run.reader import Intake, feed
 from worker.run.sender import Sender
 from worker.run.stop import StopController
 

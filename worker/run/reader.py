@@ -6,11 +6,11 @@ an invalid line is answered here with its error record (CONTRACT section 4).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import BinaryIO
 
 from worker.errors import InvalidJobError, OutputError
+from worker.files.cache import AnswerCache
 from worker.files.idset import IdSet, fingerprint64
 from worker.files.jobs import Job, Shard, parse_job
 from worker.files.jsonl import count_lines, iter_lines
@@ -18,10 +18,10 @@ from worker.files.records import Recorder
 from worker.files.resume import ResumeState
 from worker.report.tally import Tally
 from worker.run.dedupe import Dedupe
+from worker.run.queue import JobQueue
 
 log = logging.getLogger("worker.run")
 
-QUEUE_LOW_WATER = 32
 CHANGED_KEPT = (
     "%d jobs changed since they were answered (lines %s); their old answers are "
     "kept; --redo-changed sends them again"
@@ -52,8 +52,10 @@ class Intake:
         system_as_user: bool = False,
         dedupe: Dedupe | None = None,
         redo_changed: bool = False,
+        cache: AnswerCache | None = None,
     ) -> None:
         self._default_model = default_model
+        self._cache = cache
         self._redo_changed = redo_changed
         self.changed_lines: list[int] = []
         self._dedupe = dedupe
@@ -94,6 +96,8 @@ class Intake:
         if job.id in resume.done and not self._changed(job, line_no):
             tally.skipped()
             return None
+        if self._cache is not None and self._cached(job):
+            return None  # answered in an earlier run: sends nothing
         if self._dedupe is not None and self._dedupe.follows(job):
             return None  # its outcome comes from a job asking the same request
         if job.system_messages:
@@ -110,6 +114,29 @@ class Intake:
         if not self._redo_changed:
             return False
         self._resume.redone[job.id] = job.fingerprint
+        return True
+
+    def _cached(self, job: Job) -> bool:
+        """Write the job's cached answer, if the cache has one.
+
+        Raises:
+            OutputError: the results file cannot be written.
+        """
+        assert self._cache is not None
+        answer = self._cache.get(job.fingerprint)
+        if answer is None:
+            self.tally.cache_miss()
+            return False
+        self._recorder.answer(
+            job.id,
+            answer,
+            metadata=job.metadata,
+            attempts=0,
+            latency_s=0.0,
+            fingerprint=job.fingerprint,
+            cached=True,
+        )
+        self.tally.cache_hit()
         return True
 
     def report_changed(self) -> None:
@@ -151,40 +178,6 @@ class Intake:
         self._recorder.failure(job_id, exc, line_no=exc.line_no)
 
 
-class JobQueue:
-    """A queue the reader pauses on at a high-water mark and resumes at half.
-
-    One wake-up of the reader per (high - low) jobs, where a full
-    asyncio.Queue(maxsize) would wake it once per job. `None` ends a worker.
-    """
-
-    def __init__(self, concurrency: int) -> None:
-        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
-        self._high = max(QUEUE_LOW_WATER * 2, 4 * concurrency)
-        self._low = self._high // 2
-        self._room = asyncio.Event()
-        self._room.set()
-
-    async def put(self, job: Job) -> None:
-        """Queue a job, first waiting for room when the queue is full."""
-        if self._queue.qsize() >= self._high:
-            self._room.clear()
-            await self._room.wait()
-        self._queue.put_nowait(job)
-
-    def end(self, workers: int) -> None:
-        """One end marker per worker."""
-        for _ in range(workers):
-            self._queue.put_nowait(None)
-
-    async def get(self) -> Job | None:
-        """The next job, or None: this worker is done."""
-        job = await self._queue.get()
-        if not self._room.is_set() and self._queue.qsize() <= self._low:
-            self._room.set()
-        return job
-
-
 async def feed(
     source: BinaryIO, intake: Intake, queue: JobQueue, *, workers: int
 ) -> None:
@@ -219,6 +212,7 @@ def make_intake(
     system_as_user: bool = False,
     dedupe: Dedupe | None = None,
     redo_changed: bool = False,
+    cache: AnswerCache | None = None,
 ) -> Intake:
     """An Intake sized from the file's line count (0 for a pipe)."""
     lines = count_lines(source)
@@ -235,4 +229,5 @@ def make_intake(
         system_as_user=system_as_user,
         dedupe=dedupe,
         redo_changed=redo_changed,
+        cache=cache,
     )

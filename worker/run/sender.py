@@ -30,7 +30,7 @@ from worker.files.records import Answer, Outcome, Recorder
 from worker.flow.throttle import Throttle
 from worker.report.tally import Tally
 from worker.run.crew import Crew
-from worker.run.reader import JobQueue
+from worker.run.queue import JobQueue
 from worker.run.retry import RetryPolicy
 from worker.run.stop import StopController
 
@@ -57,6 +57,8 @@ class Crewmates:
     stream: str = "auto"  # auto: a stream after a 408 (Mira's cut of long answers)
     # --dedupe: the jobs asking a written job's request get its outcome
     settle: Callable[[Job, Outcome], None] | None = None
+    # --cache: a written answer is kept for later runs, by fingerprint
+    remember: Callable[[str, Answer], None] | None = None
 
 
 class Sender:
@@ -151,6 +153,8 @@ class Sender:
             )
             if self._parts.settle is not None:
                 self._parts.settle(job, Outcome(job.id, answer=answer))
+            if self._parts.remember is not None:
+                self._parts.remember(job.fingerprint, answer)
         except OutputError:
             return False
         except orjson.JSONEncodeError as exc:
