@@ -78,6 +78,9 @@ def assert_agrees(found: dict[Any, float], summary: dict[str, Any]) -> None:
     tokens = summary["tokens"]
     assert value("mira_batch_tokens_total", kind="prompt") == tokens["prompt"]
     assert value("mira_batch_tokens_total", kind="completion") == tokens["completion"]
+    hits = value("mira_batch_cache_lookups_total", result="hit")
+    misses = value("mira_batch_cache_lookups_total", result="miss")
+    assert (hits, misses) == (summary["cache_hits"], summary["cache_misses"])
     assert value("mira_batch_cost_rub_total") == pytest.approx(summary["cost"]["total"])
     assert value("mira_batch_exit_code") == 1
     assert value("mira_batch_duration_seconds") > 0

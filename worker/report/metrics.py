@@ -60,6 +60,10 @@ class RunCollector(Collector):
         )
         tokens = {"prompt": s.prompt_tokens, "completion": s.completion_tokens}
         yield _counter("mira_batch_tokens", "Tokens used", "kind", tokens, stem)
+        cache = {"hit": s.cache_hits, "miss": s.cache_misses}
+        yield _counter(
+            "mira_batch_cache_lookups", "Answer cache lookups", "result", cache, stem
+        )
         cost = CounterMetricFamily(
             "mira_batch_cost_rub", "Cost at list prices, RUB", labels=["input"]
         )
