@@ -214,3 +214,26 @@ async def test_sigkill_during_a_cached_run_loses_and_corrupts_nothing(
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         stored = db.execute("SELECT count(*) FROM answers").fetchone()[0]
     assert stored == 150
+
+
+async def test_two_processes_share_one_cache_file_at_once(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    sim.faults = Faults(latency_ms=5)
+    env = cli_env(base_url=sim.base_url)
+    cache = str(tmp_path / "answers.sqlite")
+    for name in ("one", "two"):
+        write_jobs(tmp_path / name / "jobs.jsonl", simple_jobs(80, prefix=name))
+    procs = [
+        await start_cli(*RUN, "--cache", cache, cwd=tmp_path / name, env=env)
+        for name in ("one", "two")
+    ]
+    results = await asyncio.gather(*(finish_cli(p) for p in procs))
+    assert [r.code for r in results] == [0, 0]
+    for name in ("one", "two"):
+        assert len(ids_in(tmp_path / name / "jobs.results.jsonl")) == 80
+    with sqlite3.connect(cache) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*) FROM answers").fetchone() == (160,)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,6 @@ import pytest
 
 from tests.batch import Batch
 from tests.helpers import call_main, cli_env, write_jobs
-from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
 
@@ -45,22 +42,6 @@ async def test_a_second_batch_sends_only_what_the_cache_lacks(
     sent = [r for r in second.results if not r.get("cached")]
     tokens = sum(r["response"]["body"]["usage"]["total_tokens"] for r in sent)
     assert summary["tokens"]["total"] == tokens
-
-
-async def test_two_runs_with_one_cache_file_at_once_both_finish(
-    sim: Simulator, tmp_path: Path
-) -> None:
-    sim.faults = Faults(latency_ms=5)
-    cache = tmp_path / "answers.sqlite"
-    batches = [Batch(sim, tmp_path / name) for name in ("one", "two")]
-    for batch in batches:
-        write_jobs(batch.dir / "jobs.jsonl", jobs(batch.dir.name, range(60)))
-    codes = await asyncio.gather(*(b.run(cache=cache, real_time=True) for b in batches))
-    assert codes == [0, 0]
-    assert all(len(b.results) == 60 for b in batches)
-    with sqlite3.connect(cache) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert db.execute("SELECT count(*) FROM answers").fetchone() == (60,)
 
 
 def test_cache_stats_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
