@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -17,11 +17,13 @@ from worker.exits import StopReason
 from worker.files.outputs import atomic_write
 from worker.logs import emit, scrub_bytes
 from worker.report.cost import Prices, run_cost
-from worker.report.metrics import Metrics, RunCollector
 from worker.report.progress import ProgressReporter
 from worker.report.render import render_summary
 from worker.report.summary import build_summary
 from worker.run.retry import daily_cap_times
+
+if TYPE_CHECKING:
+    from worker.report.metrics import Metrics
 
 log = logging.getLogger("worker.run")
 
@@ -46,6 +48,9 @@ class RunReport:
         settings = self._parts.settings
         if settings.metrics_file is None and settings.metrics_push is None:
             return None
+        # prometheus_client is loaded only when metrics are asked for.
+        from worker.report.metrics import Metrics, RunCollector
+
         collector = RunCollector(stem, self._parts.tally.stats, self._total_cost)
         return Metrics(
             collector,

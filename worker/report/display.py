@@ -11,9 +11,10 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rich.console import Console, ConsoleOptions, RenderResult
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
 
 SEPARATOR = " · "
 MIN_BAR = 10
@@ -85,5 +86,9 @@ class LiveView:
     def __rich_console__(
         self, console: Console, options: ConsoleOptions
     ) -> RenderResult:
+        # rich is loaded only for a live bar: status lines and --progress off
+        # start quicker without it.
+        from rich.text import Text
+
         for line in layout(options.max_width, self.snapshot):
             yield Text(line, no_wrap=True, overflow="crop")

@@ -7,15 +7,15 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TextIO
-
-from rich.console import Console
-from rich.live import Live
+from typing import TYPE_CHECKING, TextIO
 
 from worker.config import Settings
 from worker.flow.slots import AdaptiveLimiter
 from worker.report.display import LiveView, Snapshot
 from worker.report.stats import RunStats
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 log = logging.getLogger("worker.progress")
 
@@ -63,6 +63,9 @@ class ProgressReporter:
 
     async def __aenter__(self) -> ProgressReporter:
         if self.mode == "bar":
+            from rich.console import Console  # only a live bar needs rich
+            from rich.live import Live
+
             self._live = Live(
                 self._view,
                 console=Console(file=self._out, stderr=True),
