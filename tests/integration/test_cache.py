@@ -51,6 +51,7 @@ def test_cache_stats_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     path = tmp_path / "answers.sqlite"
     with AnswerCache(path) as cache:
         cache.put("f" * 64, Answer(200, "r", {"choices": []}))
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds answers
     stats = call_main(
         "cache",
         "stats",

@@ -8,6 +8,7 @@ timeout let concurrent runs and shards share one file.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class AnswerCache:
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # It holds answers, like the results file: private to its owner (the
+            # journal files SQLite adds take the same mode).
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode = WAL")
