@@ -23,14 +23,14 @@ DEMO_FAULTS = Faults(
     seed=2026,
     latency_ms=10,
     latency_jitter_ms=30,
-    p429=0.03,
+    p429=0.02,
     retry_after=0.2,
-    p500=0.03,
-    p502=0.02,
-    p503=0.02,
-    p_drop=0.02,
-    p_truncate=0.02,
-    p_malformed=0.02,
+    p500=0.02,
+    p502=0.01,
+    p503=0.01,
+    p_drop=0.01,
+    p_truncate=0.01,
+    p_malformed=0.01,
 )
 
 
