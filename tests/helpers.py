@@ -6,7 +6,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,22 @@ def call_main(
     assert_no_key(out.getvalue())
     assert_no_key(err.getvalue())
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@asynccontextmanager
+async def chat_route(
+    handler: Callable[[Any], Awaitable[Any]],
+) -> AsyncIterator[str]:
+    """A throwaway server on 127.0.0.1 answering `POST /v1/chat/completions` with
+    `handler`; yields its base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()

@@ -10,7 +10,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from tests.fakes import mock_http
-from tests.helpers import SENTINEL_KEY, assert_no_key
+from tests.helpers import SENTINEL_KEY, assert_no_key, chat_route
 from worker.api.client import ChatClient
 from worker.errors import (
     AuthError,
@@ -68,17 +68,11 @@ async def test_bearer_header_is_sent() -> None:
         captured.append(request.headers.get("Authorization", ""))
         return web.json_response(OK_BODY)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
-        async with ChatClient(base, SENTINEL_KEY, timeout_s=5, max_connections=1) as c:
-            await c.complete(b"{}")
-    finally:
-        await runner.cleanup()
+    async with (
+        chat_route(chat) as base,
+        ChatClient(base, SENTINEL_KEY, timeout_s=5, max_connections=1) as client,
+    ):
+        await client.complete(b"{}")
     assert captured == [f"Bearer {SENTINEL_KEY}"]
 
 
@@ -175,21 +169,15 @@ async def test_a_stream_that_is_too_big_cut_or_refused_is_no_answer(
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
-        async with ChatClient(
+    async with (
+        chat_route(chat) as base,
+        ChatClient(
             base,
             SENTINEL_KEY,
             timeout_s=5,
             max_connections=1,
             max_response_bytes=100_000,
-        ) as client:
-            with pytest.raises(error):
-                await client.complete(b'{"messages": []}', stream=True)
-    finally:
-        await runner.cleanup()
+        ) as client,
+    ):
+        with pytest.raises(error):
+            await client.complete(b'{"messages": []}', stream=True)

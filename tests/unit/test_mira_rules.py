@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SENTINEL_KEY, chat_route
 from worker.api.answer import check_answer
 from worker.api.stream import StreamedAnswer
 from worker.app.prepare import ended_uncleanly
@@ -150,18 +151,10 @@ async def test_a_last_done_without_a_newline_ends_the_stream() -> None:
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
-        async with ChatClient(
-            base, "sk-mira-" + "ab" * 20, timeout_s=5, max_connections=1
-        ) as c:
-            reply = await c.complete(b'{"messages": []}', stream=True)
-    finally:
-        await runner.cleanup()
+    async with (
+        chat_route(chat) as base,
+        ChatClient(base, SENTINEL_KEY, timeout_s=5, max_connections=1) as client,
+    ):
+        reply = await client.complete(b'{"messages": []}', stream=True)
     assert reply.streamed
     assert reply.body["choices"][0]["message"]["content"] == "ok"
