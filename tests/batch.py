@@ -13,6 +13,7 @@ from tests.fakes import FakeClock
 from tests.helpers import SENTINEL_KEY, read_jsonl, run_settings
 from worker.app.run import ResumeMode, execute_run
 from worker.files.outputs import RunFiles
+from worker.report.cost import LIST_PRICES_RUB_PER_M, Prices
 from worker.sim.server import Simulator
 
 
@@ -37,6 +38,7 @@ class Batch:
         force: bool = False,
         key: str = SENTINEL_KEY,
         real_time: bool = False,
+        prices: Prices = LIST_PRICES_RUB_PER_M,
         **overrides: Any,
     ) -> int:
         overrides.setdefault("concurrency", 4)
@@ -52,6 +54,7 @@ class Batch:
                 mode=mode,
                 force=force,
                 out=io.StringIO(),
+                prices=prices,
             )
         return await execute_run(
             settings,
@@ -61,6 +64,7 @@ class Batch:
             out=io.StringIO(),
             clock=self.clock,
             sleep=self.clock.sleep,
+            prices=prices,
         )
 
     @property

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
         validation_alias=_env("deadline_s"),
         description="wall-clock budget in seconds; stops resumably, exit 5",
     )
+    max_cost_rub: float | None = Field(
+        None, gt=0, validation_alias="mira_max_cost", description="cost cap in RUB"
+    )
     token_budget: int | None = Field(
         None, gt=0, description="stop resumably once this many tokens were used, exit 5"
     )
@@ -121,14 +124,10 @@ class Settings(BaseSettings):
         False, description="send again done jobs whose request changed since then"
     )
     dedupe: bool = Field(
-        False,
-        description="send each distinct request once; jobs asking the same one get "
-        "its answer, marked deduplicated_from",
+        False, description="send each distinct request once; the others share it"
     )
     system_as_user: bool = Field(
-        False,
-        description="fold system messages into the first user message (Mira drops "
-        "system messages before the model sees them)",
+        False, description="system messages into the first user one (Mira drops them)"
     )
     log_level: LogLevel = Field("info", description="how much to log")
     log_format: LogFormat = Field(

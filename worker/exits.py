@@ -54,6 +54,11 @@ class StopReason(Enum):
         "same command when the plan renews or after raising it",
     )
     DEADLINE = ("deadline", 5, "the --deadline was reached: rerun to continue")
+    COST_BUDGET = (
+        "cost_budget",
+        5,
+        "the --max-cost was reached: rerun with a higher cap to continue",
+    )
     TOKEN_BUDGET = (
         "token_budget",
         5,
@@ -96,6 +101,7 @@ _SEVERITY = {
     "monthly_budget": 2,
     "deadline": 2,
     "token_budget": 2,
+    "cost_budget": 2,
     "interrupted": 1,
 }
 

@@ -89,6 +89,7 @@ RUN_FLAGS = (
     Flag("max_retry_after_s", "--max-retry-after", "budgets", non_negative_float),
     Flag("deadline_s", "--deadline", "budgets", positive_float),
     Flag("token_budget", "--token-budget", "budgets", int),
+    Flag("max_cost_rub", "--max-cost", "budgets", positive_float),
     Flag("max_consecutive_failures", "--max-consecutive-failures", "budgets", int),
     Flag("shutdown_grace_s", "--shutdown-grace", "budgets", non_negative_float),
     Flag("log_level", "--log-level", "output"),

@@ -87,6 +87,7 @@ def test_each_reason_has_its_exit_code_and_a_next_step() -> None:
         StopReason.SYSTEMATIC_FAILURE: 6,
         StopReason.RATE_LIMIT_BUDGET: 5,
         StopReason.MONTHLY_BUDGET: 5,
+        StopReason.COST_BUDGET: 5,
         StopReason.DAILY_CAP: 5,
         StopReason.DEADLINE: 5,
         StopReason.TOKEN_BUDGET: 5,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from worker.api.client import Client
 from worker.app.parts import RunParts
 from worker.app.prepare import Prepared
-from worker.files.jobs import Shard
+from worker.files.jobs import Job, Shard
 from worker.run.crew import Crew
 from worker.run.dedupe import Dedupe
-from worker.run.pipeline import Permit, Pipeline
+from worker.run.pipeline import CostCap, Permit, Pipeline
 from worker.run.reader import Intake, make_intake
 from worker.run.retry import RetryPolicy
 from worker.run.sender import Crewmates, Sender
@@ -20,8 +22,11 @@ def build_pipeline(
     client: Client,
     *,
     shard: Shard | None,
+    spent: Callable[[], float] = lambda: 0.0,
+    estimate: Callable[[Job], float] = lambda job: 0.0,
 ) -> Pipeline:
-    """The reader and the workers, wired to the run's shared parts."""
+    """The reader and the workers, wired to the run's shared parts; `spent` and
+    `estimate` are what the run and a job cost, for --max-cost."""
     settings, crew = parts.settings, Crew()
     dedupe = Dedupe(parts.recorder, parts.tally) if settings.dedupe else None
     policy = RetryPolicy(
@@ -38,7 +43,14 @@ def build_pipeline(
         tally=parts.tally,
         stop=parts.stop,
         crew=crew,
-        may_send=Permit(parts.stop, parts.tally.stats, settings.token_budget),
+        permit=Permit(
+            parts.stop,
+            parts.tally.stats,
+            settings.token_budget,
+            None
+            if settings.max_cost_rub is None
+            else CostCap(settings.max_cost_rub, spent=spent, estimate=estimate),
+        ),
         max_consecutive_failures=settings.max_consecutive_failures,
         stream=settings.stream,
         settle=None if dedupe is None else dedupe.settled,

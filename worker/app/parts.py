@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from worker.app.prepare import Prepared
 from worker.config import Settings
 from worker.exits import StopReason
 from worker.files.outputs import RunFiles
@@ -32,10 +33,10 @@ class RunParts:
         cls,
         settings: Settings,
         files: RunFiles,
+        ready: Prepared,
         *,
         clock: Clock,
         sleep: Sleep,
-        first_alone: bool = False,
     ) -> RunParts:
         """The parts, with the writer open (a write error stops the run, exit 7).
 
@@ -56,7 +57,7 @@ class RunParts:
             tpm=settings.tpm,
             shard=(shard.index, shard.count) if shard else (0, 1),
             max_pause_s=settings.max_retry_after_s,
-            first_alone=first_alone,
+            first_alone=ready.unclean,
         )
         throttle = Throttle(
             limits,
@@ -65,5 +66,6 @@ class RunParts:
             remaining_jobs=tally.stats.remaining_jobs,
             progress=tally.stats.progress,
         )
+        tally.resumed(succeeded=ready.resume.succeeded, failed=ready.resume.failed)
         recorder = Recorder(writer)
         return cls(settings, tally, stop, writer, recorder, throttle, sleep)

@@ -16,7 +16,7 @@ from worker.app.parts import RunParts
 from worker.exits import StopReason
 from worker.files.outputs import atomic_write
 from worker.logs import emit, scrub_bytes
-from worker.report.cost import Prices, run_cost
+from worker.report.cost import Prices, run_cost, tokens_cost
 from worker.report.progress import ProgressReporter
 from worker.report.render import render_summary
 from worker.report.summary import build_summary
@@ -40,8 +40,14 @@ class RunReport:
         by_model = self._parts.tally.stats.tokens_by_model
         return run_cost(self._prices, {m: (p, c) for m, (p, c) in by_model.items()})
 
-    def _total_cost(self) -> float:
+    def total_cost(self) -> float:
+        """What the run has spent so far, RUB."""
         return float(self.cost()["total"])
+
+    def estimate(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a request may cost at most, RUB, at its estimated tokens (0 when
+        its model has no price)."""
+        return tokens_cost(self._prices, model, prompt_tokens, completion_tokens) or 0.0
 
     def metrics(self, stem: str) -> Metrics | None:
         """The scheduler's metrics, when --metrics-file or --metrics-push asks."""
@@ -51,7 +57,7 @@ class RunReport:
         # prometheus_client is loaded only when metrics are asked for.
         from worker.report.metrics import Metrics, RunCollector
 
-        collector = RunCollector(stem, self._parts.tally.stats, self._total_cost)
+        collector = RunCollector(stem, self._parts.tally.stats, self.total_cost)
         return Metrics(
             collector,
             file=settings.metrics_file,
@@ -82,7 +88,7 @@ class RunReport:
             parts.tally.stats,
             parts.throttle.limiter,
             out,
-            cost=self._total_cost,
+            cost=self.total_cost,
         )
 
     def summary(self, files: dict[str, str], *, elapsed_s: float) -> dict[str, Any]:

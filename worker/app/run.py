@@ -44,12 +44,7 @@ async def execute_run(
     """
     out = out or sys.stderr
     with prepared(settings, files, mode=mode, force=force) as ready:
-        parts = RunParts.build(
-            settings, files, clock=clock, sleep=sleep, first_alone=ready.unclean
-        )
-        parts.tally.resumed(
-            succeeded=ready.resume.succeeded, failed=ready.resume.failed
-        )
+        parts = RunParts.build(settings, files, ready, clock=clock, sleep=sleep)
         report = RunReport(parts, prices)
         client = client_factory(settings, ready.api_key)
         metrics = report.metrics(files.stem)
@@ -60,7 +55,16 @@ async def execute_run(
                 report.metrics_every(metrics, settings.progress_interval_s),
                 client,
             ):
-                pipeline = build_pipeline(parts, ready, client, shard=files.shard)
+                pipeline = build_pipeline(
+                    parts,
+                    ready,
+                    client,
+                    shard=files.shard,
+                    spent=report.total_cost,
+                    estimate=lambda job: report.estimate(
+                        job.model, job.prompt_tokens_est, job.completion_tokens_est
+                    ),
+                )
                 async with report.progress(out):
                     await pipeline.run(ready.source)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import BinaryIO
 
 from worker.exits import StopReason
+from worker.files.jobs import Job
 from worker.report.stats import RunStats
 from worker.run.crew import Crew
 from worker.run.queue import JobQueue
@@ -25,26 +27,87 @@ from worker.run.stop import StopController
 log = logging.getLogger("worker.run")
 
 
-class Permit:
-    """The supervisor's say just before each send: none while the run is
-    stopping, and none once the token budget is spent (which stops it)."""
+class CostCap:
+    """--max-cost: what the run has spent, and what its requests in flight may
+    still cost at their estimates."""
 
-    __slots__ = ("_stats", "_stop", "_token_budget")
+    __slots__ = ("_cap_rub", "_estimate", "_pending_rub", "_spent", "_warned")
 
     def __init__(
-        self, stop: StopController, stats: RunStats, token_budget: int | None
+        self,
+        cap_rub: float,
+        *,
+        spent: Callable[[], float],
+        estimate: Callable[[Job], float],
+    ) -> None:
+        self._cap_rub = cap_rub
+        self._spent = spent
+        self._estimate = estimate
+        self._pending_rub = 0.0
+        self._warned = False
+
+    def admit(self, job: Job) -> str | None:
+        """Take `job`'s estimate in; why not, when it could pass the cap."""
+        spent, estimate = self._spent(), self._estimate(job)
+        if spent + self._pending_rub + estimate > self._cap_rub:
+            return (
+                f"the next request could take the cost past --max-cost "
+                f"{self._cap_rub:.2f} RUB: {spent:.4f} RUB spent, "
+                f"{self._pending_rub:.4f} RUB in flight"
+            )
+        self._pending_rub += estimate
+        if not self._warned and spent + self._pending_rub >= 0.8 * self._cap_rub:
+            self._warned = True
+            log.warning(
+                "80%% of --max-cost %.2f RUB reached (%.4f RUB spent, %.4f in flight)",
+                self._cap_rub,
+                spent,
+                self._pending_rub,
+            )
+        return None
+
+    def settled(self, job: Job) -> None:
+        """`job`'s request ended: its cost is spent, or nothing."""
+        self._pending_rub = max(0.0, self._pending_rub - self._estimate(job))
+
+
+class Permit:
+    """The supervisor's say just before each send: none while the run is
+    stopping, none once the token budget is spent, and none that could take the
+    cost past --max-cost (each of which stops it)."""
+
+    __slots__ = ("_cost_cap", "_stats", "_stop", "_token_budget")
+
+    def __init__(
+        self,
+        stop: StopController,
+        stats: RunStats,
+        token_budget: int | None,
+        cost_cap: CostCap | None = None,
     ) -> None:
         self._stop = stop
         self._stats = stats
         self._token_budget = token_budget
+        self._cost_cap = cost_cap
 
-    def __call__(self) -> bool:
+    def grant(self, job: Job) -> bool:
+        """True when `job`'s request may be sent now."""
         budget, used = self._token_budget, self._stats.total_tokens
         if budget is not None and used >= budget:
             self._stop.request(
                 StopReason.TOKEN_BUDGET, f"{used} tokens used of a budget of {budget}"
             )
-        return not self._stop.stopping.is_set()
+        if self._stop.stopping.is_set():
+            return False
+        if self._cost_cap is not None and (why := self._cost_cap.admit(job)):
+            self._stop.request(StopReason.COST_BUDGET, why)
+            return False
+        return True
+
+    def done(self, job: Job) -> None:
+        """A granted request ended."""
+        if self._cost_cap is not None:
+            self._cost_cap.settled(job)
 
 
 class Pipeline:

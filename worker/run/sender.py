@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -27,7 +28,7 @@ from worker.errors import (
 )
 from worker.files.jobs import Job
 from worker.files.records import Answer, Outcome, Recorder
-from worker.flow.throttle import Throttle
+from worker.flow.throttle import Throttle, Turn
 from worker.report.tally import Tally
 from worker.run.crew import Crew
 from worker.run.queue import JobQueue
@@ -35,6 +36,14 @@ from worker.run.retry import RetryPolicy
 from worker.run.stop import StopController
 
 log = logging.getLogger("worker.run")
+
+
+class Admission(Protocol):
+    """The supervisor's say on each request (run/pipeline.py's Permit)."""
+
+    def grant(self, job: Job) -> bool: ...
+
+    def done(self, job: Job) -> None: ...
 
 
 class Unsent(Exception):
@@ -52,7 +61,7 @@ class Crewmates:
     tally: Tally
     stop: StopController
     crew: Crew
-    may_send: Callable[[], bool]  # the supervisor's say, just before each send
+    permit: Admission  # the supervisor's say, just before each send
     max_consecutive_failures: int = 0
     stream: str = "auto"  # auto: a stream after a 408 (Mira's cut of long answers)
     # --dedupe: the jobs asking a written job's request get its outcome
@@ -114,27 +123,42 @@ class Sender:
         """One request, from its turn to its answer."""
         parts = self._parts
         async with parts.throttle.turn(job) as turn:
-            if not parts.may_send():
+            if not parts.permit.grant(job):
                 raise Unsent
-            parts.tally.sent()
-            crew = parts.crew
-            crew.began(task)
             try:
-                reply = await parts.client.complete(job.payload, stream=stream)
-            except WorkerError as exc:
-                parts.tally.refused(exc.status)
-                if isinstance(exc, RetryableError):
-                    _log_attempt(logging.DEBUG, job, exc, number)
-                raise
-            except BaseException:
-                parts.tally.refused(None)
-                raise
+                return await self._send(job, number, task, stream, turn)
             finally:
-                crew.ended(task)
-            latency_s = turn.elapsed_s()
-            usage = reply.body.get("usage")
-            tokens = parts.tally.answered(reply.status, latency_s, usage, job.model)
-            turn.succeeded(latency_s, tokens)
+                parts.permit.done(job)
+
+    async def _send(
+        self,
+        job: Job,
+        number: int,
+        task: asyncio.Task[None],
+        stream: bool,
+        turn: Turn,
+    ) -> tuple[ChatReply, float]:
+        """The request itself, inside its turn."""
+        parts = self._parts
+        parts.tally.sent()
+        crew = parts.crew
+        crew.began(task)
+        try:
+            reply = await parts.client.complete(job.payload, stream=stream)
+        except WorkerError as exc:
+            parts.tally.refused(exc.status)
+            if isinstance(exc, RetryableError):
+                _log_attempt(logging.DEBUG, job, exc, number)
+            raise
+        except BaseException:
+            parts.tally.refused(None)
+            raise
+        finally:
+            crew.ended(task)
+        latency_s = turn.elapsed_s()
+        usage = reply.body.get("usage")
+        tokens = parts.tally.answered(reply.status, latency_s, usage, job.model)
+        turn.succeeded(latency_s, tokens)
         return reply, latency_s
 
     def _succeed(
