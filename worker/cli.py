@@ -42,8 +42,9 @@ working directory; a flag wins over both.
 
 exit codes: 0 all jobs succeeded; 1 some jobs failed or lines were invalid (see the
 errors file); 2 usage, configuration or input error (nothing sent); 3 key rejected
-(401); 4 payment required (402); 5 stopped by a budget (Retry-After over
---max-retry-after, --deadline, --token-budget); 6 systematic failure; 130/143
+(401); 4 payment required (402); 5 stopped by a budget (Mira's daily cap, which
+resets at 00:00 UTC, or monthly budget; a Retry-After over --max-retry-after;
+--deadline, --token-budget, --max-cost); 6 systematic failure; 130/143
 SIGINT/SIGTERM; 7 an output file could not be written. 3, 4, 5, 6, 7, 130 and 143
 are resumable: run the same command again.
 """
