@@ -21,6 +21,8 @@ from worker.errors import ConfigError
 from worker.files.records import Answer
 
 BUSY_TIMEOUT_MS = 30_000
+_OPEN_ATTEMPTS = 20
+_OPEN_RETRY_S = 0.02
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
     fingerprint TEXT PRIMARY KEY,
@@ -60,14 +62,9 @@ class AnswerCache:
             # It holds answers, like the results file: private to its owner (the
             # journal files SQLite adds take the same mode).
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute(_SCHEMA)
+            self._db = _opened(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the cache {self.path}: {exc}") from None
-        self._db = db
         return self
 
     def __exit__(
@@ -135,3 +132,29 @@ class AnswerCache:
         ).rowcount
         db.execute("VACUUM")
         return int(removed)
+
+
+def _opened(path: Path) -> sqlite3.Connection:
+    """The cache's connection, set up. Two runs opening a new file at once race
+    to switch it to write-ahead logging, which waits on no busy handler: the
+    loser tries again shortly.
+
+    Raises:
+        sqlite3.Error: still locked after the retries, or no SQLite file.
+    """
+    attempt = 0
+    while True:
+        db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            db.close()
+            attempt += 1
+            if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS:
+                raise
+            time.sleep(_OPEN_RETRY_S * attempt)
+        else:
+            return db
