@@ -114,7 +114,7 @@ async def test_the_live_display_fits_the_terminal_without_cutting_a_word(
 async def test_a_file_gets_periodic_status_lines_without_control_codes(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    sim.faults = Faults(latency_ms=60)
+    sim.faults = Faults(latency_ms=40)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(40))
     result = await run_batch(
         tmp_path,
