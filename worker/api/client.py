@@ -174,7 +174,7 @@ class ChatClient:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
         )
-        body = as_stream(payload)
+        body, request = as_stream(payload)
         async with session.post(
             self._url, data=body, allow_redirects=False, timeout=timeout
         ) as resp:
@@ -188,7 +188,6 @@ class ChatClient:
             if resp.content_type != "text/event-stream":
                 raw, _ = await _read_at_most(resp, self._max_response_bytes)
                 return _answer(status, raw, request_id)  # it answered in one piece
-            request = orjson.loads(body)
             answer = await read_stream(
                 resp, request, max_bytes=self._max_response_bytes
             )

@@ -27,11 +27,11 @@ QUEUE_FULL_RETRY_AFTER_S = 10.0
 _CHUNK_BYTES = 1 << 16
 
 
-def as_stream(payload: bytes) -> bytes:
-    """The same request, asking for a stream (payload: a compact JSON object)."""
-    body = orjson.loads(payload)
-    body["stream"] = True
-    return orjson.dumps(body)
+def as_stream(payload: bytes) -> tuple[bytes, dict[str, Any]]:
+    """The same request, asking for a stream, and as read (for its usage)."""
+    request = orjson.loads(payload)
+    request["stream"] = True
+    return orjson.dumps(request), request
 
 
 def words(text: object) -> int:
