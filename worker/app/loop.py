@@ -22,8 +22,8 @@ def build_pipeline(
     client: Client,
     *,
     shard: Shard | None,
-    spent: Callable[[], float] = lambda: 0.0,
-    estimate: Callable[[Job], float] = lambda job: 0.0,
+    spent: Callable[[], float],
+    estimate: Callable[[Job], float],
 ) -> Pipeline:
     """The reader and the workers, wired to the run's shared parts; `spent` and
     `estimate` are what the run and a job cost, for --max-cost."""

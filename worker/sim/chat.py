@@ -136,8 +136,9 @@ class Chat:
                 await sim.gpu.release(faults)
             # Only a returned answer gives the slot back (the source: a
             # disconnect, a 408 or a refusal above leaks it).
-            answered = response is not None and response is not CUT
-            answered = answered and response is not None and response.status != 408
+            answered = (
+                response is not None and response is not CUT and response.status != 408
+            )
             return response
         finally:
             sim.limits.leave(faults, answered=answered)
