@@ -13,7 +13,7 @@ from tests.fakes import FakeClock
 from tests.helpers import SENTINEL_KEY, read_jsonl, run_settings
 from worker.app.run import ResumeMode, execute_run
 from worker.files.outputs import RunFiles
-from worker.report.cost import LIST_PRICES_RUB_PER_M, Prices
+from worker.report.cost import PriceBook
 from worker.sim.server import Simulator
 
 
@@ -38,12 +38,12 @@ class Batch:
         force: bool = False,
         key: str = SENTINEL_KEY,
         real_time: bool = False,
-        prices: Prices = LIST_PRICES_RUB_PER_M,
+        prices: PriceBook | None = None,
         **overrides: Any,
     ) -> int:
         overrides.setdefault("concurrency", 4)
         settings = run_settings(
-            overrides.pop("base_url", self.sim.base_url),
+            overrides.pop("base_url", None) or self.sim.base_url,
             api_key=SecretStr(key),
             **overrides,
         )

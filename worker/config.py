@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Literal, get_args
@@ -120,6 +119,11 @@ class Settings(BaseSettings):
         "plain call at 30 s; a long answer only comes as a stream), always, never",
     )
     cache: Path | None = Field(None, description="an answer cache shared by runs")
+    ca_bundle: Path | None = Field(
+        None,
+        description="a PEM file of CA certificates to trust as well (a private CA "
+        "or a TLS-inspecting proxy's); SSL_CERT_FILE replaces the system's",
+    )
     redo_changed: bool = Field(
         False, description="send again done jobs whose request changed since then"
     )
@@ -220,30 +224,3 @@ def load_api_key(settings: Settings) -> str:
             f"got {len(key)} characters"
         )
     return key
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback addresses."""
-    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url_security(settings: Settings) -> None:
-    """Refuse to send the key in clear text to another machine.
-
-    Raises:
-        ConfigError: an http:// base URL to a non-loopback host without the opt-in.
-    """
-    parts = urlsplit(settings.base_url)
-    if parts.scheme == "https" or settings.allow_insecure_http:
-        return
-    if is_loopback_host(parts.hostname or ""):
-        return
-    raise ConfigError(
-        f"refusing to send the API key over plain http to {parts.hostname}: use an "
-        "https:// base URL, or pass --allow-insecure-http if you really mean it"
-    )

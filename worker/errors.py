@@ -11,6 +11,7 @@
     │   ├── QuotaError              the daily cap, the monthly budget, a Retry-After
     │   │                           over --max-retry-after -> exit 5
     │   └── SystematicFailureError  --max-consecutive-failures jobs failed -> exit 6
+    │       └── UntrustedServerError  the server's TLS certificate is not trusted
     ├── RetryableError              transient; the only family that is retried
     │   ├── RateLimitedError        429; carries retry_after_s
     │   ├── ServerError             5xx, 408, 409
@@ -110,6 +111,12 @@ class SystematicFailureError(FatalError):
 
     code = "systematic_failure"
     stop_reason = StopReason.SYSTEMATIC_FAILURE
+
+
+class UntrustedServerError(SystematicFailureError):
+    """The server's TLS certificate is not trusted: no retry can change that."""
+
+    code = "tls_untrusted"
 
 
 class RetryableError(WorkerError):

@@ -12,6 +12,7 @@ import pytest
 from tests.batch import Batch
 from tests.helpers import read_jsonl, simple_jobs, write_jobs
 from worker.collect.join import collect
+from worker.report.cost import PriceBook
 from worker.sim.server import Simulator
 
 
@@ -55,7 +56,7 @@ async def test_edited_jobs_are_reported_then_redone_with_one_record_per_id(
         tmp_path / "table.jsonl",
         results=batch.files.results,
         errors=batch.files.errors,
-        prices={},
+        prices=PriceBook(per_million={}),
         default_model="mira",
     )
     assert report.rows == 20

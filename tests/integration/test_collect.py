@@ -16,11 +16,17 @@ from worker.app.run import execute_run
 from worker.collect.join import collect
 from worker.errors import ConfigError
 from worker.files.outputs import RunFiles
-from worker.report.cost import LIST_PRICES_RUB_PER_M
-from worker.sim.faults import Faults
+from worker.report.cost import ChargedPrice, PriceBook
+from worker.sim.faults import SEEDED_PRICES_KOPECKS, Faults
 from worker.sim.server import Simulator
 
 pytestmark = pytest.mark.integration
+
+
+# The simulator's pricing route, as the run read it: collect prices rows the same.
+SEEDED = PriceBook.build(
+    {m: ChargedPrice(*kopecks) for m, kopecks in SEEDED_PRICES_KOPECKS.items()}
+)
 
 
 def job_lines() -> list[Any]:
@@ -69,7 +75,7 @@ def collected(tmp_path: Path, files: RunFiles, name: str) -> list[dict[str, Any]
         to,
         results=files.results,
         errors=files.errors,
-        prices=LIST_PRICES_RUB_PER_M,
+        prices=SEEDED,
     )
     if to.suffix == ".csv":
         with open(to, newline="") as fh:
@@ -146,7 +152,7 @@ async def test_outputs_of_another_input_are_refused(
             tmp_path / "out.csv",
             results=files.results,
             errors=files.errors,
-            prices=LIST_PRICES_RUB_PER_M,
+            prices=PriceBook(),
         )
     assert not (tmp_path / "out.csv").exists()
 
@@ -158,20 +164,5 @@ def test_a_missing_input_is_refused(tmp_path: Path) -> None:
             tmp_path / "out.csv",
             results=tmp_path / "r",
             errors=tmp_path / "e",
-            prices=LIST_PRICES_RUB_PER_M,
+            prices=PriceBook(),
         )
-
-
-def test_summary_cost_is_the_tokens_at_list_prices() -> None:
-    from worker.report.cost import run_cost
-
-    cost = run_cost(
-        LIST_PRICES_RUB_PER_M,
-        {"mira": (1_000_000, 2_000_000), "mira-max": (10, 0), "mystery": (5, 5)},
-    )
-    assert cost["currency"] == "RUB"
-    assert cost["by_model"]["mira"]["cost"] == 50 + 300
-    assert cost["by_model"]["mira-max"]["cost"] == pytest.approx(0.0025)
-    assert cost["by_model"]["mystery"]["cost"] is None
-    assert cost["total"] == pytest.approx(350.0025)
-    assert "mystery" in cost["note"]

@@ -8,12 +8,13 @@ import pytest
 
 from tests.batch import Batch
 from tests.helpers import simple_jobs, write_jobs
+from worker.report.cost import PriceBook
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
 # 1,000 RUB per million tokens each way: a job estimated at its prompt's words
 # plus 256 output tokens may cost about 0.26 RUB; an answer costs far less.
-PRICES = {"mira": (1000.0, 1000.0)}
+PRICES = PriceBook("override", {"mira": (1000.0, 1000.0)})
 
 
 async def test_the_run_stops_before_the_cap_and_a_higher_cap_continues(

@@ -21,7 +21,7 @@ LAYERS = [
     {"worker.api", "worker.files", "worker.flow", "worker.report"},
     {"worker.run", "worker.collect", "worker.sim"},
     {"worker.app"},
-    {"worker.options", "worker.cli", "worker.__main__"},
+    {"worker.cli", "worker.__main__"},
 ]
 
 

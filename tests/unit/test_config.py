@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SENTINEL_KEY, assert_no_key
+from worker.api.network import check_base_url_security, is_loopback_host
 from worker.cli import build_parser
-from worker.config import (
-    check_base_url_security,
-    is_loopback_host,
-    load_api_key,
-    load_settings,
-)
+from worker.config import load_api_key, load_settings
 from worker.errors import ConfigError
 
 

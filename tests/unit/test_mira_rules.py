@@ -21,6 +21,7 @@ from worker.errors import (
     UpstreamError,
 )
 from worker.files.outputs import RunFiles
+from worker.report.cost import PriceBook
 from worker.run.retry import daily_cap_message, daily_cap_times
 
 
@@ -118,7 +119,9 @@ async def test_validate_counts_words_and_warns_of_system_messages(
     report = await validate_file(str(source), default_model="mira")
     assert report.prompt_tokens["mira"] == 3 + 2 + 2
     assert report.with_system == 1
-    text = render_report(str(source), report, {"mira": (1.0, 1.0)})
+    text = render_report(
+        str(source), report, PriceBook("override", {"mira": (1.0, 1.0)})
+    )
     assert "1 jobs carry system messages" in text
     assert "whitespace-separated words" in text
     folded = await validate_file(str(source), default_model="mira", system_as_user=True)
@@ -133,7 +136,9 @@ async def test_validate_counts_identical_requests_and_what_dedupe_saves(
     source.write_text("\n".join(lines) + "\n")
     report = await validate_file(str(source), default_model="mira")
     assert report.identical == 6  # 10 jobs, 4 distinct requests
-    text = render_report(str(source), report, {"mira": (1000.0, 1000.0)})
+    text = render_report(
+        str(source), report, PriceBook("override", {"mira": (1000.0, 1000.0)})
+    )
     assert "identical requests: 6 repeat an earlier line's request" in text
     assert "--dedupe would save 6 messages and about" in text
 

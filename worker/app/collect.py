@@ -4,6 +4,7 @@ a report) and `cache stats|prune` (the answer cache runs share)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from datetime import UTC, datetime
@@ -11,13 +12,13 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+from worker.api.account import read_prices
 from worker.collect.join import collect
 from worker.config import load_settings
 from worker.errors import ConfigError
 from worker.files.cache import AnswerCache
 from worker.files.outputs import RunFiles
 from worker.logs import emit, setup_logging
-from worker.report.cost import price_table
 
 log = logging.getLogger("worker.collect")
 
@@ -33,6 +34,7 @@ def run_collect(args: argparse.Namespace) -> int:
     defaults = RunFiles.default(args.input)
     to = args.to or Path(f"{defaults.stem}.collected.csv")
     source = Path(args.input)
+    prices = asyncio.run(read_prices(settings, args.price))
     show = sys.stderr.isatty() and settings.log_format == "text"
     size = source.stat().st_size if source.is_file() else 0
     with Progress(
@@ -49,7 +51,7 @@ def run_collect(args: argparse.Namespace) -> int:
             to,
             results=args.results or defaults.results,
             errors=args.errors or defaults.errors,
-            prices=price_table(args.price),
+            prices=prices,
             default_model=settings.model,
             progress=lambda n: progress.advance(task, n) if show else None,
         )
@@ -59,7 +61,7 @@ def run_collect(args: argparse.Namespace) -> int:
     emit(
         sys.stderr,
         f"{to}: {report.rows} rows ({counts or 'none'}); "
-        f"cost {report.cost_rub:,.4f} RUB",
+        f"cost {report.cost_rub:,.4f} RUB at {prices.source} prices",
     )
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from worker.app.prepare import Prepared
@@ -10,8 +11,8 @@ from worker.exits import StopReason
 from worker.files.outputs import RunFiles
 from worker.files.records import Recorder
 from worker.files.writer import ResultWriter
-from worker.flow.clock import Clock, Sleep
 from worker.flow.throttle import FlowLimits, Throttle
+from worker.report.cost import PriceBook
 from worker.report.tally import Tally
 from worker.run.stop import StopController
 
@@ -26,7 +27,7 @@ class RunParts:
     writer: ResultWriter
     recorder: Recorder
     throttle: Throttle
-    sleep: Sleep
+    sleep: Callable[[float], Awaitable[None]]
 
     @classmethod
     def build(
@@ -35,15 +36,16 @@ class RunParts:
         files: RunFiles,
         ready: Prepared,
         *,
-        clock: Clock,
-        sleep: Sleep,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        prices: PriceBook | None = None,
     ) -> RunParts:
         """The parts, with the writer open (a write error stops the run, exit 7).
 
         Raises:
             ConfigError: an output file cannot be opened.
         """
-        stop, tally = StopController(), Tally()
+        stop, tally = StopController(), Tally(prices=prices)
         shard = files.shard
         writer = ResultWriter(
             files.results,

@@ -12,7 +12,8 @@ from typing import BinaryIO, Literal
 
 import orjson
 
-from worker.config import Settings, check_base_url_security, load_api_key
+from worker.api.network import check_base_url_security
+from worker.config import Settings, load_api_key
 from worker.files.cache import AnswerCache
 from worker.files.jsonl import open_input
 from worker.files.outputs import RunFiles, RunLock, check_output_paths

@@ -16,7 +16,7 @@ from worker.app.parts import RunParts
 from worker.exits import StopReason
 from worker.files.outputs import atomic_write
 from worker.logs import emit, scrub_bytes
-from worker.report.cost import Prices, run_cost, tokens_cost
+from worker.report.cost import run_cost
 from worker.report.progress import ProgressReporter
 from worker.report.render import render_summary
 from worker.report.summary import build_summary
@@ -31,14 +31,16 @@ log = logging.getLogger("worker.run")
 class RunReport:
     """The reporting side of one run, over its parts, at the given prices."""
 
-    def __init__(self, parts: RunParts, prices: Prices) -> None:
+    def __init__(self, parts: RunParts, stem: str) -> None:
         self._parts = parts
-        self._prices = prices
+        self._prices = parts.tally.prices
+        self._metrics = self._make_metrics(stem)
 
     def cost(self) -> dict[str, Any]:
-        """What the tokens used so far cost, by model."""
-        by_model = self._parts.tally.stats.tokens_by_model
-        return run_cost(self._prices, {m: (p, c) for m, (p, c) in by_model.items()})
+        """What the answers so far cost, by model."""
+        stats = self._parts.tally.stats
+        tokens = {m: (p, c) for m, (p, c) in stats.tokens_by_model.items()}
+        return run_cost(self._prices, tokens, stats.kopecks_by_model)
 
     def total_cost(self) -> float:
         """What the run has spent so far, RUB."""
@@ -47,9 +49,9 @@ class RunReport:
     def estimate(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """What a request may cost at most, RUB, at its estimated tokens (0 when
         its model has no price)."""
-        return tokens_cost(self._prices, model, prompt_tokens, completion_tokens) or 0.0
+        return self._prices.rubles(model, prompt_tokens, completion_tokens) or 0.0
 
-    def metrics(self, stem: str) -> Metrics | None:
+    def _make_metrics(self, stem: str) -> Metrics | None:
         """The scheduler's metrics, when --metrics-file or --metrics-push asks."""
         settings = self._parts.settings
         if settings.metrics_file is None and settings.metrics_push is None:
@@ -66,10 +68,9 @@ class RunReport:
         )
 
     @asynccontextmanager
-    async def metrics_every(
-        self, metrics: Metrics | None, interval_s: float
-    ) -> AsyncIterator[None]:
+    async def metrics_every(self, interval_s: float) -> AsyncIterator[None]:
         """The metrics file, every `interval_s` while the block lasts."""
+        metrics = self._metrics
         if metrics is None:
             yield
             return
@@ -128,9 +129,10 @@ class RunReport:
             account["daily_cap"] = daily_cap_times(parts.stop.at)
         return account
 
-    def finish(self, summary: dict[str, Any], path: Path, out: TextIO) -> int:
+    async def finish(self, summary: dict[str, Any], path: Path, out: TextIO) -> int:
         """Write the summary file, show it (a table, or one JSON log line), and
-        return the exit code: 7 when even the summary could not be written."""
+        the last metrics; return the exit code: 7 when even the summary could
+        not be written."""
         document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
         try:
             atomic_write(path, scrub_bytes(document))
@@ -147,4 +149,6 @@ class RunReport:
         else:
             emit(out, render_summary(summary))
         code: int = summary["exit_code"]
+        if self._metrics is not None:
+            await self._metrics.finish(code)
         return code

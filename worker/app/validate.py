@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from worker.config import load_settings
 from worker.errors import InvalidJobError
 from worker.files.idset import IdSet
 from worker.files.jobs import parse_job
 from worker.files.jsonl import iter_lines, open_input
-from worker.logs import emit, setup_logging
-from worker.report.cost import Prices, price_table, tokens_cost
+from worker.report.cost import PriceBook
 from worker.run.reader import SYSTEM_DROPPED
 
 MAX_PROBLEMS_SHOWN = 200
+VALIDATE_SETTINGS = ("model", "system_as_user", "dedupe", "base_url", "ca_bundle")
 
 
 @dataclass(slots=True)
@@ -89,7 +86,7 @@ async def validate_file(
     return report
 
 
-def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
+def render_report(source: str, report: ValidationReport, prices: PriceBook) -> str:
     """Counts, models, token and cost estimates, then every problem by line."""
     lines = [
         f"{source}: {report.lines} jobs, {report.valid} valid, "
@@ -102,7 +99,7 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
             report.prompt_tokens[model],
             report.completion_tokens[model],
         )
-        cost = tokens_cost(prices, model, prompt, completion)
+        cost = prices.rubles(model, prompt, completion)
         if cost is None:
             cost_text = "no price known (add --price MODEL=IN,OUT)"
             priced_all = False
@@ -120,7 +117,10 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
         f"+ up to ~{total_completion:,} output"
     )
     qualifier = "" if priced_all else " (models without a price not counted)"
-    lines.append(f"  estimated cost: about {total_cost:,.2f} RUB{qualifier}")
+    lines.append(
+        f"  estimated cost: about {total_cost:,.2f} RUB{qualifier}, at "
+        f"{prices.describe()}"
+    )
     lines.append(
         "  (tokens are counted as Mira counts and bills them, in whitespace-separated "
         "words; output assumes max_tokens, or 256 when unset)"
@@ -137,12 +137,12 @@ def render_report(source: str, report: ValidationReport, prices: Prices) -> str:
     return "\n".join(lines)
 
 
-def _identical(report: ValidationReport, prices: Prices) -> str:
+def _identical(report: ValidationReport, prices: PriceBook) -> str:
     """How many requests repeat an earlier line's, and what sending each once saves."""
     if not report.identical:
         return "  identical requests: none"
     saved = sum(
-        tokens_cost(prices, model, prompt, completion) or 0.0
+        prices.rubles(model, prompt, completion) or 0.0
         for model, (prompt, completion) in report.identical_tokens.items()
     )
     return (
@@ -151,17 +151,35 @@ def _identical(report: ValidationReport, prices: Prices) -> str:
     )
 
 
-def run_validate(args: argparse.Namespace) -> int:
-    """`mira-batch validate`: the report on stdout; 1 when lines are invalid."""
-    settings = load_settings(model=args.model, system_as_user=args.system_as_user)
-    setup_logging(settings.log_level, settings.log_format)
-    prices = price_table(args.price)
-    report = asyncio.run(
-        validate_file(
-            args.input,
-            default_model=settings.model,
-            system_as_user=settings.system_as_user,
-        )
-    )
-    emit(sys.stdout, render_report(args.input, report, prices))
-    return 1 if report.invalid else 0
+def report_object(
+    source: str, report: ValidationReport, prices: PriceBook
+) -> dict[str, Any]:
+    """What validate found, as one JSON object (`--format json`)."""
+    by_model = {
+        model: {
+            "jobs": count,
+            "prompt_tokens": report.prompt_tokens[model],
+            "completion_tokens": report.completion_tokens[model],
+            "cost_rub": prices.rubles(
+                model, report.prompt_tokens[model], report.completion_tokens[model]
+            ),
+        }
+        for model, count in sorted(report.models.items())
+    }
+    return {
+        "input": source,
+        "lines": report.lines,
+        "valid": report.valid,
+        "invalid": report.invalid,
+        "with_system": report.with_system,
+        "identical": report.identical,
+        "prices": prices.source,
+        "estimated_cost_rub": round(
+            sum(m["cost_rub"] or 0.0 for m in by_model.values()), 6
+        ),
+        "by_model": by_model,
+        "problems": [
+            {"line": line_no, "message": message}
+            for line_no, message in report.problems[:MAX_PROBLEMS_SHOWN]
+        ],
+    }

@@ -18,7 +18,7 @@ from worker.collect.index import OUTCOME_COLUMNS, OutcomeIndex
 from worker.collect.rows import RowWriter, open_row_writer
 from worker.errors import ConfigError
 from worker.files.jobs import read_line
-from worker.report.cost import Prices, tokens_cost
+from worker.report.cost import PriceBook
 
 COLUMNS = (
     "line",
@@ -68,7 +68,7 @@ def collect(
     *,
     results: Path,
     errors: Path,
-    prices: Prices,
+    prices: PriceBook,
     default_model: str = "mira",
     progress: Any = None,
 ) -> CollectReport:
@@ -114,7 +114,7 @@ def _write_rows(
     source: Path,
     index: OutcomeIndex,
     writer: RowWriter,
-    prices: Prices,
+    prices: PriceBook,
     default_model: str,
     progress: Any,
 ) -> CollectReport:
@@ -128,8 +128,8 @@ def _write_rows(
             row.update(zip(OUTCOME_COLUMNS.split(", "), found, strict=True))
             row["custom_id"] = row["custom_id"] or job_id
         if row["status"] == "succeeded":
-            cost = tokens_cost(
-                prices, model, row["prompt_tokens"] or 0, row["completion_tokens"] or 0
+            cost = prices.rubles(
+                model, row["prompt_tokens"] or 0, row["completion_tokens"] or 0
             )
             row["cost_rub"] = None if cost is None else round(cost, 8)
             report.cost_rub += cost or 0.0

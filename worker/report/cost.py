@@ -1,29 +1,102 @@
-"""What tokens cost: Mira's list prices, overrides, and the cost of a run.
+"""What answers cost: the price book (charged, list or overridden prices) and the
+cost of a run.
 
-One price table for everything that shows money: `validate`'s estimate, the
-summary's `cost`, the metrics, and `collect`'s `cost_rub` column.
+One price book for everything that shows money: `validate`'s estimate, the
+summary's `cost`, the metrics, `--max-cost`, and `collect`'s `cost_rub` column.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from worker.errors import ConfigError
 
 CURRENCY = "RUB"
-# Mira's list prices, rubles per million tokens: (input, output).
+# Mira's list prices in its docs, rubles per million tokens: (input, output).
 LIST_PRICES_RUB_PER_M: dict[str, tuple[float, float]] = {
     "mira": (50.0, 150.0),
     "mira-pro": (100.0, 300.0),
     "mira-max": (250.0, 750.0),
 }
 PRICE_HELP = (
-    "price in rubles per million input,output tokens; repeatable "
-    "(list prices: mira=50,150 mira-pro=100,300 mira-max=250,750)"
+    "price in rubles per million input,output tokens; repeatable; overrides the "
+    "prices Mira's pricing route says it charges (list prices when it does not "
+    "answer: mira=50,150 mira-pro=100,300 mira-max=250,750)"
 )
 
-Prices = Mapping[str, tuple[float, float]]
+PriceSource = Literal["charged", "list", "override"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedPrice:
+    """A price as Mira's billing holds it: whole kopecks per 1,000 words, and a
+    surcharge on output (thinking models)."""
+
+    input_kopecks_per_1k: int
+    output_kopecks_per_1k: int
+    surcharge_percent: int = 0
+
+    def kopecks(self, prompt: int, completion: int) -> int:
+        """What one answer is charged, as Mira's `calculate_charge` floors it."""
+        output = completion * self.output_kopecks_per_1k // 1000
+        output += output * self.surcharge_percent // 100
+        return prompt * self.input_kopecks_per_1k // 1000 + output
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBook:
+    """The prices a run counts cost at, and where they came from."""
+
+    source: PriceSource = "list"
+    # rubles per million tokens (the list prices and --price)
+    per_million: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(LIST_PRICES_RUB_PER_M)
+    )
+    charged: Mapping[str, ChargedPrice] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, charged: Mapping[str, ChargedPrice] | None, overrides: Iterable[str] = ()
+    ) -> PriceBook:
+        """The charged prices when Mira's pricing route gave them (else the list
+        prices), with `--price` overrides on top.
+
+        Raises:
+            ConfigError: an override is malformed.
+        """
+        overridden = dict(parse_price(text) for text in overrides)
+        kept = {m: p for m, p in (charged or {}).items() if m not in overridden}
+        source: PriceSource = (
+            "override" if overridden else "charged" if charged else "list"
+        )
+        per_million = {} if charged else dict(LIST_PRICES_RUB_PER_M)
+        per_million.update(overridden)
+        return cls(source, per_million, kept)
+
+    def kopecks(self, model: str, prompt: int, completion: int) -> float | None:
+        """What one answer costs, kopecks; None when its model has no price."""
+        charged = self.charged.get(model)
+        if charged is not None:
+            return float(charged.kopecks(prompt, completion))
+        price = self.per_million.get(model)
+        if price is None:
+            return None
+        return (prompt * price[0] + completion * price[1]) / 10_000
+
+    def rubles(self, model: str, prompt: int, completion: int) -> float | None:
+        """What one answer costs, RUB; None when its model has no price."""
+        kopecks = self.kopecks(model, prompt, completion)
+        return None if kopecks is None else kopecks / 100
+
+    def describe(self) -> str:
+        """Where the prices come from, for people."""
+        return {
+            "charged": "the prices Mira's pricing route says it charges",
+            "list": "Mira's list prices (its pricing route did not answer)",
+            "override": "--price, over the other prices",
+        }[self.source]
 
 
 def parse_price(text: str) -> tuple[str, tuple[float, float]]:
@@ -47,48 +120,31 @@ def parse_price(text: str) -> tuple[str, tuple[float, float]]:
     return model, (price_in, price_out)
 
 
-def price_table(overrides: Iterable[str] = ()) -> dict[str, tuple[float, float]]:
-    """The list prices with `--price` overrides applied.
-
-    Raises:
-        ConfigError: an override is malformed.
-    """
-    prices = dict(LIST_PRICES_RUB_PER_M)
-    prices.update(parse_price(text) for text in overrides)
-    return prices
-
-
-def tokens_cost(
-    prices: Prices, model: str, prompt_tokens: int, completion_tokens: int
-) -> float | None:
-    """Rubles for these tokens of this model; None when its price is unknown."""
-    price = prices.get(model)
-    if price is None:
-        return None
-    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
-
-
 def run_cost(
-    prices: Prices, tokens_by_model: Mapping[str, tuple[int, int]]
+    book: PriceBook,
+    tokens_by_model: Mapping[str, tuple[int, int]],
+    kopecks_by_model: Mapping[str, float],
 ) -> dict[str, Any]:
-    """The summary's `cost` object (CONTRACT section 12)."""
+    """The summary's `cost` object (CONTRACT sections 12 and 15): each answer
+    priced as it came, so charged prices floor per answer as Mira bills."""
     by_model: dict[str, Any] = {}
     total = 0.0
     unknown = []
     for model, (prompt, completion) in sorted(tokens_by_model.items()):
-        cost = tokens_cost(prices, model, prompt, completion)
-        if cost is None:
+        kopecks = kopecks_by_model.get(model)
+        if kopecks is None:
             unknown.append(model)
         else:
-            total += cost
+            total += kopecks
         by_model[model] = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
-            "cost": None if cost is None else round(cost, 6),
+            "cost": None if kopecks is None else round(kopecks / 100, 6),
         }
     result: dict[str, Any] = {
         "currency": CURRENCY,
-        "total": round(total, 6),
+        "total": round(total / 100, 6),
+        "prices": book.source,
         "by_model": by_model,
     }
     if unknown:
@@ -97,3 +153,24 @@ def run_cost(
             "(add --price MODEL=IN,OUT)"
         )
     return result
+
+
+def charged_prices(pricing: Mapping[str, Any]) -> dict[str, ChargedPrice]:
+    """The prices of Mira's pricing route (`{"models": [...]}`, rubles per 1K
+    words), as whole kopecks; entries that do not read as prices are left out."""
+    found: dict[str, ChargedPrice] = {}
+    models = pricing.get("models")
+    for entry in models if isinstance(models, list) else ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            continue
+        try:
+            price = ChargedPrice(
+                round(float(entry["input_price_per_1k_rubles"]) * 100),
+                round(float(entry["output_price_per_1k_rubles"]) * 100),
+                int(entry.get("thinking_surcharge_percent") or 0),
+            )
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue
+        if min(price.input_kopecks_per_1k, price.output_kopecks_per_1k) >= 0:
+            found[entry["model"]] = price
+    return found

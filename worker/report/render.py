@@ -10,14 +10,18 @@ def _ms(value: object) -> str:
 
 
 def _cost(cost: dict[str, Any] | None) -> str:
-    """The run's cost at list prices (or --price), by model."""
+    """The run's cost, by model, and the prices it is at (charged, list, --price)."""
     if not cost or not cost["by_model"]:
         return "nothing spent"
     parts = [
         f"{model} {'?' if c['cost'] is None else format(c['cost'], ',.4f')}"
         for model, c in cost["by_model"].items()
     ]
-    return f"{cost['total']:,.4f} {cost['currency']} ({', '.join(parts)})"
+    prices = cost.get("prices", "list")
+    return (
+        f"{cost['total']:,.4f} {cost['currency']} at {prices} prices "
+        f"({', '.join(parts)})"
+    )
 
 
 def _learned(limits: dict[str, Any]) -> str:

@@ -82,6 +82,8 @@ class RunStats:
     cache_misses: int = 0
     # model -> [prompt tokens, completion tokens], for the run's cost
     tokens_by_model: dict[str, list[int]] = field(default_factory=dict)
+    # model -> kopecks, each answer priced as it came (models with a price)
+    kopecks_by_model: dict[str, float] = field(default_factory=dict)
 
     @property
     def done(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from worker.api.usage import read_usage
+from worker.report.cost import PriceBook
 from worker.report.stats import RunStats
 
 log = logging.getLogger("worker.run")
@@ -14,10 +15,13 @@ log = logging.getLogger("worker.run")
 class Tally:
     """Events of one run, counted into `stats` (which everyone else only reads)."""
 
-    __slots__ = ("stats",)
+    __slots__ = ("prices", "stats")
 
-    def __init__(self, stats: RunStats | None = None) -> None:
+    def __init__(
+        self, stats: RunStats | None = None, prices: PriceBook | None = None
+    ) -> None:
         self.stats = stats if stats is not None else RunStats()
+        self.prices = prices if prices is not None else PriceBook()
 
     # -- before the run, and the reader --------------------------------------
 
@@ -89,6 +93,12 @@ class Tally:
             tokens = stats.tokens_by_model.setdefault(model, [0, 0])
             tokens[0] += prompt
             tokens[1] += completion
+            # Priced answer by answer: Mira floors each charge to whole kopecks.
+            kopecks = self.prices.kopecks(model, prompt, completion)
+            if kopecks is not None:
+                stats.kopecks_by_model[model] = (
+                    stats.kopecks_by_model.get(model, 0.0) + kopecks
+                )
         return total
 
     def retrying(self, started: bool) -> None:

@@ -23,7 +23,7 @@ from worker.sim.answers import (
     read_body,
     timed_out,
 )
-from worker.sim.faults import Faults, SimStats, latency_s, pick_fault
+from worker.sim.faults import Faults, SimStats, charge_kopecks, latency_s, pick_fault
 from worker.sim.ledger import Ledger
 from worker.sim.limits import (
     GPU_QUEUE_RETRY_AFTER_S,
@@ -206,7 +206,12 @@ class Chat:
         outcome: str | None,
         faults: Faults,
     ) -> None:
-        self._sim.limits.tokens_used += answer["usage"]["total_tokens"]
+        usage = answer["usage"]
+        self._sim.limits.tokens_used += usage["total_tokens"]
+        if faults.plan != "free":  # as the backend bills: paid plans only
+            self._sim.stats.account["charged_kopecks"] += charge_kopecks(
+                answer["model"], usage["prompt_tokens"], usage["completion_tokens"]
+            )
         if outcome is not None:
             self._sim.stats.account["bad_answers"] += 1
         if faults.behaviour == "source":

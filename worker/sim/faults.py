@@ -16,6 +16,15 @@ PLAN_MODELS = {
     "pro": frozenset({"mira", "mira-pro", "mira-thinking"}),
     "max": frozenset(MODELS),
 }
+# The backend's seeded pricing table, kopecks per 1,000 words (not the list price).
+SEEDED_PRICES_KOPECKS = {"mira": (10, 30), "mira-pro": (30, 90), "mira-max": (150, 600)}
+
+
+def charge_kopecks(model: str, prompt: int, completion: int) -> int:
+    """What Mira's billing charges one answer (`calculate_charge`): each side
+    floored to whole kopecks; a model without a price is not billed."""
+    p_in, p_out = SEEDED_PRICES_KOPECKS.get(model, (0, 0))
+    return prompt * p_in // 1000 + completion * p_out // 1000
 
 
 # Mira's real limits for one user, as its backend source behaves (MIRA_API.md,

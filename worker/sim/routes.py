@@ -11,11 +11,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from worker.sim.answers import detail_response
-from worker.sim.faults import Faults, SimStats
+from worker.sim.faults import SEEDED_PRICES_KOPECKS, Faults, SimStats
 from worker.sim.limits import AccountLimits
 
-# The backend's seeded pricing table, in kopecks per 1,000 words (not the list price).
-SEEDED_PRICES_KOPECKS = {"mira": (10, 30), "mira-pro": (30, 90), "mira-max": (150, 600)}
 MIN_PLAN = {"mira": "free", "mira-pro": "pro", "mira-max": "max"}
 
 
@@ -89,6 +87,11 @@ class AccountRoutes:
     def _used(self) -> int:
         return self._sim.limits.account["daily_messages"]
 
+    def _balance(self) -> int:
+        """The configured balance less what answers were charged."""
+        charged = self._sim.stats.account["charged_kopecks"]
+        return self._sim.faults.balance_kopecks - charged
+
     def usage(self) -> dict[str, Any]:
         """`/api/v1/auth/me/usage`: today, the month, and the day's quota."""
         sim = self._sim
@@ -101,10 +104,10 @@ class AccountRoutes:
             "cancelled": 0,
             "errors": sim.stats.requests - answered,
         }
-        cap = sim.faults.daily_cap or None
+        cap = sim.faults.daily_cap or -1  # -1: no cap, as Mira says it
         quota = {
             "daily_limit": cap,
-            "remaining_today": None if cap is None else max(0, cap - self._used()),
+            "remaining_today": -1 if cap < 0 else max(0, cap - self._used()),
             "plan": sim.faults.plan,
         }
         return {
@@ -117,15 +120,18 @@ class AccountRoutes:
         """`/api/v1/auth/me`: the plan, the balance, today's messages."""
         return {
             "plan": self._sim.faults.plan,
-            "balance_kopecks": self._sim.faults.balance_kopecks,
+            "balance_kopecks": self._balance(),
             "daily_messages_used": self._used(),
             "allow_overage_billing": False,
         }
 
     def balance(self) -> dict[str, Any]:
         """`/api/v1/billing/balance`."""
-        kopecks = self._sim.faults.balance_kopecks
-        spending = {"today_kopecks": 0, "week_kopecks": 0, "month_kopecks": 0}
+        kopecks = self._balance()
+        charged = self._sim.stats.account["charged_kopecks"]
+        spending = dict.fromkeys(
+            ("today_kopecks", "week_kopecks", "month_kopecks"), charged
+        )
         return {
             "balance_kopecks": kopecks,
             "balance_rubles": kopecks / 100,

@@ -75,6 +75,7 @@ RUN_FLAGS = (
     Flag("base_url", "--base-url", "API", str),
     Flag("model", "--model", "API", str),
     Flag("allow_insecure_http", "--allow-insecure-http", "API"),
+    Flag("ca_bundle", "--ca-bundle", "API", Path),
     Flag("max_response_bytes", "--max-response-bytes", "API", int),
     Flag("stream", "--stream", "API"),
     Flag("system_as_user", "--system-as-user", "API"),

@@ -1,0 +1,187 @@
+"""Mira's account routes (MIRA_API.md, "Account routes"): read with the run's key,
+each one optional. A route that is missing, refuses or is unreachable is a note,
+never an error; nothing here sends a completion."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from worker import __version__
+from worker.api.body import read_at_most
+from worker.api.network import new_session, proxy_for
+from worker.config import Settings
+from worker.report.cost import PriceBook, charged_prices
+
+# Under the API host's root, not the base URL's /v1.
+ROUTES = {
+    "usage": "/api/v1/auth/me/usage",
+    "me": "/api/v1/auth/me",
+    "balance": "/api/v1/billing/balance",
+    "pricing": "/api/v1/billing/pricing",
+}
+KEYLESS = frozenset({"pricing"})
+ACCOUNT_ROUTES = ("usage", "me", "balance", "pricing")
+_MAX_BODY_BYTES = 1024 * 1024
+PRICING_TIMEOUT_S = 10.0
+
+log = logging.getLogger("worker.run")
+
+
+def account_root(base_url: str) -> str:
+    """`https://api.vmira.ai` for the base URL `https://api.vmira.ai/v1`."""
+    root = base_url.rstrip("/")
+    return root.removesuffix("/v1")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteReply:
+    """One route's JSON object, or a note saying why there is none."""
+
+    data: dict[str, Any] | None
+    note: str | None = None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(slots=True)
+class Account:
+    """What the account routes said; None where no route said it."""
+
+    plan: str | None = None
+    daily_limit: int | None = None  # -1: unlimited, as Mira says it
+    daily_used: int | None = None
+    daily_left: int | None = None
+    balance_kopecks: int | None = None
+    overage: bool | None = None
+    min_plans: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, replies: dict[str, RouteReply]) -> Account:
+        """The facts of whichever routes answered; a note for each that did not."""
+        account = cls(notes=[r.note for r in replies.values() if r.note])
+        usage, me, balance, pricing = (
+            replies[name].data or {} for name in ACCOUNT_ROUTES
+        )
+        found = usage.get("quota")
+        quota: dict[str, Any] = found if isinstance(found, dict) else {}
+        limit = _int(quota.get("daily_limit"))
+        # Mira says -1 for no cap; null is read the same way.
+        account.daily_limit = -1 if quota and limit is None else limit
+        account.daily_used = used = _int(me.get("daily_messages_used"))
+        account.daily_left = _int(quota.get("remaining_today"))
+        if limit is not None and limit >= 0 and used is not None:
+            # The counter the cap checks (usage's own count can lag behind it).
+            account.daily_left = max(0, limit - used)
+        plan = me.get("plan") or quota.get("plan")
+        account.plan = plan if isinstance(plan, str) else None
+        account.balance_kopecks = _int(me.get("balance_kopecks"))
+        if account.balance_kopecks is None:
+            account.balance_kopecks = _int(balance.get("balance_kopecks"))
+        overage = me.get("allow_overage_billing")
+        account.overage = overage if isinstance(overage, bool) else None
+        models = pricing.get("models")
+        for entry in models if isinstance(models, list) else ():
+            if isinstance(entry, dict) and isinstance(entry.get("min_plan"), str):
+                account.min_plans[str(entry.get("model"))] = entry["min_plan"]
+        return account
+
+
+class AccountReader:
+    """Reads the account routes of one base URL, through its proxy and TLS trust."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        ca_bundle: Path | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._base_url = base_url
+        self._root = account_root(base_url)
+        self._api_key = api_key
+        self._ca_bundle = ca_bundle
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        proxy = proxy_for(base_url)
+        self._through = "" if proxy is None else f" through the proxy {proxy.shown}"
+
+    async def read_all(self, names: tuple[str, ...]) -> dict[str, RouteReply]:
+        """Each named route's reply, read at once on one session.
+
+        Raises:
+            ConfigError: the CA bundle cannot be used.
+        """
+        session = new_session(
+            self._base_url,
+            {"User-Agent": f"mira-batch/{__version__}"},
+            ca_bundle=self._ca_bundle,
+            timeout=self._timeout,
+            limit=len(ROUTES),
+        )
+        async with session:
+            replies = await asyncio.gather(
+                *(self._read(session, name) for name in names)
+            )
+        return dict(zip(names, replies, strict=True))
+
+    async def _read(self, session: aiohttp.ClientSession, name: str) -> RouteReply:
+        """One route's JSON object, or why there is none."""
+        path = ROUTES[name]
+        headers = {}
+        if name not in KEYLESS and self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        try:
+            async with session.get(
+                self._root + path, headers=headers, allow_redirects=False
+            ) as resp:
+                raw, complete = await read_at_most(resp, _MAX_BODY_BYTES)
+                status = resp.status
+        except TimeoutError:
+            return RouteReply(None, f"{path} did not answer in time{self._through}")
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            return RouteReply(
+                None, f"{path} is unreachable{self._through}: {type(exc).__name__}"
+            )
+        if status != 200:
+            what = "is not served" if status in (404, 405) else "was refused"
+            return RouteReply(None, f"{path} {what} (HTTP {status})")
+        try:
+            data = orjson.loads(raw) if complete else None
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            return RouteReply(None, f"{path} answered with no JSON object")
+        return RouteReply(data)
+
+
+async def read_prices(settings: Settings, overrides: Sequence[str] = ()) -> PriceBook:
+    """The prices Mira's pricing route says it charges, else the list prices;
+    `--price` over either.
+
+    Raises:
+        ConfigError: an override is malformed, or the CA bundle is unusable.
+    """
+    book = PriceBook.build(None, overrides)  # a bad --price fails before the network
+    reader = AccountReader(
+        settings.base_url,
+        None,
+        ca_bundle=settings.ca_bundle,
+        timeout_s=PRICING_TIMEOUT_S,
+    )
+    reply = (await reader.read_all(("pricing",)))["pricing"]
+    charged = charged_prices(reply.data) if reply.data is not None else {}
+    if not charged:
+        log.info("the summary's cost is at list prices: %s", reply.note or "no prices")
+        return book
+    return PriceBook.build(charged, overrides)

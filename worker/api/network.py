@@ -1,0 +1,137 @@
+"""How requests reach Mira: the base URL's safety, TLS trust, and the proxy the
+environment names (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, in either case).
+
+The proxy is looked up once per client, not per request: aiohttp's `trust_env`
+would do it on a thread for every request, and would also read `~/.netrc`
+credentials for the API host, which must never replace the bearer key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+from yarl import URL
+
+from worker.config import Settings
+from worker.errors import ConfigError
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url_security(settings: Settings) -> None:
+    """Refuse to send the key in clear text to another machine.
+
+    Raises:
+        ConfigError: an http:// base URL to a non-loopback host without the opt-in.
+    """
+    parts = urlsplit(settings.base_url)
+    if parts.scheme == "https" or settings.allow_insecure_http:
+        return
+    if is_loopback_host(parts.hostname or ""):
+        return
+    raise ConfigError(
+        f"refusing to send the API key over plain http to {parts.hostname}: use an "
+        "https:// base URL, or pass --allow-insecure-http if you really mean it"
+    )
+
+
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The system's trust (which SSL_CERT_FILE and SSL_CERT_DIR replace), plus
+    the certificates of `ca_bundle`.
+
+    Raises:
+        ConfigError: the bundle cannot be read as PEM certificates.
+    """
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except ssl.SSLError as exc:  # before OSError, which it is a kind of
+            reason = exc.reason or "not PEM certificates"
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        else:
+            return context
+        raise ConfigError(
+            f"cannot use the CA bundle {ca_bundle} (--ca-bundle, MIRA_CA_BUNDLE): "
+            f"{reason}"
+        )
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """The proxy a URL is reached through: its address and its credentials."""
+
+    url: URL
+    auth: aiohttp.BasicAuth | None
+
+    @property
+    def shown(self) -> str:
+        """The proxy's address for messages: never its credentials."""
+        return str(self.url.with_user(None))
+
+
+def proxy_for(url: str) -> Proxy | None:
+    """The proxy the environment names for `url`, unless NO_PROXY exempts it."""
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    address = urllib.request.getproxies().get(parts.scheme)
+    if not address:
+        return None
+    if "://" not in address:
+        address = f"http://{address}"  # `proxy:3128`, as curl reads it
+    proxy = URL(address)
+    auth = None
+    if proxy.user is not None:
+        auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
+    return Proxy(proxy.with_user(None), auth)
+
+
+def new_session(
+    base_url: str,
+    headers: dict[str, str],
+    *,
+    ca_bundle: Path | None,
+    timeout: aiohttp.ClientTimeout,
+    limit: int = 100,
+) -> aiohttp.ClientSession:
+    """A session for `base_url`: TLS trust with `ca_bundle`, and its proxy.
+
+    Through a proxy, https is tunnelled with CONNECT, so the proxy sees only the
+    host and port, never the key.
+
+    Raises:
+        ConfigError: the CA bundle cannot be used.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=0,
+        ttl_dns_cache=300,
+        ssl=tls_context(ca_bundle),
+    )
+    proxy = proxy_for(base_url)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers=headers,
+        # Status, Retry-After and the error body are read by us, not raised.
+        raise_for_status=False,
+        proxy=None if proxy is None else proxy.url,
+        proxy_auth=None if proxy is None else proxy.auth,
+    )

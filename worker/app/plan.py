@@ -1,0 +1,217 @@
+"""`validate --online`: the batch planned against the account, read from Mira's
+account routes (each optional) with the run's key, sending no completion."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from worker.api.account import ACCOUNT_ROUTES, Account, AccountReader
+from worker.api.network import check_base_url_security
+from worker.app.validate import (
+    VALIDATE_SETTINGS,
+    ValidationReport,
+    render_report,
+    report_object,
+    validate_file,
+)
+from worker.config import Settings, load_api_key, load_settings
+from worker.logs import emit, register_secret, setup_logging
+from worker.report.cost import PriceBook, charged_prices
+
+# Requests beyond one per job: on Mira every refusal uses one of the day's
+# messages. `bench/run.py mira` saw 2 of 152 and 1 of 76 refused; 3% covers it.
+RETRY_ALLOWANCE = 0.03
+PLAN_RANK = {"free": 0, "pro": 1, "max": 2}
+
+
+async def read_plan(
+    settings: Settings,
+    api_key: str,
+    report: ValidationReport,
+    overrides: list[str],
+    today: date,
+) -> tuple[PriceBook, dict[str, Any]]:
+    """Read the account routes, then plan the batch at the prices they give.
+
+    Raises:
+        ConfigError: the CA bundle cannot be used.
+    """
+    reader = AccountReader(settings.base_url, api_key, ca_bundle=settings.ca_bundle)
+    replies = await reader.read_all(ACCOUNT_ROUTES)
+    account = Account.read(replies)
+    if all(reply.data is None for reply in replies.values()):
+        account.notes.insert(
+            0,
+            "the server serves none of Mira's account routes: no plan against the "
+            "account (the estimate above stands)",
+        )
+    pricing = replies["pricing"].data
+    book = PriceBook.build(
+        charged_prices(pricing) or None if pricing else None, overrides
+    )
+    plan = plan_batch(report, account, book, dedupe=settings.dedupe, today=today)
+    return book, plan
+
+
+def plan_batch(
+    report: ValidationReport,
+    account: Account,
+    prices: PriceBook,
+    *,
+    dedupe: bool,
+    today: date,
+) -> dict[str, Any]:
+    """The plan: messages needed, days at the daily cap, cost against the balance,
+    and the warnings they call for."""
+    jobs = report.valid - (report.identical if dedupe else 0)
+    messages = math.ceil(jobs * (1 + RETRY_ALLOWANCE))
+    cost = sum(
+        prices.rubles(m, report.prompt_tokens[m], report.completion_tokens[m]) or 0.0
+        for m in report.models
+    )
+    plan: dict[str, Any] = {
+        "plan": account.plan,
+        "daily_limit": account.daily_limit,
+        "daily_used": account.daily_used,
+        "daily_left": account.daily_left,
+        "balance_rub": None
+        if account.balance_kopecks is None
+        else account.balance_kopecks / 100,
+        "overage_billing": account.overage,
+        "prices": prices.source,
+        "messages_needed": messages,
+        "retry_allowance": RETRY_ALLOWANCE,
+        "estimated_cost_rub": round(cost, 2),
+        "days": None,
+        "finish_date": None,
+        "warnings": [],
+        "notes": account.notes,
+    }
+    _days(plan, account, messages, today)
+    plan["warnings"].extend(_warnings(report, account, messages, cost))
+    return plan
+
+
+def _days(plan: dict[str, Any], account: Account, messages: int, today: date) -> None:
+    """Days at the daily cap (it resets at 00:00 UTC), and the finishing date."""
+    limit, left = account.daily_limit, account.daily_left
+    if limit is None:
+        return
+    if limit < 0 or account.overage or messages <= (left if left is not None else 0):
+        days = 1
+    else:
+        start = left if left is not None else 0
+        days = 1 + math.ceil((messages - start) / max(1, limit))
+    plan["days"] = days
+    plan["finish_date"] = (today + timedelta(days=days - 1)).isoformat()
+
+
+def _warnings(
+    report: ValidationReport, account: Account, messages: int, cost: float
+) -> list[str]:
+    found = []
+    balance = account.balance_kopecks
+    if balance is not None and cost * 100 > balance:
+        found.append(
+            f"the balance ({balance / 100:,.2f} RUB) will not cover the batch "
+            f"(about {cost:,.2f} RUB): top up, or cap the run with --max-cost"
+        )
+    limit, left = account.daily_limit, account.daily_left
+    if account.overage and limit is not None and limit >= 0:
+        past = messages - (left if left is not None else limit)
+        if past > 0:
+            found.append(
+                f"overage billing is on: about {past:,} messages past today's cap "
+                "will be charged to the balance"
+            )
+    rank = PLAN_RANK.get(account.plan or "")
+    for model, count in sorted(report.models.items()):
+        needs = account.min_plans.get(model)
+        if rank is not None and needs in PLAN_RANK and PLAN_RANK[needs] > rank:
+            found.append(
+                f"{count} jobs use {model}, which needs the {needs} plan (this "
+                f"account: {account.plan}); they will fail with 403"
+            )
+    return found
+
+
+def render_plan(plan: dict[str, Any]) -> list[str]:
+    """The plan, for people."""
+    lines = ["account (read with the key; no completion sent):"]
+
+    def known(value: object, text: str) -> str:
+        return "unknown" if value is None else text
+
+    limit = plan["daily_limit"]
+    cap = "no cap" if limit is not None and limit < 0 else f"cap {limit}"
+    lines += [
+        f"  plan: {plan['plan'] or 'unknown'}",
+        "  daily messages: "
+        + known(
+            limit,
+            f"{plan['daily_used'] if plan['daily_used'] is not None else '?'} used, "
+            f"{plan['daily_left'] if plan['daily_left'] is not None else '?'} left "
+            f"today ({cap}; it resets at 00:00 UTC)",
+        ),
+        "  balance: "
+        + known(plan["balance_rub"], f"{plan['balance_rub'] or 0:,.2f} RUB")
+        + "; overage billing "
+        + {True: "on", False: "off", None: "unknown"}[plan["overage_billing"]],
+        f"  prices: {plan['prices']}",
+        f"  messages needed: about {plan['messages_needed']:,} (one per job, "
+        f"+{plan['retry_allowance']:.0%} for refusals and retries)",
+        "  days at the daily cap: "
+        + known(plan["days"], f"{plan['days']}, finishing {plan['finish_date']} (UTC)"),
+        f"  estimated cost: about {plan['estimated_cost_rub']:,.2f} RUB"
+        + ("" if plan["balance_rub"] is None else f" of {plan['balance_rub']:,.2f}"),
+    ]
+    lines += [f"  warning: {text}" for text in plan["warnings"]]
+    lines += [f"  note: {text}" for text in plan["notes"]]
+    return lines
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """`mira-batch validate`: the report on stdout; 1 when lines are invalid.
+
+    Raises:
+        ConfigError: the input cannot be read, a bad --price, or (--online) no key.
+    """
+    settings = load_settings(
+        **{name: getattr(args, name) for name in VALIDATE_SETTINGS}
+    )
+    setup_logging(settings.log_level, settings.log_format)
+    prices = PriceBook.build(None, args.price)
+    key = None
+    if args.online:
+        check_base_url_security(settings)
+        key = load_api_key(settings)
+        register_secret(key)
+    report = asyncio.run(
+        validate_file(
+            args.input,
+            default_model=settings.model,
+            system_as_user=settings.system_as_user,
+        )
+    )
+    plan = None
+    if key is not None:
+        today = datetime.now(UTC).date()
+        prices, plan = asyncio.run(read_plan(settings, key, report, args.price, today))
+    if args.format == "json":
+        document = report_object(args.input, report, prices)
+        if plan is not None:
+            document["account"] = plan
+        emit(sys.stdout, orjson.dumps(document).decode())
+    else:
+        text = render_report(args.input, report, prices)
+        if plan is not None:
+            text += "\n" + "\n".join(render_plan(plan))
+        emit(sys.stdout, text)
+    return 1 if report.invalid else 0

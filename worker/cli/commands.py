@@ -1,0 +1,110 @@
+"""The parsers of the commands over a job file and what runs leave: `validate`,
+`collect`, `report` and `cache`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Protocol
+
+from worker.cli.flags import RUN_FLAGS, add_flag, add_price_flag
+
+
+class Subparsers(Protocol):
+    """What argparse's add_subparsers() returns, as far as the commands use it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def add_after_run_commands(sub: Subparsers) -> None:
+    """validate, collect, report and cache."""
+    _add_validate(sub)
+    _add_collect(sub)
+    _add_cache(sub)
+
+
+def _add_settings(parser: argparse.ArgumentParser, *fields: str) -> None:
+    """The run's flags for these settings fields."""
+    for field in fields:
+        add_flag(parser, next(flag for flag in RUN_FLAGS if flag.field == field))
+
+
+def _add_collect(sub: Subparsers) -> None:
+    """The `collect` command's parser."""
+    col = sub.add_parser(
+        "collect",
+        help="one row per input line, in input order, with its answer or error",
+        description="Join the input with its results and errors files into a table: "
+        "one row per non-blank line, in input order, with the content, tokens, "
+        "cost, error and metadata; status is succeeded, failed, invalid or "
+        "pending (not done yet). Exit 2 for a missing input, or outputs that "
+        "belong to another input.",
+    )
+    col.add_argument("input", metavar="INPUT", help="the job file that was run")
+    col.add_argument(
+        "--to",
+        type=Path,
+        help="the table; .csv, .jsonl or .parquet (default: <stem>.collected.csv)",
+    )
+    col.add_argument(
+        "--results", type=Path, help="results file (default: <stem>.results.jsonl)"
+    )
+    col.add_argument(
+        "--errors", type=Path, help="errors file (default: <stem>.errors.jsonl)"
+    )
+    _add_settings(col, "model", "base_url", "ca_bundle")
+    add_price_flag(col)
+
+
+def _add_validate(sub: Subparsers) -> None:
+    """The `validate` command's parser."""
+    val = sub.add_parser(
+        "validate",
+        help="check a job file, estimate its cost, plan it against the account",
+        description="Parse and check every line as run would, and estimate the "
+        "batch's tokens and cost; send no completion. With --online, also plan it "
+        "against the account (each account route is optional: one the server "
+        "lacks or refuses is a note). Exit 0 when every line is a valid job, 1 "
+        "when some are not, 2 when the file cannot be read or the key is missing.",
+    )
+    val.add_argument(
+        "input", metavar="INPUT", help="job file (JSONL); - reads standard input"
+    )
+    val.add_argument(
+        "--online",
+        action="store_true",
+        help="also read the account with the run's key (plan, today's messages, "
+        "balance, prices; never a completion) and plan the batch against it: "
+        "the messages it needs, the days at the daily cap, its cost against the "
+        "balance",
+    )
+    val.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text for people, or one JSON object (default: text)",
+    )
+    _add_settings(val, "model", "system_as_user", "dedupe", "base_url", "ca_bundle")
+    add_price_flag(val)
+
+
+def _add_cache(sub: Subparsers) -> None:
+    """The `cache` command's parser."""
+    cache = sub.add_parser(
+        "cache",
+        help="look after an answer cache (--cache): stats, or prune old answers",
+        description="Show what an answer cache holds, or forget answers older than "
+        "some days. Safe while runs use the cache.",
+    )
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stats = actions.add_parser("stats", help="answers, size, oldest and newest")
+    stats.add_argument("path", type=Path, metavar="PATH", help="the cache file")
+    prune = actions.add_parser("prune", help="forget answers older than DAYS")
+    prune.add_argument("path", type=Path, metavar="PATH", help="the cache file")
+    prune.add_argument(
+        "--older-than",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="answers stored more than this many days ago go",
+    )
