@@ -28,6 +28,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(kind)
 
 
+# What the machine's environment may say about reaching the network: no test
+# takes it from there (the network tests set their own).
+_NETWORK_VARIABLES = (
+    *(f"{name}_proxy" for name in ("http", "https", "all", "no")),
+    *(f"{name}_PROXY" for name in ("HTTP", "HTTPS", "ALL", "NO")),
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_network_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _NETWORK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _no_key_in_output(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]

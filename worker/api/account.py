@@ -115,6 +115,7 @@ class AccountReader:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         proxy = proxy_for(base_url)
         self._through = "" if proxy is None else f" through the proxy {proxy.shown}"
+        self._proxy_headers = None if proxy is None else proxy.headers or None
 
     async def read_all(self, names: tuple[str, ...]) -> dict[str, RouteReply]:
         """Each named route's reply, read at once on one session.
@@ -143,7 +144,10 @@ class AccountReader:
             headers["Authorization"] = f"Bearer {self._api_key}"
         try:
             async with session.get(
-                self._root + path, headers=headers, allow_redirects=False
+                self._root + path,
+                headers=headers,
+                proxy_headers=self._proxy_headers,
+                allow_redirects=False,
             ) as resp:
                 raw, complete = await read_at_most(resp, _MAX_BODY_BYTES)
                 status = resp.status

@@ -52,8 +52,10 @@ class ChatClient:
         self._url = f"{base_url.rstrip('/')}/chat/completions"
         self._ca_bundle = ca_bundle
         proxy = proxy_for(self._url)
+        self._proxy_headers = None if proxy is None else proxy.headers or None
+        # On each request, never on the session: see network.new_session.
+        self._auth = {"Authorization": f"Bearer {api_key}"}
         self._through = "" if proxy is None else f" (through the proxy {proxy.shown})"
-        self._api_key = api_key
         self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
@@ -72,7 +74,6 @@ class ChatClient:
         self._session = new_session(
             self._base_url,
             {
-                "Authorization": f"Bearer {self._api_key}",
                 "User-Agent": f"mira-batch/{__version__}",
                 "Content-Type": "application/json",
             },
@@ -126,7 +127,13 @@ class ChatClient:
         return reply
 
     async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> ChatReply:
-        async with session.post(self._url, data=payload, allow_redirects=False) as resp:
+        async with session.post(
+            self._url,
+            data=payload,
+            headers=self._auth,
+            proxy_headers=self._proxy_headers,
+            allow_redirects=False,
+        ) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")
             ok = 200 <= status < 300
@@ -154,7 +161,12 @@ class ChatClient:
         )
         body, request = as_stream(payload)
         async with session.post(
-            self._url, data=body, allow_redirects=False, timeout=timeout
+            self._url,
+            data=body,
+            headers=self._auth,
+            proxy_headers=self._proxy_headers,
+            allow_redirects=False,
+            timeout=timeout,
         ) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")

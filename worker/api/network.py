@@ -75,10 +75,11 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
-    """The proxy a URL is reached through: its address and its credentials."""
+    """The proxy a URL is reached through: its address, and the headers for it
+    alone (its credentials, when the address holds some)."""
 
     url: URL
-    auth: aiohttp.BasicAuth | None
+    headers: dict[str, str]
 
     @property
     def shown(self) -> str:
@@ -97,10 +98,11 @@ def proxy_for(url: str) -> Proxy | None:
     if "://" not in address:
         address = f"http://{address}"  # `proxy:3128`, as curl reads it
     proxy = URL(address)
-    auth = None
+    headers = {}
     if proxy.user is not None:
-        auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
-    return Proxy(proxy.with_user(None), auth)
+        credentials = aiohttp.encode_basic_auth(proxy.user, proxy.password or "")
+        headers["Proxy-Authorization"] = credentials
+    return Proxy(proxy.with_user(None), headers)
 
 
 def new_session(
@@ -114,7 +116,9 @@ def new_session(
     """A session for `base_url`: TLS trust with `ca_bundle`, and its proxy.
 
     Through a proxy, https is tunnelled with CONNECT, so the proxy sees only the
-    host and port, never the key.
+    host and port. aiohttp sends a session's default `headers` in the CONNECT
+    request too, in the clear: the key must never be one of them; requests
+    carry it.
 
     Raises:
         ConfigError: the CA bundle cannot be used.
@@ -133,5 +137,4 @@ def new_session(
         # Status, Retry-After and the error body are read by us, not raised.
         raise_for_status=False,
         proxy=None if proxy is None else proxy.url,
-        proxy_auth=None if proxy is None else proxy.auth,
     )

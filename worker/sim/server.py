@@ -10,6 +10,7 @@ Its account and admin routes are in routes.py.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,11 +50,12 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.host = "127.0.0.1"
+        self.scheme = "http"
 
     @property
     def base_url(self) -> str:
         """The `/v1` base URL a client should use."""
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self.scheme}://{self.host}:{self.port}/v1"
 
     @property
     def stats(self) -> SimStats:
@@ -80,8 +82,15 @@ class Simulator:
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on host:port (0 = a free port); return the base URL."""
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> str:
+        """Serve on host:port (0 = a free port), over TLS with `tls`; return the
+        base URL."""
         # Handlers are cancelled when their client goes away, as a real server's
         # work is; shutdown does not wait out an injected latency.
         self._runner = web.AppRunner(
@@ -92,9 +101,12 @@ class Simulator:
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, host, port, reuse_address=True, ssl_context=tls
+        )
         await site.start()
         self.host, self.port = host, self._runner.addresses[0][1]
+        self.scheme = "http" if tls is None else "https"
         return self.base_url
 
     async def stop(self) -> None:
