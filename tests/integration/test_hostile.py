@@ -118,7 +118,7 @@ async def test_the_summary_that_cannot_be_written_is_said_and_exits_7(
     def no_room(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("worker.app.reporting.atomic_write", no_room)
+    monkeypatch.setattr("worker.report.summary.atomic_write", no_room)
     assert await run(sim, tmp_path) == 7
     assert "could not write the summary" in caplog.text
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 5

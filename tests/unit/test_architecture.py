@@ -19,7 +19,7 @@ MAX_PROJECT_IMPORTS = 10
 LAYERS = [
     {"worker", "worker.config", "worker.errors", "worker.exits", "worker.logs"},
     {"worker.api", "worker.files", "worker.flow", "worker.report"},
-    {"worker.run", "worker.collect", "worker.sim"},
+    {"worker.run", "worker.collect", "worker.sim", "worker.page"},
     {"worker.app"},
     {"worker.cli", "worker.__main__"},
 ]

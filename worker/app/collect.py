@@ -1,5 +1,6 @@
 """The commands over what runs leave behind: `collect` (defaults, a progress bar,
-a report) and `cache stats|prune` (the answer cache runs share)."""
+a report), `report` (the HTML run report again) and `cache stats|prune` (the
+answer cache runs share)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from worker.api.account import read_prices
@@ -19,6 +21,7 @@ from worker.errors import ConfigError
 from worker.files.cache import AnswerCache
 from worker.files.outputs import RunFiles
 from worker.logs import emit, setup_logging
+from worker.page.report import write_report
 
 log = logging.getLogger("worker.collect")
 
@@ -63,6 +66,36 @@ def run_collect(args: argparse.Namespace) -> int:
         f"{to}: {report.rows} rows ({counts or 'none'}); "
         f"cost {report.cost_rub:,.4f} RUB at {prices.source} prices",
     )
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`mira-batch report INPUT`: the run report again, from the run's files.
+
+    Raises:
+        ConfigError: no summary to draw it from, or the page cannot be written.
+    """
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    files = RunFiles.default(
+        args.input,
+        results=args.results,
+        errors=args.errors,
+        summary=args.summary,
+        report=args.to or True,
+    )
+    try:
+        summary = orjson.loads(files.summary.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the summary {files.summary} ({exc}): run the batch first, "
+            "or name its summary with --summary"
+        ) from None
+    try:
+        written = write_report(files, summary)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report {files.report}: {exc}") from None
+    emit(sys.stderr, f"{written}: the run report")
     return 0
 
 

@@ -5,27 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
-
-import orjson
 
 from worker.app.parts import RunParts
 from worker.exits import StopReason
-from worker.files.outputs import atomic_write
-from worker.logs import emit, scrub_bytes
-from worker.report.cost import run_cost
+from worker.files.outputs import RunFiles
+from worker.page.report import write_report
 from worker.report.progress import ProgressReporter
-from worker.report.render import render_summary
-from worker.report.summary import build_summary
+from worker.report.summary import build_summary, write_summary
+from worker.report.timeline import Gauges, Timeline
 from worker.run.retry import daily_cap_times
 
 if TYPE_CHECKING:
     from worker.report.metrics import Metrics
 
 log = logging.getLogger("worker.run")
+TIMELINE_TICK_S = 0.25
 
 
 class RunReport:
@@ -35,12 +33,47 @@ class RunReport:
         self._parts = parts
         self._prices = parts.tally.prices
         self._metrics = self._make_metrics(stem)
+        self._timeline = Timeline(tuple(parts.throttle.refusals))
+        self._started = time.monotonic()
+
+    @asynccontextmanager
+    async def recording(self) -> AsyncIterator[None]:
+        """Keep the timeline while the block lasts: the in-flight peak every
+        TIMELINE_TICK_S, a point every step, and one at each end."""
+        self._started = time.monotonic()
+        self._sample(final=True)
+        task = asyncio.create_task(self._tick())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.wait([task])
+            self._sample(final=True)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TIMELINE_TICK_S)
+            self._sample()
+
+    def _sample(self, *, final: bool = False) -> None:
+        parts, timeline = self._parts, self._timeline
+        stats = parts.tally.stats
+        elapsed_s = time.monotonic() - self._started
+        timeline.peak(stats.in_flight)
+        if final or timeline.due(elapsed_s):
+            gauges = Gauges(
+                in_flight=stats.in_flight,
+                cap=parts.throttle.limiter.limit,
+                refusals=dict(parts.throttle.refusals),
+                cost_rub=self.total_cost(),
+            )
+            timeline.sample(elapsed_s, stats, gauges)
 
     def cost(self) -> dict[str, Any]:
         """What the answers so far cost, by model."""
         stats = self._parts.tally.stats
         tokens = {m: (p, c) for m, (p, c) in stats.tokens_by_model.items()}
-        return run_cost(self._prices, tokens, stats.kopecks_by_model)
+        return self._prices.summary(tokens, stats.kopecks_by_model)
 
     def total_cost(self) -> float:
         """What the run has spent so far, RUB."""
@@ -110,7 +143,7 @@ class RunReport:
             learned=parts.throttle.learner.summary(),
             cost=self.cost(),
             account=self._account(),
-        )
+        ) | {"timeline": self._timeline.export()}
 
     def _account(self) -> dict[str, Any]:
         """What the run cost the account beyond its answers (CONTRACT section
@@ -129,26 +162,20 @@ class RunReport:
             account["daily_cap"] = daily_cap_times(parts.stop.at)
         return account
 
-    async def finish(self, summary: dict[str, Any], path: Path, out: TextIO) -> int:
-        """Write the summary file, show it (a table, or one JSON log line), and
-        the last metrics; return the exit code: 7 when even the summary could
-        not be written."""
-        document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
+    async def finish(
+        self, summary: dict[str, Any], files: RunFiles, out: TextIO
+    ) -> int:
+        """Write the summary file and show it, then the report page and the last
+        metrics; return the exit code (7 when the summary could not be written;
+        a report that cannot be written is only a warning)."""
+        settings = self._parts.settings
+        code = write_summary(
+            summary, files.summary, out, log_format=settings.log_format
+        )
         try:
-            atomic_write(path, scrub_bytes(document))
+            write_report(files, summary)
         except OSError as exc:
-            log.error("could not write the summary %s: %s", path, exc.strerror)
-            summary["exit_code"] = StopReason.OUTPUT_FAILED.exit_code
-        if self._parts.settings.log_format == "json":
-            # Log collectors get the summary as one JSON line like every other.
-            log.info(
-                "run finished: %s",
-                summary["stop_reason"],
-                extra={"stop_reason": summary["stop_reason"], "summary": summary},
-            )
-        else:
-            emit(out, render_summary(summary))
-        code: int = summary["exit_code"]
+            log.warning("could not write the report %s: %s", files.report, exc)
         if self._metrics is not None:
             await self._metrics.finish(code)
         return code

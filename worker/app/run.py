@@ -54,7 +54,7 @@ async def execute_run(
         client = client_factory(settings, ready.api_key)
         await _drive(parts, report, ready, client, files, out)
         summary = report.summary(files.listing(), elapsed_s=time.monotonic() - started)
-        return await report.finish(summary, files.summary, out)
+        return await report.finish(summary, files, out)
 
 
 async def _drive(
@@ -72,6 +72,7 @@ async def _drive(
         async with (
             parts.writer.syncing(FSYNC_INTERVAL_S),
             report.metrics_every(settings.progress_interval_s),
+            report.recording(),
             client,
         ):
             pipeline = build_pipeline(

@@ -20,6 +20,7 @@ def add_after_run_commands(sub: Subparsers) -> None:
     """validate, collect, report and cache."""
     _add_validate(sub)
     _add_collect(sub)
+    _add_report(sub)
     _add_cache(sub)
 
 
@@ -86,6 +87,29 @@ def _add_validate(sub: Subparsers) -> None:
     )
     _add_settings(val, "model", "system_as_user", "dedupe", "base_url", "ca_bundle")
     add_price_flag(val)
+
+
+def _add_report(sub: Subparsers) -> None:
+    """The `report` command's parser."""
+    rep = sub.add_parser(
+        "report",
+        help="write the HTML run report again from a run's files",
+        description="Write the run report (one self-contained HTML file that works "
+        "offline: throughput, in flight against the learned cap, 429s and retries, "
+        "latency and cost over time; the slowest and the failed jobs) from the "
+        "summary, results and errors files. A run writes it itself at its end. "
+        "Exit 2 when there is no summary yet.",
+    )
+    rep.add_argument("input", metavar="INPUT", help="the job file that was run")
+    rep.add_argument("--to", type=Path, help="the page (default: <stem>.report.html)")
+    for name, default in (
+        ("results", "results.jsonl"),
+        ("errors", "errors.jsonl"),
+        ("summary", "summary.json"),
+    ):
+        rep.add_argument(
+            f"--{name}", type=Path, help=f"{name} file (default: <stem>.{default})"
+        )
 
 
 def _add_cache(sub: Subparsers) -> None:

@@ -154,7 +154,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         if flag.group not in groups:
             groups[flag.group] = p.add_argument_group(flag.group)
         add_flag(groups[flag.group], flag)
-    g = p.add_argument_group("files and resume")
+    _add_files_and_resume(p.add_argument_group("files and resume"))
+
+
+def _add_files_and_resume(g: argparse._ArgumentGroup) -> None:
+    """Where a run writes, how it resumes, its prices, its report, its shard."""
     for names, what in (
         (("-o", "--output"), "results"),
         (("--errors",), "errors"),
@@ -177,6 +181,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--force", action="store_true", help="let --fresh discard non-empty output"
+    )
+    report = g.add_mutually_exclusive_group()
+    report.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        help="the HTML run report: charts over time, the slowest and the failed "
+        "jobs (default: <input stem>.report.html)",
+    )
+    report.add_argument(
+        "--no-report", action="store_true", help="write no HTML run report"
     )
     add_price_flag(g, "; for the summary's cost")
     g.add_argument(

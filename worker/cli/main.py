@@ -43,10 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from worker.app.plan import run_validate
 
             return run_validate(args)
-        if args.command in ("collect", "cache"):
-            from worker.app.collect import run_cache, run_collect
+        if args.command in ("collect", "report", "cache"):
+            from worker.app.collect import run_cache, run_collect, run_report
 
-            return run_collect(args) if args.command == "collect" else run_cache(args)
+            command = {"collect": run_collect, "report": run_report}
+            return command.get(args.command, run_cache)(args)
         if args.command == "simulate":
             from worker.sim.command import run_simulate
 

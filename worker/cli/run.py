@@ -30,6 +30,7 @@ def run_command(args: argparse.Namespace) -> int:
         errors=args.errors,
         summary=args.summary,
         shard=shard_for(args, settings),
+        report=False if args.no_report else args.report or True,
     )
     mode: ResumeMode = (
         "fresh" if args.fresh else "retry_failed" if args.retry_failed else "resume"

@@ -116,6 +116,7 @@ class RunFiles:
     errors: Path
     summary: Path
     shard: Shard | None = None
+    report: Path | None = None  # the HTML run report; None: none is written
 
     @property
     def stem(self) -> str:
@@ -124,11 +125,14 @@ class RunFiles:
 
     def listing(self) -> dict[str, str]:
         """The files, for the summary."""
-        return {
+        files = {
             "input": self.input,
             "results": str(self.results),
             "errors": str(self.errors),
         }
+        if self.report is not None:
+            files["report"] = str(self.report)
+        return files
 
     @classmethod
     def default(
@@ -140,18 +144,24 @@ class RunFiles:
         summary: Path | None = None,
         shard: Shard | None = None,
         directory: Path = Path(),
+        report: Path | bool | None = True,
     ) -> RunFiles:
         """`<input stem>[.shard-K-of-N].results.jsonl` etc. in `directory` (by
-        default the working directory)."""
+        default the working directory); `report` True for the default report,
+        beside the summary, False for none."""
         stem = "stdin" if source == "-" else Path(source).name.removesuffix(".jsonl")
         if shard is not None:
             stem = f"{stem}.shard-{shard.index}-of-{shard.count}"
+        summary = summary or directory / f"{stem}.summary.json"
+        if report is True:  # beside the summary it is drawn from
+            report = summary.parent / f"{stem}.report.html"
         return cls(
             input=source,
             results=results or directory / f"{stem}.results.jsonl",
             errors=errors or directory / f"{stem}.errors.jsonl",
-            summary=summary or directory / f"{stem}.summary.json",
+            summary=summary,
             shard=shard,
+            report=report or None,
         )
 
 

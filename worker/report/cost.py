@@ -90,6 +90,14 @@ class PriceBook:
         kopecks = self.kopecks(model, prompt, completion)
         return None if kopecks is None else kopecks / 100
 
+    def summary(
+        self,
+        tokens_by_model: Mapping[str, tuple[int, int]],
+        kopecks_by_model: Mapping[str, float],
+    ) -> dict[str, Any]:
+        """The summary's `cost` object at these prices (see `run_cost`)."""
+        return run_cost(self, tokens_by_model, kopecks_by_model)
+
     def describe(self) -> str:
         """Where the prices come from, for people."""
         return {

@@ -39,6 +39,15 @@ class LatencyHistogram:
         self.count += 1
         self.max_s = max(self.max_s, seconds)
 
+    def counts(self) -> array[int]:
+        """A copy of the counts per bucket (see `upper_edge_s`)."""
+        return array("Q", self._counts)
+
+    @staticmethod
+    def upper_edge_s(index: int) -> float:
+        """The longest latency bucket `index` holds."""
+        return _BUCKET_BASE * _BUCKET_GROWTH**index
+
     def percentile(self, p: float) -> float | None:
         """The p-th percentile (0-100), or None with no samples."""
         if self.count == 0:
@@ -48,8 +57,7 @@ class LatencyHistogram:
         for index, n in enumerate(self._counts):
             seen += n
             if seen >= rank:
-                upper = _BUCKET_BASE * _BUCKET_GROWTH**index
-                return min(upper, self.max_s)
+                return min(self.upper_edge_s(index), self.max_s)
         return self.max_s
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
 
 from worker.exits import StopReason, exit_code_for
+from worker.files.outputs import atomic_write
+from worker.logs import emit, scrub_bytes
+from worker.report.render import render_summary
 from worker.report.stats import RunStats
+
+log = logging.getLogger("worker.run")
 
 COMPLETED = "completed"
 _NEXT_WHEN_COMPLETED = {
@@ -97,3 +106,28 @@ def _rates(stats: RunStats, elapsed_s: float) -> dict[str, Any]:
         else 0.0,
         "jobs_per_s": round(stats.done / elapsed_s, 2) if elapsed_s > 0 else 0.0,
     }
+
+
+def write_summary(
+    summary: dict[str, Any], path: Path, out: TextIO, *, log_format: str
+) -> int:
+    """Write the summary file and show it (a table, or one JSON log line without
+    the timeline); return the exit code: 7 when the file could not be written."""
+    document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
+    try:
+        atomic_write(path, scrub_bytes(document))
+    except OSError as exc:
+        log.error("could not write the summary %s: %s", path, exc.strerror)
+        summary["exit_code"] = StopReason.OUTPUT_FAILED.exit_code
+    if log_format == "json":
+        # Log collectors get the summary as one JSON line like every other.
+        shown = {k: v for k, v in summary.items() if k != "timeline"}
+        log.info(
+            "run finished: %s",
+            summary["stop_reason"],
+            extra={"stop_reason": summary["stop_reason"], "summary": shown},
+        )
+    else:
+        emit(out, render_summary(summary))
+    code: int = summary["exit_code"]
+    return code

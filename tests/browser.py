@@ -1,0 +1,62 @@
+"""Headless Chromium for the report tests: the page as the browser built it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What the browser made of a page."""
+
+    dom: str
+
+    def body(self, attribute: str) -> str:
+        found = re.search(rf'<body[^>]*\b{attribute}="([^"]*)"', self.dom)
+        assert found, f"no {attribute} on <body>: {self.dom[:300]!r}"
+        return found.group(1)
+
+    @property
+    def canvases(self) -> int:
+        return self.dom.count("<canvas")
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    raise AssertionError(
+        "the report tests need headless Chromium: apt-get install chromium "
+        "(.ci/run installs it)"
+    )
+
+
+def render(page: Path) -> Rendered:
+    """Open `page` in headless Chromium, with every host name unresolvable, and
+    return the DOM once its scripts have run."""
+    with tempfile.TemporaryDirectory(prefix="mira-chromium-") as profile:
+        result = subprocess.run(
+            [
+                chromium(),
+                "--headless",
+                "--no-sandbox",  # the test may run as root
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    return Rendered(result.stdout.decode())

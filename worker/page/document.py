@@ -1,0 +1,144 @@
+"""The report page itself: the summary's header, the timeline's charts (uPlot,
+inlined with the page's own script and style) and the outcome tables.
+
+Everything is inside the one file and a Content-Security-Policy forbids any
+other source, so the page never reaches out, even if some text in it tried to.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from worker.page.tables import Outcomes
+
+POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:"
+)
+CHARTS = (
+    ("chart-answers", "Answers per second"),
+    ("chart-flight", "Requests in flight against the learned cap"),
+    ("chart-refusals", "429s by kind, and retries"),
+    ("chart-latency", "Latency p50 and p95"),
+    ("chart-cost", "Cost so far"),
+)
+# Counts every request the policy refused, before any other script runs.
+_WATCH = (
+    'document.addEventListener("securitypolicyviolation",function(){'
+    'var b=document.body;b.setAttribute("data-blocked",'
+    'String(Number(b.getAttribute("data-blocked"))+1));});'
+)
+
+
+@cache
+def _asset(name: str) -> str:
+    return resources.files("worker.page").joinpath("assets", name).read_text("utf-8")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def render_page(stem: str, summary: dict[str, Any], outcomes: Outcomes) -> str:
+    """The whole report as one HTML document."""
+    timeline = summary.get("timeline") or {"columns": [], "rows": [], "step_s": 1}
+    # `<` as an escape: no text in the data can close the script element.
+    data = orjson.dumps(timeline).decode().replace("<", "\\u003c")
+    figures = "".join(
+        f'<figure><figcaption>{title}</figcaption><div id="{name}"></div></figure>'
+        for name, title in CHARTS
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>mira-batch run report: {_e(stem)}</title>"
+        f"<style>{_asset('uPlot.min.css')}\n{_asset('report.css')}</style></head>"
+        f'<body data-charts="0" data-blocked="0"><script>{_WATCH}</script>'
+        f"{_header(stem, summary)}"
+        f'<section><h2>Over time</h2><div class="charts">{figures}</div>'
+        f'<p class="note">{_step_note(timeline)}</p></section>'
+        f"{_slowest(outcomes)}{_failed(outcomes)}"
+        f'<script type="application/json" id="timeline">{data}</script>'
+        f"<script>{_asset('uPlot.iife.min.js')}</script>"
+        f"<script>{_asset('report.js')}</script></body></html>\n"
+    )
+
+
+def _step_note(timeline: dict[str, Any]) -> str:
+    rows = len(timeline.get("rows", []))
+    return (
+        f"Intervals of this run: {rows}, about {timeline.get('step_s', 1):g} s each "
+        "(a longer run keeps as many, each spanning longer)."
+    )
+
+
+def _header(stem: str, summary: dict[str, Any]) -> str:
+    reason = summary.get("stop_reason", "?")
+    code = summary.get("exit_code", "?")
+    kind = "stopped" if reason != "completed" else "ok" if code == 0 else "failed"
+    cost = summary.get("cost") or {}
+    totals = [
+        ("succeeded", summary.get("succeeded")),
+        ("failed", summary.get("failed")),
+        ("not attempted", summary.get("not_attempted")),
+        ("requests sent", (summary.get("requests") or {}).get("sent")),
+        ("429s", (summary.get("requests") or {}).get("by_status", {}).get("429", 0)),
+        ("retries", (summary.get("retries") or {}).get("total")),
+        (
+            "cost",
+            f"{cost.get('total', 0):,.2f} RUB at {cost.get('prices', 'list')} prices",
+        ),
+        ("elapsed", f"{summary.get('elapsed_s', 0):,.1f} s"),
+        ("jobs per second", summary.get("jobs_per_s")),
+    ]
+    items = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in totals)
+    message = summary.get("message")
+    return (
+        f'<header class="{kind}"><h1>{_e(stem)}: {_e(reason)} (exit code {_e(code)})'
+        "</h1>"
+        + (f"<p>{_e(message)}</p>" if message else "")
+        + f'<p class="next">Next step: {_e(summary.get("next_step", ""))}</p>'
+        f'<dl class="totals">{items}</dl></header>'
+    )
+
+
+def _slowest(outcomes: Outcomes) -> str:
+    rows = "".join(
+        f'<tr><td><code>{_e(job)}</code></td><td class="num">{latency_s:,.2f}</td>'
+        f'<td class="num">{attempts}</td></tr>'
+        for latency_s, job, attempts in outcomes.ranked()
+    )
+    if not rows:
+        return "<section><h2>Slowest jobs</h2><p>No answers yet.</p></section>"
+    return (
+        f"<section><h2>Slowest jobs</h2><p>The {len(outcomes.slowest)} slowest of "
+        f"{outcomes.answers:,} answers (the time of the answering attempt).</p>"
+        '<table><thead><tr><th>job</th><th class="num">seconds</th>'
+        '<th class="num">attempts</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table></section>"
+    )
+
+
+def _failed(outcomes: Outcomes) -> str:
+    if not outcomes.failed:
+        return "<section><h2>Failed jobs</h2><p>No job failed.</p></section>"
+    rows = "".join(
+        f'<tr><td><code>{_e(code)}</code></td><td class="num">{failed.count:,}</td>'
+        "<td>"
+        + "<br>".join(
+            f"<code>{_e(job)}</code>: {_e(message)}" for job, message in failed.examples
+        )
+        + "</td></tr>"
+        for code, failed in outcomes.by_count()
+    )
+    return (
+        "<section><h2>Failed jobs by error code</h2><table><thead><tr><th>code</th>"
+        '<th class="num">jobs</th><th>for example</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table></section>"
+    )

@@ -1,0 +1,101 @@
+"""The report's tables, read from the outcome files in one pass each, in bounded
+memory: the slowest answers, and the failures by error code."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SLOWEST_SHOWN = 20
+EXAMPLES_SHOWN = 3
+MESSAGE_CHARS = 240
+
+
+@dataclass(slots=True)
+class FailedCode:
+    """The failures of one error code: how many, and the first few."""
+
+    count: int = 0
+    examples: list[tuple[str, str]] = field(default_factory=list)  # id, message
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """What the tables show."""
+
+    answers: int = 0
+    # (latency_s, custom_id, attempts) of the slowest answers, slowest first
+    slowest: list[tuple[float, str, int]] = field(default_factory=list)
+    failed: dict[str, FailedCode] = field(default_factory=dict)
+
+    def add_answer(self, record: dict[str, Any]) -> None:
+        """One results-file record."""
+        latency_s = record.get("latency_s")
+        if not isinstance(latency_s, int | float) or record.get("cached"):
+            return  # a cache hit or a shared answer took no time of its own
+        self.answers += 1
+        entry = (float(latency_s), str(record.get("custom_id")), _int(record))
+        if len(self.slowest) < SLOWEST_SHOWN:
+            heapq.heappush(self.slowest, entry)
+        elif entry > self.slowest[0]:
+            heapq.heapreplace(self.slowest, entry)
+
+    def add_failure(self, record: dict[str, Any]) -> None:
+        """One errors-file record."""
+        error = record.get("error")
+        if not isinstance(error, dict):
+            return
+        code = str(error.get("code"))
+        failed = self.failed.setdefault(code, FailedCode())
+        failed.count += 1
+        if len(failed.examples) < EXAMPLES_SHOWN:
+            message = str(error.get("message", ""))[:MESSAGE_CHARS]
+            failed.examples.append((str(record.get("custom_id")), message))
+
+    def ranked(self) -> list[tuple[float, str, int]]:
+        """The slowest answers, slowest first."""
+        return sorted(self.slowest, reverse=True)
+
+    def by_count(self) -> list[tuple[str, FailedCode]]:
+        """The error codes, most frequent first."""
+        return sorted(self.failed.items(), key=lambda item: (-item[1].count, item[0]))
+
+
+def _int(record: dict[str, Any]) -> int:
+    attempts = record.get("attempts")
+    return attempts if isinstance(attempts, int) else 0
+
+
+def read_outcomes(results: Path, errors: Path) -> Outcomes:
+    """The tables of these outcome files (missing files hold nothing)."""
+    outcomes = Outcomes()
+    for record in _records(results):
+        outcomes.add_answer(record)
+    for record in _records(errors):
+        outcomes.add_failure(record)
+    return outcomes
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """Each record of a JSONL file; a torn or foreign line is passed over."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the generator
+    except FileNotFoundError:
+        return
+    with fh:
+        yield from _parsed(fh)
+
+
+def _parsed(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            yield record
