@@ -6,6 +6,8 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import orjson
@@ -104,6 +106,24 @@ def setup_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None
     root.setLevel(level.upper())
     # Python's own warnings become log records, so JSON mode stays JSON.
     logging.captureWarnings(True)
+
+
+@contextmanager
+def logs_into(stream: TextIO, *, instead_of: TextIO) -> Iterator[None]:
+    """While the block lasts, log lines bound for `instead_of` go to `stream`:
+    a live display's proxy prints each one above the display, never into it."""
+    moved = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is instead_of
+    ]
+    for handler in moved:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(instead_of)
 
 
 def emit(stream: TextIO, text: str) -> None:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import re
+
 import pytest
 
+from worker.config import Settings
+from worker.flow.slots import AdaptiveLimiter
+from worker.logs import setup_logging
 from worker.report.display import SEPARATOR, Snapshot, layout
+from worker.report.progress import ProgressReporter
+from worker.report.render import fit_phrases
+from worker.report.stats import RunStats
 
 EXTRAS = ["ok 39 failed 1", "retrying 2", "in flight 3/3", "12,345 tokens", "0.42 RUB"]
 SNAP = Snapshot(done=40, total=120, estimated=True, eta_s=754, rate=3.2, extras=EXTRAS)
@@ -43,3 +53,48 @@ def test_a_very_narrow_terminal_wraps_the_essentials_at_spaces() -> None:
     assert " ".join(lines).split() == (
         ["done", "40/120~", "33%", "ETA", "12:34", "3.2", "req/s"]
     )
+
+
+class Terminal(io.StringIO):
+    """A terminal, as far as rich and the reporter can tell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_log_lines_print_above_the_live_bar_never_into_it() -> None:
+    out = Terminal()
+    setup_logging("info", "text", stream=out)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    settings = Settings(progress="bar", progress_interval_s=60)
+    reporter = ProgressReporter(
+        settings, RunStats(), AdaptiveLimiter(4, initial=4), out
+    )
+    async with reporter:
+        assert handler.stream is not out  # through the live console
+        logging.getLogger("worker.run").info("429 (other): pausing all requests")
+    assert handler.stream is out
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    (line,) = [line for line in text.splitlines() if "pausing" in line]
+    assert line.endswith("INFO    429 (other): pausing all requests"), line
+    assert line[:4].isdigit()  # the log line starts its own line
+
+
+def test_the_summary_breaks_between_phrases_to_fit_the_terminal() -> None:
+    summary_line = "50 total: 50 succeeded, 0 failed (0 invalid lines), 0 done before"
+    lines = fit_phrases(summary_line, 40)
+    assert len(lines) > 1
+    assert all(len(line) <= 40 for line in lines)
+    assert all(line.endswith(",") for line in lines[:-1])  # between phrases
+    assert " ".join(lines) == summary_line
+    assert fit_phrases("one two three four five six", 9) == [
+        "one two",
+        "three",
+        "four five",
+        "six",
+    ]
+    assert fit_phrases("a-very-long-path/without/spaces.jsonl", 10) == [
+        "a-very-long-path/without/spaces.jsonl"
+    ]
+    assert fit_phrases(summary_line, None) == [summary_line]

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from worker.config import Settings
 from worker.flow.slots import AdaptiveLimiter
+from worker.logs import logs_into
 from worker.report.display import LiveView, Snapshot
 from worker.report.stats import RunStats
 
@@ -60,10 +62,12 @@ class ProgressReporter:
         self._live: Live | None = None
         self._view = LiveView()
         self._failed = False
+        self._logs = ExitStack()
 
     async def __aenter__(self) -> ProgressReporter:
         if self.mode == "bar":
             from rich.console import Console  # only a live bar needs rich
+            from rich.file_proxy import FileProxy
             from rich.live import Live
 
             self._live = Live(
@@ -73,6 +77,10 @@ class ProgressReporter:
                 transient=False,
             )
             self._live.start()
+            # A log line written past the display would land inside it, and
+            # leave a stale frame behind: through the console it goes above.
+            proxy = cast(TextIO, FileProxy(self._live.console, self._out))
+            self._logs.enter_context(logs_into(proxy, instead_of=self._out))
             self._task = asyncio.create_task(self._tick(BAR_REFRESH_S, self._draw_bar))
         elif self.mode == "log":
             self._task = asyncio.create_task(
@@ -93,6 +101,7 @@ class ProgressReporter:
         if self._live is not None:
             self._safely(self._draw_bar)
             self._safely(self._live.stop)
+        self._logs.close()
 
     async def _tick(self, interval_s: float, draw: Callable[[], None]) -> None:
         while True:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from typing import Any
 
 
@@ -39,8 +41,9 @@ def _learned(limits: dict[str, Any]) -> str:
     return f"{', '.join(parts)} (pin with {' '.join(flags)})"
 
 
-def render_summary(summary: dict[str, Any]) -> str:
-    """Aligned lines: outcomes, retries, tokens, latency, throughput, next step."""
+def render_summary(summary: dict[str, Any], columns: int | None = None) -> str:
+    """Aligned lines: outcomes, retries, tokens, latency, throughput, next step;
+    each value wrapped between its phrases to fit `columns` (None: no limit)."""
     retries = dict(summary["retries"])
     retry_total = retries.pop("total", 0)
     causes = ", ".join(f"{cause} {n}" for cause, n in sorted(retries.items())) or "none"
@@ -77,17 +80,48 @@ def render_summary(summary: dict[str, Any]) -> str:
         ("results", summary["files"]["results"]),
         ("errors", summary["files"]["errors"]),
     ]
+    if summary["files"].get("report"):
+        rows.append(("report", summary["files"]["report"]))
     if account := _account(summary):
         rows.insert(-2, ("account", account))
     if summary.get("message"):
         rows.insert(1, ("why", summary["message"]))
     if summary.get("next_step"):
         rows.append(("next", summary["next_step"]))
+    return _table("mira-batch summary", rows, columns)
+
+
+def _table(title: str, rows: list[tuple[str, str]], columns: int | None) -> str:
+    """Names aligned, and each value wrapped under itself to fit `columns`."""
     width = max(len(name) for name, _ in rows)
-    lines = ["mira-batch summary"] + [
-        f"  {name:<{width}}  {value}" for name, value in rows
-    ]
+    room = None if columns is None else max(20, columns - width - 5)
+    lines = [title]
+    for name, value in rows:
+        first, *rest = fit_phrases(str(value), room)
+        lines.append(f"  {name:<{width}}  {first}")
+        lines.extend(f"  {'':<{width}}  {more}" for more in rest)
     return "\n".join(lines)
+
+
+def fit_phrases(value: str, room: int | None) -> list[str]:
+    """`value` in lines of at most `room` characters, broken after a comma or a
+    semicolon where it can be, else between words; never inside a word."""
+    if room is None or len(value) <= room:
+        return [value]
+    phrases = re.split(r"(?<=[,;]) ", value)
+    lines: list[str] = []
+    for phrase in phrases:
+        if lines and len(lines[-1]) + 1 + len(phrase) <= room:
+            lines[-1] += " " + phrase
+        elif len(phrase) <= room:
+            lines.append(phrase)
+        else:
+            lines.extend(
+                textwrap.wrap(
+                    phrase, room, break_long_words=False, break_on_hyphens=False
+                )
+            )
+    return lines
 
 
 def _account(summary: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -108,6 +109,14 @@ def _rates(stats: RunStats, elapsed_s: float) -> dict[str, Any]:
     }
 
 
+def _columns(out: TextIO) -> int | None:
+    """The terminal's width, when `out` is one."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns if out.isatty() else None
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def write_summary(
     summary: dict[str, Any], path: Path, out: TextIO, *, log_format: str
 ) -> int:
@@ -128,6 +137,6 @@ def write_summary(
             extra={"stop_reason": summary["stop_reason"], "summary": shown},
         )
     else:
-        emit(out, render_summary(summary))
+        emit(out, render_summary(summary, _columns(out)))
     code: int = summary["exit_code"]
     return code
