@@ -498,6 +498,7 @@ def main() -> None:
             "mira-source",
             "collect",
             "cache",
+            "report",
             "all",
         ],
     )
@@ -539,6 +540,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
             results["cache"] = run_cache(Path(tmp), free_port())
         (OUT / "results-cache.json").write_text(json.dumps(results, indent=2) + "\n")
+        return
+    if args.what == "report":
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+        from bench.report import run_report
+
+        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+            results["report"] = run_report(Path(tmp))
+        (OUT / "results-report.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     if args.what in ("mira", "mira-source"):
         _against_the_simulator(args.what, results)

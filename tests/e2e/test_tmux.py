@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import need_tool
 from tests.helpers import assert_no_key, cli_command, cli_env
 
 BAR = re.compile(r"[━─]{8,}")
@@ -58,12 +59,11 @@ async def screen_after_demo(socket: Path, directory: Path, columns: int) -> str:
     raise AssertionError(f"the demo did not finish at {columns} columns:\n{screen}")
 
 
-@pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="needs tmux (.ci/run installs it)"
-)
 async def test_the_demo_in_tmux_leaves_one_bar_and_no_glued_log_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if shutil.which("tmux") is None:
+        need_tool("tmux", "tmux")
     for name, value in cli_env(key=None).items():
         monkeypatch.setenv(name, value)
     socket = tmp_path / "tmux.sock"
