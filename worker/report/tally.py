@@ -61,11 +61,19 @@ class Tally:
         self.stats.requests_sent += 1
         self.stats.in_flight += 1
 
-    def refused(self, status: int | None) -> None:
-        """A request ended without an answer (`status` when the server sent one)."""
+    def refused(
+        self, status: int | None, *, body: object = None, model: str = ""
+    ) -> None:
+        """A request ended without an answer (`status` when the server sent one).
+
+        A 200 that is no answer (Mira's upstream-error text, a moderated or an
+        empty one) is still billed by its usage: its tokens and cost count.
+        """
         self.stats.in_flight -= 1
         if status is not None:
             self.stats.statuses[status] += 1
+            if 200 <= status < 300 and isinstance(body, dict):
+                self.used(body.get("usage"), model)
 
     def answered(self, status: int, latency_s: float, usage: object, model: str) -> int:
         """A request was answered; return the tokens it counts for."""

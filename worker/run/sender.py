@@ -146,7 +146,7 @@ class Sender:
         try:
             reply = await parts.client.complete(job.payload, stream=stream)
         except WorkerError as exc:
-            parts.tally.refused(exc.status)
+            parts.tally.refused(exc.status, body=exc.body, model=job.model)
             if isinstance(exc, RetryableError):
                 _log_attempt(logging.DEBUG, job, exc, number)
             raise
