@@ -86,6 +86,9 @@ def plan_batch(
         else account.balance_kopecks / 100,
         "overage_billing": account.overage,
         "prices": prices.source,
+        "prices_per_1k_rub": {
+            model: prices.per_1k_rubles(model) for model in sorted(report.models)
+        },
         "messages_needed": messages,
         "retry_allowance": RETRY_ALLOWANCE,
         "estimated_cost_rub": round(cost, 2),
@@ -142,6 +145,17 @@ def _warnings(
     return found
 
 
+def _prices(table: dict[str, tuple[float, float] | None]) -> str:
+    """`mira 0.10 / 0.30` for each model, RUB per 1,000 words in and out."""
+    return (
+        ", ".join(
+            f"{model} {'no price' if p is None else f'{p[0]:.2f} / {p[1]:.2f}'}"
+            for model, p in table.items()
+        )
+        + " RUB per 1,000 words in / out"
+    )
+
+
 def render_plan(plan: dict[str, Any]) -> list[str]:
     """The plan, for people."""
     lines = ["account (read with the key; no completion sent):"]
@@ -164,13 +178,17 @@ def render_plan(plan: dict[str, Any]) -> list[str]:
         + known(plan["balance_rub"], f"{plan['balance_rub'] or 0:,.2f} RUB")
         + "; overage billing "
         + {True: "on", False: "off", None: "unknown"}[plan["overage_billing"]],
-        f"  prices: {plan['prices']}",
+        f"  prices: {plan['prices']} ({_prices(plan['prices_per_1k_rub'])})",
         f"  messages needed: about {plan['messages_needed']:,} (one per job, "
         f"+{plan['retry_allowance']:.0%} for refusals and retries)",
         "  days at the daily cap: "
         + known(plan["days"], f"{plan['days']}, finishing {plan['finish_date']} (UTC)"),
         f"  estimated cost: about {plan['estimated_cost_rub']:,.2f} RUB"
-        + ("" if plan["balance_rub"] is None else f" of {plan['balance_rub']:,.2f}"),
+        + (
+            ""
+            if plan["balance_rub"] is None
+            else f" of a {plan['balance_rub']:,.2f} RUB balance"
+        ),
     ]
     lines += [f"  warning: {text}" for text in plan["warnings"]]
     lines += [f"  note: {text}" for text in plan["notes"]]

@@ -98,6 +98,17 @@ class PriceBook:
         """The summary's `cost` object at these prices (see `run_cost`)."""
         return run_cost(self, tokens_by_model, kopecks_by_model)
 
+    def per_1k_rubles(self, model: str) -> tuple[float, float] | None:
+        """A model's price, RUB per 1,000 tokens (words, as Mira counts), in/out."""
+        charged = self.charged.get(model)
+        if charged is not None:
+            return (
+                charged.input_kopecks_per_1k / 100,
+                charged.output_kopecks_per_1k / 100,
+            )
+        price = self.per_million.get(model)
+        return None if price is None else (price[0] / 1000, price[1] / 1000)
+
     def describe(self) -> str:
         """Where the prices come from, for people."""
         return {
