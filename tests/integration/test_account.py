@@ -154,3 +154,21 @@ async def test_validate_online_without_account_routes_says_so_and_exits_0(
     assert "serves none of Mira's account routes" in result.stdout
     assert "/api/v1/billing/balance is not served (HTTP 404)" in result.stdout
     assert "prices: list" in result.stdout
+
+
+async def test_validate_online_without_a_key_reads_the_prices_and_notes_the_rest(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_jobs(tmp_path / "jobs.jsonl", varied_jobs(5))
+    result = await asyncio.to_thread(
+        call_main,
+        "validate",
+        "jobs.jsonl",
+        "--online",
+        cwd=tmp_path,
+        env=cli_env(key=None, base_url=sim.base_url),
+        monkeypatch=monkeypatch,
+    )
+    assert result.code == 0, result.stderr
+    assert "prices: charged (mira 0.10 / 0.30" in result.stdout
+    assert "/api/v1/auth/me not read: no key" in result.stdout

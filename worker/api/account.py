@@ -140,7 +140,11 @@ class AccountReader:
         """One route's JSON object, or why there is none."""
         path = ROUTES[name]
         headers = {}
-        if name not in KEYLESS and self._api_key is not None:
+        if name not in KEYLESS:
+            if self._api_key is None:
+                return RouteReply(
+                    None, f"{path} not read: no key (MIRA_API_KEY, MIRA_API_KEY_FILE)"
+                )
             headers["Authorization"] = f"Bearer {self._api_key}"
         try:
             async with session.get(

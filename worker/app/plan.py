@@ -33,7 +33,7 @@ PLAN_RANK = {"free": 0, "pro": 1, "max": 2}
 
 async def read_plan(
     settings: Settings,
-    api_key: str,
+    api_key: str | None,
     report: ValidationReport,
     overrides: list[str],
     today: date,
@@ -199,7 +199,9 @@ def run_validate(args: argparse.Namespace) -> int:
     """`mira-batch validate`: the report on stdout; 1 when lines are invalid.
 
     Raises:
-        ConfigError: the input cannot be read, a bad --price, or (--online) no key.
+        ConfigError: the input cannot be read, a bad --price, or (--online) a
+            key of the wrong shape. A missing key is a note: the pricing route
+            needs none.
     """
     settings = load_settings(
         **{name: getattr(args, name) for name in VALIDATE_SETTINGS}
@@ -209,8 +211,9 @@ def run_validate(args: argparse.Namespace) -> int:
     key = None
     if args.online:
         check_base_url_security(settings)
-        key = load_api_key(settings)
-        register_secret(key)
+        if settings.api_key is not None or settings.api_key_file is not None:
+            key = load_api_key(settings)
+            register_secret(key)
     report = asyncio.run(
         validate_file(
             args.input,
@@ -219,7 +222,7 @@ def run_validate(args: argparse.Namespace) -> int:
         )
     )
     plan = None
-    if key is not None:
+    if args.online:
         today = datetime.now(UTC).date()
         prices, plan = asyncio.run(read_plan(settings, key, report, args.price, today))
     if args.format == "json":
