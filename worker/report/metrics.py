@@ -65,9 +65,7 @@ class RunCollector(Collector):
             "mira_batch_cache_lookups", "Answer cache lookups", "result", cache, stem
         )
         cost = CounterMetricFamily(
-            "mira_batch_cost_rub",
-            "Cost at the summary's prices (charged, list or --price), RUB",
-            labels=["input"],
+            "mira_batch_cost_rub", "Cost at the summary's prices, RUB", labels=["input"]
         )
         cost.add_metric([stem], self._cost())
         yield cost
