@@ -127,3 +127,20 @@ def test_proxy_variables_in_either_case_and_no_proxy(
     assert plain.headers["Proxy-Authorization"].startswith("Basic ")
     assert plain.shown == "http://proxy.corp:8080"
     assert proxy_for("https://api.vmira.ai/v1") is None  # https has no proxy set
+
+
+async def test_an_unreachable_proxy_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.api.client import ChatClient
+    from worker.errors import TransportError
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://someone:hunter2@127.0.0.1:9")
+    client = ChatClient(
+        f"https://{HOST}/v1", SENTINEL_KEY, timeout_s=5, max_connections=1
+    )
+    async with client:
+        with pytest.raises(TransportError) as caught:
+            await client.complete(b"{}")
+    assert "through the proxy http://127.0.0.1:9" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
