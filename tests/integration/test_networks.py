@@ -144,3 +144,34 @@ async def test_an_unreachable_proxy_is_named_in_the_error(
             await client.complete(b"{}")
     assert "through the proxy http://127.0.0.1:9" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_simulate_serves_https_only_with_a_whole_certificate_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca: trustme.CA
+) -> None:
+    from tests.helpers import call_main, cli_env
+
+    half = call_main(
+        "simulate",
+        "--tls-cert",
+        "cert.pem",
+        cwd=tmp_path,
+        env=cli_env(),
+        monkeypatch=monkeypatch,
+    )
+    assert half.code == 2
+    assert "--tls-cert and --tls-key go together" in half.stderr
+    ca.cert_pem.write_to_path(str(tmp_path / "cert.pem"))
+    (tmp_path / "key.pem").write_text("not a key")
+    broken = call_main(
+        "simulate",
+        "--tls-cert",
+        "cert.pem",
+        "--tls-key",
+        "key.pem",
+        cwd=tmp_path,
+        env=cli_env(),
+        monkeypatch=monkeypatch,
+    )
+    assert broken.code == 2
+    assert "cannot load --tls-cert/--tls-key" in broken.stderr

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.config import KEY_FORMAT, KEY_PATTERN
@@ -85,6 +87,14 @@ def add_simulate_options(p: argparse.ArgumentParser) -> None:
         help="accept this key (repeatable); without it one is generated and printed",
     )
     p.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="serve https with this certificate chain (and --tls-key): a rehearsal "
+        "behind a proxy or a private CA",
+    )
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key")
+    p.add_argument(
         "--profile",
         choices=["mira"],
         help="start from Mira as its backend source behaves: "
@@ -122,8 +132,28 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
         raise ConfigError(str(exc)) from None
 
 
-async def _serve(sim: Simulator, host: str, port: int) -> None:
-    await sim.start(host, port)
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's TLS context, when --tls-cert asks for https.
+
+    Raises:
+        ConfigError: one of the pair is missing, or the files do not load.
+    """
+    if args.tls_cert is None and args.tls_key is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+    return context
+
+
+async def _serve(
+    sim: Simulator, host: str, port: int, tls: ssl.SSLContext | None
+) -> None:
+    await sim.start(host, port, tls=tls)
     emit(sys.stdout, f"Mira simulator on {sim.base_url} (stats: GET /_sim/stats)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,6 +173,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     for key in args.key:
         if not KEY_PATTERN.fullmatch(key):
             raise ConfigError(f"--key must be {KEY_FORMAT}")
+    tls = _tls(args)
     sim = Simulator(keys=args.key or None, faults=faults_from_args(args))
     if not args.key:
         # The simulator's own throwaway key: printing it is the point, so it
@@ -150,5 +181,5 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"generated key (export it as MIRA_API_KEY): {next(iter(sim.keys))}")  # noqa: T201
         sys.stdout.flush()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(sim, args.host, args.port))
+        asyncio.run(_serve(sim, args.host, args.port, tls))
     return 0
