@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,10 @@ ROUTES = {
     "balance": "/api/v1/billing/balance",
     "pricing": "/api/v1/billing/pricing",
 }
+ACCOUNT_ROUTES = tuple(ROUTES)
+# Messages a day by plan for API keys (`services/plans.rs`); -1: no cap.
+CODE_DAILY_MESSAGES = {"free": 20, "pro": 500, "max": -1, "enterprise": -1}
 KEYLESS = frozenset({"pricing"})
-ACCOUNT_ROUTES = ("usage", "me", "balance", "pricing")
 _MAX_BODY_BYTES = 1024 * 1024
 PRICING_TIMEOUT_S = 10.0
 
@@ -83,8 +86,12 @@ class Account:
         if limit is not None and limit >= 0 and used is not None:
             # The counter the cap checks (usage's own count can lag behind it).
             account.daily_left = max(0, limit - used)
-        plan = me.get("plan") or quota.get("plan")
-        account.plan = plan if isinstance(plan, str) else None
+        account.plan = _effective_plan(me, quota)
+        if account.plan != quota.get("plan") and account.plan in CODE_DAILY_MESSAGES:
+            # The usage route reads the web plan; API keys live by the code plan.
+            account.daily_limit = CODE_DAILY_MESSAGES[account.plan]
+            if account.daily_limit >= 0 and used is not None:
+                account.daily_left = max(0, account.daily_limit - used)
         account.balance_kopecks = _int(me.get("balance_kopecks"))
         if account.balance_kopecks is None:
             account.balance_kopecks = _int(balance.get("balance_kopecks"))
@@ -95,6 +102,24 @@ class Account:
             if isinstance(entry, dict) and isinstance(entry.get("min_plan"), str):
                 account.min_plans[str(entry.get("model"))] = entry["min_plan"]
         return account
+
+
+def _effective_plan(me: dict[str, Any], quota: dict[str, Any]) -> str | None:
+    """The plan API calls live by: an active code plan, else the account's
+    (`completions.rs`: effective_plan)."""
+    code_plan, expires = me.get("code_plan"), me.get("code_plan_expires_at")
+    if isinstance(code_plan, str) and code_plan != "free":
+        try:
+            ends = None if expires is None else datetime.fromisoformat(str(expires))
+        except ValueError:
+            ends = None  # an unreadable date: trust the plan it names
+        if ends is not None and ends.tzinfo is None:
+            ends = ends.replace(tzinfo=UTC)
+        active = ends is None or ends > datetime.now(UTC)
+        if active:
+            return code_plan
+    plan = me.get("plan") or quota.get("plan")
+    return plan if isinstance(plan, str) else None
 
 
 class AccountReader:

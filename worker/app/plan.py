@@ -28,7 +28,7 @@ from worker.report.cost import PriceBook, charged_prices
 # Requests beyond one per job: on Mira every refusal uses one of the day's
 # messages. `bench/run.py mira` saw 2 of 152 and 1 of 76 refused; 3% covers it.
 RETRY_ALLOWANCE = 0.03
-PLAN_RANK = {"free": 0, "pro": 1, "max": 2}
+PLAN_RANK = {"free": 0, "pro": 1, "max": 2, "enterprise": 3}
 
 
 async def read_plan(
