@@ -91,3 +91,13 @@ def test_a_model_without_a_price_is_named_and_left_out() -> None:
     assert cost["total"] == 350
     assert cost["prices"] == "list"
     assert "mystery" in cost["note"]
+
+
+def test_a_model_missing_from_the_pricing_table_is_billed_nothing() -> None:
+    book = PriceBook.build(charged_prices(ROUTE))
+    assert book.kopecks("mira-max", 5000, 5000) == 0.0  # Mira skips its billing
+    assert book.per_1k_rubles("mira-max") == (0.0, 0.0)
+    cost = run_cost(book, {"mira-max": (5000, 5000)}, {"mira-max": 0.0})
+    assert cost["total"] == 0
+    assert "mira-max: not in Mira's pricing table" in cost["note"]
+    assert PriceBook.build(None).kopecks("mira-thinking", 5, 5) is None

@@ -55,6 +55,9 @@ class PriceBook:
         default_factory=lambda: dict(LIST_PRICES_RUB_PER_M)
     )
     charged: Mapping[str, ChargedPrice] = field(default_factory=dict)
+    # Mira bills nothing for a model its pricing table lacks ("no pricing for
+    # model (billing skipped)"): with the route's prices, such a model costs 0.
+    unlisted_free: bool = False
 
     @classmethod
     def build(
@@ -73,7 +76,15 @@ class PriceBook:
         )
         per_million = {} if charged else dict(LIST_PRICES_RUB_PER_M)
         per_million.update(overridden)
-        return cls(source, per_million, kept)
+        return cls(source, per_million, kept, unlisted_free=bool(charged))
+
+    def unlisted(self, model: str) -> bool:
+        """Whether Mira's pricing table lacks the model, so it bills it nothing."""
+        return (
+            self.unlisted_free
+            and model not in self.charged
+            and model not in self.per_million
+        )
 
     def kopecks(self, model: str, prompt: int, completion: int) -> float | None:
         """What one answer costs, kopecks; None when its model has no price."""
@@ -82,7 +93,7 @@ class PriceBook:
             return float(charged.kopecks(prompt, completion))
         price = self.per_million.get(model)
         if price is None:
-            return None
+            return 0.0 if self.unlisted_free else None
         return (prompt * price[0] + completion * price[1]) / 10_000
 
     def rubles(self, model: str, prompt: int, completion: int) -> float | None:
@@ -107,7 +118,9 @@ class PriceBook:
                 charged.output_kopecks_per_1k / 100,
             )
         price = self.per_million.get(model)
-        return None if price is None else (price[0] / 1000, price[1] / 1000)
+        if price is None:
+            return (0.0, 0.0) if self.unlisted(model) else None
+        return (price[0] / 1000, price[1] / 1000)
 
     def describe(self) -> str:
         """Where the prices come from, for people."""
@@ -166,11 +179,19 @@ def run_cost(
         "prices": book.source,
         "by_model": by_model,
     }
+    notes = []
     if unknown:
-        result["note"] = (
+        notes.append(
             f"no price known for {', '.join(unknown)}: not in the total "
             "(add --price MODEL=IN,OUT)"
         )
+    if unlisted := [m for m in sorted(tokens_by_model) if book.unlisted(m)]:
+        notes.append(
+            f"{', '.join(unlisted)}: not in Mira's pricing table, so Mira bills "
+            "it nothing (its billing skips a model without a price)"
+        )
+    if notes:
+        result["note"] = "; ".join(notes)
     return result
 
 
