@@ -12,7 +12,8 @@ from worker.cli.flags import add_run_options
 EPILOG = """\
 The API key is read from MIRA_API_KEY or MIRA_API_KEY_FILE (never from the command
 line). Every option also reads MIRA_<NAME> from the environment or a .env file in the
-working directory; a flag wins over both.
+working directory; a flag wins over both. HTTPS_PROXY, HTTP_PROXY and NO_PROXY (either
+case) and SSL_CERT_FILE are honoured; https goes through a proxy in a CONNECT tunnel.
 
 exit codes: 0 all jobs succeeded; 1 some jobs failed or lines were invalid (see the
 errors file); 2 usage, configuration or input error (nothing sent); 3 key rejected
