@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from worker.app.parts import RunParts
+from worker.errors import ConfigError
 from worker.exits import StopReason
 from worker.files.outputs import RunFiles
 from worker.page.report import write_report
@@ -174,7 +175,7 @@ class RunReport:
         )
         try:
             write_report(files, summary)
-        except OSError as exc:
+        except (OSError, ConfigError) as exc:
             log.warning("could not write the report %s: %s", files.report, exc)
         if self._metrics is not None:
             await self._metrics.finish(code)

@@ -17,6 +17,7 @@ def write_report(files: RunFiles, summary: dict[str, Any]) -> Path | None:
 
     Raises:
         OSError: the page cannot be written.
+        ConfigError: an outcome file cannot be read.
     """
     if files.report is None:
         return None

@@ -4,12 +4,11 @@ memory: the slowest answers, and the failures by error code."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
+from worker.files.resume import read_records
 
 SLOWEST_SHOWN = 20
 EXAMPLES_SHOWN = 3
@@ -72,30 +71,17 @@ def _int(record: dict[str, Any]) -> int:
 
 
 def read_outcomes(results: Path, errors: Path) -> Outcomes:
-    """The tables of these outcome files (missing files hold nothing)."""
+    """The tables of these outcome files (missing files hold nothing; a torn
+    line is passed over).
+
+    Raises:
+        ConfigError: a file exists but cannot be read.
+    """
     outcomes = Outcomes()
-    for record in _records(results):
-        outcomes.add_answer(record)
-    for record in _records(errors):
-        outcomes.add_failure(record)
+    for _, record in read_records(results):
+        if record is not None:
+            outcomes.add_answer(record)
+    for _, record in read_records(errors):
+        if record is not None:
+            outcomes.add_failure(record)
     return outcomes
-
-
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    """Each record of a JSONL file; a torn or foreign line is passed over."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the generator
-    except FileNotFoundError:
-        return
-    with fh:
-        yield from _parsed(fh)
-
-
-def _parsed(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    for line in lines:
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            yield record
