@@ -72,10 +72,7 @@ def plan_batch(
     and the warnings they call for."""
     jobs = report.valid - (report.identical if dedupe else 0)
     messages = math.ceil(jobs * (1 + RETRY_ALLOWANCE))
-    cost = sum(
-        prices.rubles(m, report.prompt_tokens[m], report.completion_tokens[m]) or 0.0
-        for m in report.models
-    )
+    cost = report.total_cost(prices)
     plan: dict[str, Any] = {
         "plan": account.plan,
         "daily_limit": account.daily_limit,

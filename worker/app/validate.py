@@ -38,6 +38,19 @@ class ValidationReport:
         """Lines that would get an invalid_input record."""
         return len(self.problems)
 
+    def costs(self, prices: PriceBook) -> dict[str, float | None]:
+        """Each model's estimated cost, RUB, in model order (None: no price)."""
+        return {
+            model: prices.rubles(
+                model, self.prompt_tokens[model], self.completion_tokens[model]
+            )
+            for model in sorted(self.models)
+        }
+
+    def total_cost(self, prices: PriceBook) -> float:
+        """The estimated cost of the models with a price, RUB."""
+        return sum(cost or 0.0 for cost in self.costs(prices).values())
+
 
 async def validate_file(
     source: str, *, default_model: str, system_as_user: bool = False
@@ -92,20 +105,18 @@ def render_report(source: str, report: ValidationReport, prices: PriceBook) -> s
         f"{source}: {report.lines} jobs, {report.valid} valid, "
         f"{report.invalid} invalid",
     ]
-    total_cost = 0.0
-    priced_all = True
-    for model, count in sorted(report.models.items()):
+    costs = report.costs(prices)
+    for model, cost in costs.items():
+        count = report.models[model]
         prompt, completion = (
             report.prompt_tokens[model],
             report.completion_tokens[model],
         )
-        cost = prices.rubles(model, prompt, completion)
-        if cost is None:
-            cost_text = "no price known (add --price MODEL=IN,OUT)"
-            priced_all = False
-        else:
-            total_cost += cost
-            cost_text = f"about {cost:,.2f} RUB"
+        cost_text = (
+            "no price known (add --price MODEL=IN,OUT)"
+            if cost is None
+            else f"about {cost:,.2f} RUB"
+        )
         lines.append(
             f"  model {model}: {count} jobs, ~{prompt:,} input tokens, "
             f"up to ~{completion:,} output tokens, {cost_text}"
@@ -116,9 +127,10 @@ def render_report(source: str, report: ValidationReport, prices: PriceBook) -> s
         f"  estimated tokens: ~{total_prompt:,} input "
         f"+ up to ~{total_completion:,} output"
     )
+    priced_all = None not in costs.values()
     qualifier = "" if priced_all else " (models without a price not counted)"
     lines.append(
-        f"  estimated cost: about {total_cost:,.2f} RUB{qualifier}, at "
+        f"  estimated cost: about {report.total_cost(prices):,.2f} RUB{qualifier}, at "
         f"{prices.describe()}"
     )
     lines.append(
@@ -157,14 +169,12 @@ def report_object(
     """What validate found, as one JSON object (`--format json`)."""
     by_model = {
         model: {
-            "jobs": count,
+            "jobs": report.models[model],
             "prompt_tokens": report.prompt_tokens[model],
             "completion_tokens": report.completion_tokens[model],
-            "cost_rub": prices.rubles(
-                model, report.prompt_tokens[model], report.completion_tokens[model]
-            ),
+            "cost_rub": cost,
         }
-        for model, count in sorted(report.models.items())
+        for model, cost in report.costs(prices).items()
     }
     return {
         "input": source,
@@ -174,9 +184,7 @@ def report_object(
         "with_system": report.with_system,
         "identical": report.identical,
         "prices": prices.source,
-        "estimated_cost_rub": round(
-            sum(m["cost_rub"] or 0.0 for m in by_model.values()), 6
-        ),
+        "estimated_cost_rub": round(report.total_cost(prices), 6),
         "by_model": by_model,
         "problems": [
             {"line": line_no, "message": message}
