@@ -15,9 +15,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from worker import __version__
 from worker.api.body import read_at_most
-from worker.api.network import new_session, proxy_for
+from worker.api.network import new_session, route_for
 from worker.config import Settings
 from worker.report.cost import PriceBook, charged_prices
 
@@ -133,14 +132,11 @@ class AccountReader:
         ca_bundle: Path | None = None,
         timeout_s: float = 10.0,
     ) -> None:
-        self._base_url = base_url
         self._root = account_root(base_url)
         self._api_key = api_key
         self._ca_bundle = ca_bundle
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        proxy = proxy_for(base_url)
-        self._through = "" if proxy is None else f" through the proxy {proxy.shown}"
-        self._proxy_headers = None if proxy is None else proxy.headers or None
+        self._route = route_for(base_url)
 
     async def read_all(self, names: tuple[str, ...]) -> dict[str, RouteReply]:
         """Each named route's reply, read at once on one session.
@@ -149,8 +145,8 @@ class AccountReader:
             ConfigError: the CA bundle cannot be used.
         """
         session = new_session(
-            self._base_url,
-            {"User-Agent": f"mira-batch/{__version__}"},
+            self._route,
+            {},
             ca_bundle=self._ca_bundle,
             timeout=self._timeout,
             limit=len(ROUTES),
@@ -174,17 +170,18 @@ class AccountReader:
         try:
             async with session.get(
                 self._root + path,
-                headers=headers,
-                proxy_headers=self._proxy_headers,
-                allow_redirects=False,
+                **self._route.request_options(headers),
             ) as resp:
                 raw, complete = await read_at_most(resp, _MAX_BODY_BYTES)
                 status = resp.status
         except TimeoutError:
-            return RouteReply(None, f"{path} did not answer in time{self._through}")
+            return RouteReply(
+                None, f"{path} did not answer in time{self._route.through}"
+            )
         except (aiohttp.ClientError, ConnectionError) as exc:
             return RouteReply(
-                None, f"{path} is unreachable{self._through}: {type(exc).__name__}"
+                None,
+                f"{path} is unreachable{self._route.through}: {type(exc).__name__}",
             )
         if status != 200:
             what = "is not served" if status in (404, 405) else "was refused"

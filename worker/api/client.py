@@ -9,7 +9,6 @@ from typing import Protocol
 
 import aiohttp
 
-from worker import __version__
 from worker.api.answer import check_answer
 from worker.api.body import (
     MAX_ERROR_BODY_BYTES,
@@ -18,7 +17,7 @@ from worker.api.body import (
     parse_answer,
     read_at_most,
 )
-from worker.api.network import new_session, proxy_for
+from worker.api.network import new_session, route_for
 from worker.api.status import error_for_status
 from worker.api.stream import as_stream, read_stream
 from worker.config import Settings
@@ -48,14 +47,12 @@ class ChatClient:
         max_response_bytes: int = 8 * 1024 * 1024,
         ca_bundle: Path | None = None,
     ) -> None:
-        self._base_url = base_url
         self._url = f"{base_url.rstrip('/')}/chat/completions"
         self._ca_bundle = ca_bundle
-        proxy = proxy_for(self._url)
-        self._proxy_headers = None if proxy is None else proxy.headers or None
-        # On each request, never on the session: see network.new_session.
-        self._auth = {"Authorization": f"Bearer {api_key}"}
-        self._through = "" if proxy is None else f" (through the proxy {proxy.shown})"
+        self._route = route_for(self._url)
+        # The key goes on each request, never on the session: see new_session.
+        self._send = self._route.request_options({"Authorization": f"Bearer {api_key}"})
+        self._through = self._route.through
         self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
@@ -72,11 +69,8 @@ class ChatClient:
             ConfigError: the CA bundle cannot be used.
         """
         self._session = new_session(
-            self._base_url,
-            {
-                "User-Agent": f"mira-batch/{__version__}",
-                "Content-Type": "application/json",
-            },
+            self._route,
+            {"Content-Type": "application/json"},
             ca_bundle=self._ca_bundle,
             timeout=self._timeout,
             limit=self._max_connections,
@@ -127,13 +121,7 @@ class ChatClient:
         return reply
 
     async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> ChatReply:
-        async with session.post(
-            self._url,
-            data=payload,
-            headers=self._auth,
-            proxy_headers=self._proxy_headers,
-            allow_redirects=False,
-        ) as resp:
+        async with session.post(self._url, data=payload, **self._send) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")
             ok = 200 <= status < 300
@@ -161,12 +149,7 @@ class ChatClient:
         )
         body, request = as_stream(payload)
         async with session.post(
-            self._url,
-            data=body,
-            headers=self._auth,
-            proxy_headers=self._proxy_headers,
-            allow_redirects=False,
-            timeout=timeout,
+            self._url, data=body, timeout=timeout, **self._send
         ) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")

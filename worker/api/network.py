@@ -13,11 +13,13 @@ import ssl
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
+from worker import __version__
 from worker.config import Settings
 from worker.errors import ConfigError
 
@@ -105,15 +107,44 @@ def proxy_for(url: str) -> Proxy | None:
     return Proxy(proxy.with_user(None), headers)
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How requests to one base URL travel: directly, or through a proxy.
+    Looked up once per client (`route_for`)."""
+
+    proxy: Proxy | None = None
+
+    @property
+    def through(self) -> str:
+        """` (through the proxy http://proxy:3128)` for messages; empty when direct."""
+        return "" if self.proxy is None else f" (through the proxy {self.proxy.shown})"
+
+    def request_options(self, headers: dict[str, str]) -> dict[str, Any]:
+        """What each request passes: its own headers (the key), the proxy's
+        credentials for the proxy alone, and no redirect followed."""
+        proxy_headers = None if self.proxy is None else self.proxy.headers or None
+        return {
+            "headers": headers,
+            "proxy_headers": proxy_headers,
+            "allow_redirects": False,
+        }
+
+
+def route_for(url: str) -> Route:
+    """The route the environment gives requests to `url`."""
+    return Route(proxy_for(url))
+
+
 def new_session(
-    base_url: str,
+    route: Route,
     headers: dict[str, str],
     *,
     ca_bundle: Path | None,
     timeout: aiohttp.ClientTimeout,
     limit: int = 100,
 ) -> aiohttp.ClientSession:
-    """A session for `base_url`: TLS trust with `ca_bundle`, and its proxy.
+    """A session along `route`, trusting the system's CAs and `ca_bundle`,
+    sending `headers` and mira-batch's User-Agent on every request.
 
     Through a proxy, https is tunnelled with CONNECT, so the proxy sees only the
     host and port. aiohttp sends a session's default `headers` in the CONNECT
@@ -129,11 +160,11 @@ def new_session(
         ttl_dns_cache=300,
         ssl=tls_context(ca_bundle),
     )
-    proxy = proxy_for(base_url)
+    proxy = route.proxy
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        headers=headers,
+        headers={"User-Agent": f"mira-batch/{__version__}", **headers},
         # Status, Retry-After and the error body are read by us, not raised.
         raise_for_status=False,
         proxy=None if proxy is None else proxy.url,
