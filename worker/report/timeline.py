@@ -8,9 +8,10 @@ loses no count: the interval after it simply spans both.
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.report.stats import LatencyHistogram, RunStats
 
@@ -18,7 +19,21 @@ MAX_POINTS = 240
 FIRST_STEP_S = 0.25
 # Latency buckets of the timeline: 8 of the histogram's 2% steps, about 17%.
 LATENCY_GROUP = 8
-TOTALS = ("succeeded", "failed", "sent", "retries", "cost_rub")
+
+
+class Sample(NamedTuple):
+    """The run at one instant: running totals, the cap, and the most in flight
+    since the sample before."""
+
+    t_s: float
+    succeeded: int
+    failed: int
+    retries: int
+    cost_rub: float
+    cap: int
+    refused: tuple[int, ...]  # running totals, by kind
+    latency: array[int]  # the running latency histogram, coarse
+    peak: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,41 +49,39 @@ class Gauges:
 class Timeline:
     """Samples of a run's totals, thinned to stay under MAX_POINTS."""
 
-    __slots__ = ("_hists", "_kinds", "_peaks", "_pending", "_rows", "step_s")
+    __slots__ = ("_kinds", "_pending", "_samples", "step_s")
 
     def __init__(self, kinds: tuple[str, ...]) -> None:
         self.step_s = FIRST_STEP_S
         self._kinds = kinds
-        self._rows: list[tuple[float, ...]] = []
-        self._hists: list[array[int]] = []
-        self._peaks: list[int] = []  # the most in flight since the sample before
+        self._samples: list[Sample] = []
         self._pending = 0  # the most in flight since the last sample
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._samples)
 
     def due(self, elapsed_s: float) -> bool:
         """Whether a sample is due (one step after the last)."""
-        return not self._rows or elapsed_s >= self._rows[-1][0] + self.step_s
+        return not self._samples or elapsed_s >= self._samples[-1].t_s + self.step_s
 
     def sample(self, elapsed_s: float, stats: RunStats, gauges: Gauges) -> None:
         """Record the run at `elapsed_s` seconds; the in-flight peak is the
         largest seen since the last sample that is kept."""
-        row = (
-            elapsed_s,
-            stats.succeeded,
-            stats.failed,
-            stats.requests_sent,
-            sum(stats.retries.values()),
-            gauges.cost_rub,
-            gauges.cap,
-            *(gauges.refusals.get(kind, 0) for kind in self._kinds),
+        self._samples.append(
+            Sample(
+                t_s=elapsed_s,
+                succeeded=stats.succeeded,
+                failed=stats.failed,
+                retries=sum(stats.retries.values()),
+                cost_rub=gauges.cost_rub,
+                cap=gauges.cap,
+                refused=tuple(gauges.refusals.get(kind, 0) for kind in self._kinds),
+                latency=_coarse(stats.latency),
+                peak=max(self._pending, gauges.in_flight),
+            )
         )
-        self._rows.append(row)
-        self._hists.append(_coarse(stats.latency))
-        self._peaks.append(max(self._pending, gauges.in_flight))
         self._pending = gauges.in_flight
-        if len(self._rows) > MAX_POINTS:
+        if len(self._samples) > MAX_POINTS:
             self._thin()
 
     def peak(self, in_flight: int) -> None:
@@ -77,16 +90,14 @@ class Timeline:
 
     def _thin(self) -> None:
         """Keep the first sample and every other one after it; double the step."""
-        last = len(self._rows) - 1
+        samples = self._samples
+        last = len(samples) - 1
         keep = [i for i in range(last + 1) if i % 2 == 0 or i == last]
         # A kept sample's peak covers every interval since the one kept before.
-        peaks = [
-            max(self._peaks[after + 1 : i + 1])
+        self._samples = [
+            samples[i]._replace(peak=max(s.peak for s in samples[after + 1 : i + 1]))
             for after, i in zip([-1, *keep], keep, strict=False)
         ]
-        self._rows = [self._rows[i] for i in keep]
-        self._hists = [self._hists[i] for i in keep]
-        self._peaks = peaks
         self.step_s *= 2
 
     def export(self) -> dict[str, Any]:
@@ -104,29 +115,28 @@ class Timeline:
             "latency_p95_s",
             "cost_rub",
         ]
-        rows = [self._interval(i) for i in range(1, len(self._rows))]
+        rows = [
+            _interval(before, now) for before, now in itertools.pairwise(self._samples)
+        ]
         return {"step_s": self.step_s, "columns": columns, "rows": rows}
 
-    def _interval(self, i: int) -> list[float | None]:
-        now, before = self._rows[i], self._rows[i - 1]
-        span_s = max(now[0] - before[0], 1e-9)
-        fixed = len(TOTALS) + 2
-        refused = [now[k] - before[k] for k in range(fixed, len(now))]
-        latencies = [
-            a - b for a, b in zip(self._hists[i], self._hists[i - 1], strict=True)
-        ]
-        return [
-            round(now[0], 3),
-            round((now[1] - before[1]) / span_s, 3),
-            now[2] - before[2],
-            now[4] - before[4],
-            *refused,
-            self._peaks[i],
-            now[6],
-            _percentile(latencies, 50),
-            _percentile(latencies, 95),
-            round(now[5], 6),
-        ]
+
+def _interval(before: Sample, now: Sample) -> list[float | None]:
+    """One exported row: what happened between two samples."""
+    span_s = max(now.t_s - before.t_s, 1e-9)
+    latencies = [a - b for a, b in zip(now.latency, before.latency, strict=True)]
+    return [
+        round(now.t_s, 3),
+        round((now.succeeded - before.succeeded) / span_s, 3),
+        now.failed - before.failed,
+        now.retries - before.retries,
+        *(a - b for a, b in zip(now.refused, before.refused, strict=True)),
+        now.peak,
+        now.cap,
+        _percentile(latencies, 50),
+        _percentile(latencies, 95),
+        round(now.cost_rub, 6),
+    ]
 
 
 def _coarse(histogram: LatencyHistogram) -> array[int]:
