@@ -30,6 +30,21 @@ def _add_settings(parser: argparse.ArgumentParser, *fields: str) -> None:
         add_flag(parser, next(flag for flag in RUN_FLAGS if flag.field == field))
 
 
+def _add_run_files(parser: argparse.ArgumentParser, *names: str) -> None:
+    """--results, --errors, --summary: a run's files, when not the defaults."""
+    defaults = {
+        "results": "results.jsonl",
+        "errors": "errors.jsonl",
+        "summary": "summary.json",
+    }
+    for name in names:
+        parser.add_argument(
+            f"--{name}",
+            type=Path,
+            help=f"{name} file (default: <stem>.{defaults[name]})",
+        )
+
+
 def _add_collect(sub: Subparsers) -> None:
     """The `collect` command's parser."""
     col = sub.add_parser(
@@ -47,12 +62,7 @@ def _add_collect(sub: Subparsers) -> None:
         type=Path,
         help="the table; .csv, .jsonl or .parquet (default: <stem>.collected.csv)",
     )
-    col.add_argument(
-        "--results", type=Path, help="results file (default: <stem>.results.jsonl)"
-    )
-    col.add_argument(
-        "--errors", type=Path, help="errors file (default: <stem>.errors.jsonl)"
-    )
+    _add_run_files(col, "results", "errors")
     _add_settings(col, "model", "base_url", "ca_bundle")
     add_price_flag(col)
 
@@ -102,14 +112,7 @@ def _add_report(sub: Subparsers) -> None:
     )
     rep.add_argument("input", metavar="INPUT", help="the job file that was run")
     rep.add_argument("--to", type=Path, help="the page (default: <stem>.report.html)")
-    for name, default in (
-        ("results", "results.jsonl"),
-        ("errors", "errors.jsonl"),
-        ("summary", "summary.json"),
-    ):
-        rep.add_argument(
-            f"--{name}", type=Path, help=f"{name} file (default: <stem>.{default})"
-        )
+    _add_run_files(rep, "results", "errors", "summary")
 
 
 def _add_cache(sub: Subparsers) -> None:
