@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
+from tests.helpers import need_tool
 
 
 @dataclass(frozen=True)
@@ -35,15 +33,6 @@ def chromium() -> str:
         if path := shutil.which(name):
             return path
     return need_tool("headless Chromium", "chromium")
-
-
-def need_tool(what: str, package: str) -> NoReturn:
-    """Skip a test whose program is missing; in `.ci/run` (MIRA_REQUIRE_TOOLS),
-    which installs it, fail instead: there it must never be skipped."""
-    message = f"this test needs {what}: apt-get install {package}"
-    if os.environ.get("MIRA_REQUIRE_TOOLS"):
-        raise AssertionError(message + " (.ci/run installs it)")
-    pytest.skip(message)
 
 
 def render(page: Path) -> Rendered:

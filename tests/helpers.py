@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import pytest
 from pydantic import SecretStr
 
 from worker.config import Settings
@@ -238,3 +239,12 @@ async def chat_route(
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
     finally:
         await runner.cleanup()
+
+
+def need_tool(what: str, package: str) -> NoReturn:
+    """Skip a test whose program is missing; in `.ci/run` (MIRA_REQUIRE_TOOLS),
+    which installs it, fail instead: there it must never be skipped."""
+    message = f"this test needs {what}: apt-get install {package}"
+    if os.environ.get("MIRA_REQUIRE_TOOLS"):
+        raise AssertionError(message + " (.ci/run installs it)")
+    pytest.skip(message)

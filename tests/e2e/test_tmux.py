@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import need_tool
-from tests.helpers import assert_no_key, cli_command, cli_env
+from tests.helpers import assert_no_key, cli_command, cli_env, need_tool
 
 BAR = re.compile(r"[━─]{8,}")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ")
