@@ -89,28 +89,26 @@ def plan_batch(
         "messages_needed": messages,
         "retry_allowance": RETRY_ALLOWANCE,
         "estimated_cost_rub": round(cost, 2),
-        "days": None,
-        "finish_date": None,
-        "warnings": [],
+        "warnings": _warnings(report, account, messages, cost),
         "notes": account.notes,
     }
-    _days(plan, account, messages, today)
-    plan["warnings"].extend(_warnings(report, account, messages, cost))
+    plan["days"], plan["finish_date"] = _days(account, messages, today)
     return plan
 
 
-def _days(plan: dict[str, Any], account: Account, messages: int, today: date) -> None:
-    """Days at the daily cap (it resets at 00:00 UTC), and the finishing date."""
-    limit, left = account.daily_limit, account.daily_left
+def _days(
+    account: Account, messages: int, today: date
+) -> tuple[int | None, str | None]:
+    """Days at the daily cap (it resets at 00:00 UTC), and the finishing date;
+    unknown without the cap."""
+    limit = account.daily_limit
     if limit is None:
-        return
-    if limit < 0 or account.overage or messages <= (left if left is not None else 0):
-        days = 1
-    else:
-        start = left if left is not None else 0
-        days = 1 + math.ceil((messages - start) / max(1, limit))
-    plan["days"] = days
-    plan["finish_date"] = (today + timedelta(days=days - 1)).isoformat()
+        return None, None
+    left = account.daily_left or 0
+    days = 1
+    if limit >= 0 and not account.overage and messages > left:
+        days += math.ceil((messages - left) / max(1, limit))
+    return days, (today + timedelta(days=days - 1)).isoformat()
 
 
 def _warnings(
