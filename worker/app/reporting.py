@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,6 +27,24 @@ log = logging.getLogger("worker.run")
 TIMELINE_TICK_S = 0.25
 
 
+@asynccontextmanager
+async def _every(interval_s: float, step: Callable[[], object]) -> AsyncIterator[None]:
+    """`step` every `interval_s` while the block lasts."""
+
+    async def repeat() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            step()
+
+    task = asyncio.create_task(repeat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        # asyncio.wait neither raises the task's error nor swallows our cancel.
+        await asyncio.wait([task])
+
+
 class RunReport:
     """The reporting side of one run, over its parts, at the given prices."""
 
@@ -43,18 +61,11 @@ class RunReport:
         TIMELINE_TICK_S, a point every step, and one at each end."""
         self._started = time.monotonic()
         self._sample(final=True)
-        task = asyncio.create_task(self._tick())
         try:
-            yield
+            async with _every(TIMELINE_TICK_S, self._sample):
+                yield
         finally:
-            task.cancel()
-            await asyncio.wait([task])
             self._sample(final=True)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(TIMELINE_TICK_S)
-            self._sample()
 
     def _sample(self, *, final: bool = False) -> None:
         parts, timeline = self._parts, self._timeline
@@ -104,16 +115,11 @@ class RunReport:
     @asynccontextmanager
     async def metrics_every(self, interval_s: float) -> AsyncIterator[None]:
         """The metrics file, every `interval_s` while the block lasts."""
-        metrics = self._metrics
-        if metrics is None:
+        if self._metrics is None:
             yield
             return
-        writing = asyncio.create_task(metrics.write_every(interval_s))
-        try:
+        async with _every(interval_s, self._metrics.write):
             yield
-        finally:
-            writing.cancel()
-            await asyncio.wait([writing])
 
     def progress(self, out: TextIO) -> ProgressReporter:
         """The live display or status lines, as --progress asks."""

@@ -130,12 +130,6 @@ class Metrics:
         except OSError as exc:
             log.warning("could not write the metrics file %s: %s", self._file, exc)
 
-    async def write_every(self, interval_s: float) -> None:
-        """The textfile, every interval, until cancelled."""
-        while True:
-            await asyncio.sleep(interval_s)
-            self.write()
-
     async def finish(self, exit_code: int) -> None:
         """The final metrics: the exit code and the time, written and pushed."""
         self._collector.exit_code = exit_code
