@@ -21,10 +21,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from worker.api.client import ChatClient, ChatReply
+from worker.api.client import ChatClient
 from worker.app.run import execute_run
 from worker.cli import tune_gc_for_throughput
 from worker.config import Settings
+from worker.domain.answer import Answer
 from worker.files.outputs import RunFiles
 
 
@@ -34,7 +35,7 @@ class TimedClient(ChatClient):
     first: float | None = None
     last: float | None = None
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         if TimedClient.first is None:
             TimedClient.first = time.perf_counter()
         reply = await super().complete(payload)

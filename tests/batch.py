@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from tests.fakes import FakeClock
 from tests.helpers import SENTINEL_KEY, read_jsonl, run_settings
 from worker.app.run import ResumeMode, execute_run
+from worker.domain.prices import PriceBook
 from worker.files.outputs import RunFiles
-from worker.report.cost import PriceBook
 from worker.sim.server import Simulator
 
 

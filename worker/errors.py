@@ -132,9 +132,6 @@ class RetryableError(WorkerError):
     # True when a job that ran out of attempts is best named by this error
     # (`empty_answer`) rather than by `retries_exhausted`.
     names_its_exhaustion = False
-    # False when the failure was no fault of this job's (the account's slots
-    # held elsewhere): the retry does not use up one of its attempts.
-    counts_as_attempt = True
 
 
 class RateLimitedError(RetryableError):

@@ -45,12 +45,12 @@ async def test_a_second_batch_sends_only_what_the_cache_lacks(
 
 
 def test_cache_stats_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.domain.answer import Answer
     from worker.files.cache import AnswerCache
-    from worker.files.records import Answer
 
     path = tmp_path / "answers.sqlite"
     with AnswerCache(path) as cache:
-        cache.put("f" * 64, Answer(200, "r", {"choices": []}))
+        cache.put("f" * 64, Answer(200, {"choices": []}, "r"))
     assert path.stat().st_mode & 0o777 == 0o600  # it holds answers
     stats = call_main(
         "cache",

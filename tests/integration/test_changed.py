@@ -12,7 +12,7 @@ import pytest
 from tests.batch import Batch
 from tests.helpers import read_jsonl, simple_jobs, write_jobs
 from worker.collect.join import collect
-from worker.report.cost import PriceBook
+from worker.domain.prices import PriceBook
 from worker.sim.server import Simulator
 
 

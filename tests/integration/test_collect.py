@@ -14,9 +14,9 @@ from tests.fakes import FakeClock
 from tests.helpers import read_jsonl, run_settings, write_jobs
 from worker.app.run import execute_run
 from worker.collect.join import collect
+from worker.domain.prices import ChargedPrice, PriceBook
 from worker.errors import ConfigError
 from worker.files.outputs import RunFiles
-from worker.report.cost import ChargedPrice, PriceBook
 from worker.sim.faults import SEEDED_PRICES_KOPECKS, Faults
 from worker.sim.server import Simulator
 

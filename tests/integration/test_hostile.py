@@ -19,8 +19,9 @@ from tests.helpers import (
     simple_jobs,
     write_jobs,
 )
-from worker.api.client import ChatClient, ChatReply
+from worker.api.client import ChatClient
 from worker.app.run import execute_run
+from worker.domain.answer import Answer
 from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
@@ -33,7 +34,7 @@ class CountingClient(ChatClient):
 
     sent = 0
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         CountingClient.sent += 1
         return await super().complete(payload, stream=stream)
 
@@ -118,7 +119,7 @@ async def test_the_summary_that_cannot_be_written_is_said_and_exits_7(
     def no_room(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("worker.report.summary.atomic_write", no_room)
+    monkeypatch.setattr("worker.app.run.atomic_write", no_room)
     assert await run(sim, tmp_path) == 7
     assert "could not write the summary" in caplog.text
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 5
@@ -134,7 +135,7 @@ async def test_an_answer_too_deep_to_record_fails_its_job_once(
 
     async def deep_answer(
         self: ChatClient, payload: bytes, *, stream: bool = False
-    ) -> ChatReply:
+    ) -> Answer:
         reply = await original(self, payload, stream=stream)
         if b"deep" in payload:
             reply.body["nested"] = deep
@@ -157,7 +158,7 @@ class LyingTotalClient(SessionlessClient):
 
     sent = 0
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         LyingTotalClient.sent += 1
         body = {
             "choices": [
@@ -165,7 +166,7 @@ class LyingTotalClient(SessionlessClient):
             ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": -100},
         }
-        return ChatReply(200, body, None)
+        return Answer(200, body, None)
 
 
 async def test_a_lying_total_cannot_lift_the_token_budget(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ import pytest
 
 from tests.fakes import SessionlessClient
 from tests.helpers import read_jsonl, run_settings, simple_jobs, write_jobs
-from worker.api.client import ChatReply
 from worker.app.run import execute_run
 from worker.config import Settings
+from worker.domain.answer import Answer
 from worker.errors import AuthError, PaymentRequiredError, WorkerError
 from worker.files.outputs import RunFiles
 from worker.report.progress import ProgressReporter
@@ -38,12 +38,12 @@ class ScriptedClient(SessionlessClient):
     """Each request waits until the test answers it."""
 
     def __init__(self) -> None:
-        self.pending: list[asyncio.Future[ChatReply]] = []
+        self.pending: list[asyncio.Future[Answer]] = []
         self.calls = 0
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         self.calls += 1
-        answer: asyncio.Future[ChatReply] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self.pending.append(answer)
         return await answer
 
@@ -51,7 +51,7 @@ class ScriptedClient(SessionlessClient):
         """Answer the oldest request still waiting."""
         future = self.pending.pop(0)
         if error is None:
-            future.set_result(ChatReply(200, dict(OK_BODY), "req-1"))
+            future.set_result(Answer(200, dict(OK_BODY), "req-1"))
         else:
             future.set_exception(error)
 

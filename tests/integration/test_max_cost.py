@@ -8,7 +8,7 @@ import pytest
 
 from tests.batch import Batch
 from tests.helpers import simple_jobs, write_jobs
-from worker.report.cost import PriceBook
+from worker.domain.prices import PriceBook
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 

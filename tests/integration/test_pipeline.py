@@ -10,9 +10,10 @@ from pydantic import SecretStr
 
 from tests.fakes import FakeClock
 from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
-from worker.api.client import ChatClient, ChatReply
+from worker.api.client import ChatClient
 from worker.app.run import execute_run
 from worker.config import Settings
+from worker.domain.answer import Answer
 from worker.errors import RateLimitedError
 from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
@@ -58,7 +59,7 @@ class RecordingClient(ChatClient):
         self.sent: list[float] = []
         self.pauses: list[tuple[float, float]] = []
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         self.sent.append(self.clock())
         try:
             return await super().complete(payload)

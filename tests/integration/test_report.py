@@ -14,6 +14,7 @@ import pytest
 from tests.batch import Batch
 from tests.browser import render
 from tests.helpers import call_main, cli_env, simple_jobs, write_jobs
+from worker.domain.summary import RunSummary
 from worker.files.outputs import RunFiles
 from worker.page.document import render_page
 from worker.page.tables import Outcomes
@@ -77,7 +78,7 @@ async def test_a_10000_job_run_writes_a_report_that_draws_every_chart_offline(
     assert page.read_text().count("content_filtered") == text.count("content_filtered")
 
 
-def million_job_summary() -> dict[str, Any]:
+def million_job_summary(**changes: Any) -> RunSummary:
     """The summary of a run of a million jobs over about 14 hours."""
     timeline, stats = Timeline(("in_flight", "window", "other")), RunStats()
     refusals = {"in_flight": 0, "window": 0, "other": 0}
@@ -88,16 +89,19 @@ def million_job_summary() -> dict[str, Any]:
         stats.latency.add(0.3 + (step % 11) / 10)
         refusals = {**refusals, "in_flight": refusals["in_flight"] + step % 3}
         timeline.sample(step * 10.0, stats, Gauges(3, 3, refusals, step * 0.5))
-    return {
-        "stop_reason": "completed",
-        "exit_code": 1,
-        "message": None,
-        "next_step": "read the errors file; fix the cause, then --retry-failed",
-        "succeeded": 1_000_000,
-        "failed": 20_000,
-        "cost": {"total": 2500.0, "prices": "charged"},
-        "timeline": timeline.export(),
-    }
+    return RunSummary.from_json(
+        {
+            "stop_reason": "completed",
+            "exit_code": 1,
+            "message": None,
+            "next_step": "read the errors file; fix the cause, then --retry-failed",
+            "succeeded": 1_000_000,
+            "failed": 20_000,
+            "cost": {"total": 2500.0, "prices": "charged"},
+            "timeline": timeline.export(),
+            **changes,
+        }
+    )
 
 
 def test_a_million_job_report_stays_under_2_mb_and_renders(tmp_path: Path) -> None:
@@ -125,9 +129,9 @@ def test_hostile_text_cannot_escape_the_page(tmp_path: Path) -> None:
     outcomes = Outcomes()
     outcomes.add_answer({"custom_id": hostile, "latency_s": 1.0})
     outcomes.add_failure({"custom_id": hostile, "error": {"code": hostile}})
-    summary = million_job_summary()
-    summary["message"] = hostile
-    summary["timeline"]["columns"][1] = hostile  # even inside the chart data
+    timeline = million_job_summary().timeline.model_dump()
+    timeline["columns"][1] = hostile  # even inside the chart data
+    summary = million_job_summary(message=hostile, timeline=timeline)
     text = render_page(hostile, summary, outcomes)
     assert_self_contained(text)
     assert hostile not in text

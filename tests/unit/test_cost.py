@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from worker.domain.prices import ChargedPrice, PriceBook, charged_prices, run_cost
 from worker.errors import ConfigError
-from worker.report.cost import ChargedPrice, PriceBook, charged_prices, run_cost
 from worker.report.tally import Tally
 from worker.sim.faults import charge_kopecks
 
@@ -55,8 +55,9 @@ def test_each_answer_is_floored_to_kopecks_as_mira_bills_it() -> None:
     stats = tally.stats
     tokens = {m: (p, c) for m, (p, c) in stats.tokens_by_model.items()}
     cost = run_cost(book, tokens, stats.kopecks_by_model)
-    assert cost["prices"] == "charged"
-    assert cost["total"] == expected / 100
+    assert cost.prices == "charged"
+    assert cost.total == expected / 100
+    assert PriceBook.from_json(cost.book) == book  # kept for collect, offline
     # The same tokens priced in one sum would say more than Mira charged.
     assert book.kopecks("mira", 1256, 1053) == 12 + 31 > expected
 
@@ -86,11 +87,12 @@ def test_a_model_without_a_price_is_named_and_left_out() -> None:
         {"mira": (1_000_000, 2_000_000), "mystery": (5, 5)},
         {"mira": 35_000.0},
     )
-    assert cost["by_model"]["mira"]["cost"] == 350
-    assert cost["by_model"]["mystery"]["cost"] is None
-    assert cost["total"] == 350
-    assert cost["prices"] == "list"
-    assert "mystery" in cost["note"]
+    assert cost.by_model["mira"].cost == 350
+    assert cost.by_model["mystery"].cost is None
+    assert cost.total == 350
+    assert cost.prices == "list"
+    assert cost.note is not None
+    assert "mystery" in cost.note
 
 
 def test_a_model_missing_from_the_pricing_table_is_billed_nothing() -> None:
@@ -98,6 +100,6 @@ def test_a_model_missing_from_the_pricing_table_is_billed_nothing() -> None:
     assert book.kopecks("mira-max", 5000, 5000) == 0.0  # Mira skips its billing
     assert book.per_1k_rubles("mira-max") == (0.0, 0.0)
     cost = run_cost(book, {"mira-max": (5000, 5000)}, {"mira-max": 0.0})
-    assert cost["total"] == 0
-    assert "mira-max: not in Mira's pricing table" in cost["note"]
+    assert cost.total == 0
+    assert "mira-max: not in Mira's pricing table" in (cost.note or "")
     assert PriceBook.build(None).kopecks("mira-thinking", 5, 5) is None

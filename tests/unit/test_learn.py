@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeClock
+from worker.domain.refusal import Refusal, judge
 from worker.flow.caps import shard_share
 from worker.flow.learn import Learner
 from worker.flow.slots import AdaptiveLimiter
@@ -36,6 +37,28 @@ class Account:
     def succeed(self, n: int, latency_s: float) -> None:
         for _ in range(n):
             self.learner.on_success(latency_s)
+
+    def refuse(
+        self,
+        retry_after_s: float,
+        in_flight_at_send: int,
+        epoch: int | None = None,
+        sent_at: float = float("-inf"),
+    ) -> Refusal:
+        """A 429, judged as the throttle judges it, then learned from."""
+        learner = self.learner
+        refusal = judge(
+            retry_after_s,
+            rate_limited=True,
+            in_flight_at_send=in_flight_at_send,
+            proven=learner.proven,
+            max_pause_s=300,
+            held_streak=learner.held_streak,
+        )
+        if epoch is None:
+            epoch = self.limiter.epoch
+        learner.on_refusal(refusal, in_flight_at_send, epoch, sent_at)
+        return refusal
 
 
 @pytest.mark.parametrize(
@@ -69,8 +92,8 @@ def test_an_in_flight_429_teaches_the_cap_from_the_smallest_count_refused() -> N
     account.succeed(6, LLM_S)
     assert account.limiter.limit == 6  # probed: the gamble paid on paper
     epoch = account.limiter.epoch
-    assert account.learner.on_rate_limited(5, 6, epoch)[0] == "in_flight"
-    assert account.learner.on_rate_limited(5, 4, epoch)[0] == "in_flight"
+    assert account.refuse(5, 6, epoch).kind == "in_flight"
+    assert account.refuse(5, 4, epoch).kind == "in_flight"
     assert account.learner.cap == 3
     assert account.limiter.limit == 3
     assert account.limiter.decreases == 1  # one event, one cut
@@ -79,13 +102,13 @@ def test_an_in_flight_429_teaches_the_cap_from_the_smallest_count_refused() -> N
 def test_after_a_failed_probe_the_next_waits_and_the_wait_grows() -> None:
     account = Account(ceiling=64, jobs=100_000)
     account.succeed(6, LLM_S)
-    account.learner.on_rate_limited(5, 4, account.limiter.epoch)
+    account.refuse(5, 4)
     account.succeed(100, LLM_S)
     assert account.limiter.limit == 3  # no probe during the backoff
     account.clock.now += 5 + 31
     account.succeed(3, LLM_S)
     assert account.limiter.limit == 4  # one probe, one step
-    account.learner.on_rate_limited(5, 4, account.limiter.epoch)
+    account.refuse(5, 4)
     account.clock.now += 5 + 31
     account.succeed(10, LLM_S)
     assert account.limiter.limit == 3  # the second wait is twice as long
@@ -101,15 +124,16 @@ def test_a_window_429_teaches_the_window_from_the_runs_own_requests() -> None:
         account.clock.now += 0.1
     account.succeed(3, LLM_S)
     # 20 went through in 2 s; the window frees in 3 s: 20 per 5 s.
-    kind, _ = account.learner.on_rate_limited(3, 3, account.limiter.epoch)
-    assert kind == "window"
+    assert account.refuse(3, 3).kind == "window"
     window = account.learner.window
     assert window is not None
     assert window.requests == 20
     assert window.window_s == 5.0  # 5.1 s measured; Retry-After rounds up
     assert not window.is_ready()
     assert account.limiter.limit == 3  # a rate limit is not a concurrency limit
-    assert account.learner.summary()["window"]["requests"] == 20
+    learned = account.learner.learned().window
+    assert learned is not None
+    assert learned.requests == 20
 
 
 def test_a_smaller_shard_takes_the_freed_slots_once_the_others_should_be_done() -> None:
@@ -130,21 +154,29 @@ def test_429s_of_the_burst_that_taught_the_window_do_not_shrink_it() -> None:
     account.succeed(3, LLM_S)
     burst_sent_at = account.clock.now - 0.05
     for _ in range(3):  # three requests were in flight when the window closed
-        account.learner.on_rate_limited(3, 3, account.limiter.epoch, burst_sent_at)
+        account.refuse(3, 3, sent_at=burst_sent_at)
     window = account.learner.window
     assert window is not None
     assert window.requests == 20
     account.clock.now += 5
-    account.learner.on_rate_limited(2, 3, account.limiter.epoch, account.clock.now)
+    account.refuse(2, 3, sent_at=account.clock.now)
     assert window.requests == 19  # sent after the window was learned: too generous
 
 
 def test_only_mira_s_in_flight_refusal_below_3_is_held_elsewhere() -> None:
     account = Account(jobs=200)
-    kind, hold_s = account.learner.on_rate_limited(5, 1, account.limiter.epoch)
-    assert (kind, hold_s) == ("held", 5)
+    refusal = account.refuse(5, 1)
+    assert refusal.held_elsewhere
+    assert (refusal.kind, refusal.pause_s, refusal.uses_attempt) == (
+        "in_flight",
+        5,
+        False,
+    )
+    assert account.refuse(5, 1).pause_s == 10  # the pause grows while they are held
+    assert account.limiter.limit == 1  # one request at a time asks
     other = Account(jobs=200)
-    kind, hold_s = other.learner.on_rate_limited(2, 2, other.limiter.epoch)
-    assert kind == "in_flight"  # another server's cap: learned as before
-    assert hold_s == 0
+    refusal = other.refuse(2, 2)
+    assert refusal.kind == "in_flight"  # another server's cap: learned as before
+    assert not refusal.held_elsewhere
+    assert refusal.pause_s == 2
     assert other.learner.cap == 1

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SENTINEL_KEY, chat_route
-from worker.api.answer import check_answer
 from worker.api.stream import StreamedAnswer
 from worker.app.prepare import ended_uncleanly
 from worker.app.validate import render_report, validate_file
+from worker.domain.answer import check_answer
+from worker.domain.prices import PriceBook
+from worker.domain.refusal import daily_cap_times, judge, stop_message
 from worker.errors import (
     ContentFilteredError,
     EmptyAnswerError,
@@ -21,8 +23,6 @@ from worker.errors import (
     UpstreamError,
 )
 from worker.files.outputs import RunFiles
-from worker.report.cost import PriceBook
-from worker.run.retry import daily_cap_message, daily_cap_times
 
 
 def answer(content: object) -> dict[str, object]:
@@ -90,8 +90,12 @@ def test_a_queue_full_event_is_a_429_of_10_seconds() -> None:
 def test_the_daily_cap_resets_at_the_next_utc_midnight() -> None:
     hit = datetime(2026, 12, 1, 21, 30, tzinfo=UTC)
     assert daily_cap_times(hit)["resets_at"] == "2026-12-02T00:00:00+00:00"
-    assert "in 2 h 30 min" in daily_cap_message(hit)
-    assert "00:00 UTC" in daily_cap_message(hit)
+    refusal = judge(
+        3600, rate_limited=True, in_flight_at_send=1, proven=0, max_pause_s=300
+    )
+    message = stop_message(refusal, "Rate limit exceeded", now=hit)
+    assert "in 2 h 30 min" in message
+    assert "00:00 UTC" in message
 
 
 def test_a_last_run_without_its_summary_did_not_end_cleanly(tmp_path: Path) -> None:

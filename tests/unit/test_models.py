@@ -7,8 +7,9 @@ import json
 import orjson
 import pytest
 
+from worker.domain.job import shard_of
 from worker.errors import InvalidJobError
-from worker.files.jobs import parse_job, shard_of
+from worker.files.jobs import parse_job
 from worker.files.shapes import MAX_MESSAGES
 
 

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from tests.fakes import SessionlessClient
 from tests.helpers import run_settings, simple_jobs, write_jobs
-from worker.api.client import ChatReply
 from worker.app.run import execute_run
 from worker.config import Settings
+from worker.domain.answer import Answer
 from worker.errors import (
     AuthError,
     PaymentRequiredError,
@@ -152,7 +152,7 @@ class ScriptedClient(SessionlessClient):
         self.plan = plan
         self.calls = 0
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         self.calls += 1
         await asyncio.sleep(0)
         action = self.plan.get(self.calls, "ok")
@@ -168,7 +168,7 @@ class ScriptedClient(SessionlessClient):
             raise RateLimitedError("daily cap", status=429, retry_after_s=3600)
         if action == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)
-        return ChatReply(200, dict(OK), None)
+        return Answer(200, dict(OK), None)
 
 
 def ids_in(path: Path) -> list[str]:

@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import pytest
 
+from worker.domain.refusal import judge
 from worker.errors import (
     AuthError,
+    QuotaError,
     RateLimitedError,
     RequestRejectedError,
     RetriesExhaustedError,
+    RetryableError,
     ServerError,
     TransportError,
 )
-from worker.run.retry import RetryPolicy, backoff_s
+from worker.exits import StopReason
+from worker.run.retry import MAX_FREE_RETRIES, Retry, RetryPolicy, backoff_s
 
 
 class Script:
-    """Raises the scripted errors in order, then returns "ok"."""
+    """Raises the scripted errors in order, then returns "ok"; a transient one
+    comes as the sender sends it, with a refusal when one is scripted."""
 
-    def __init__(self, *errors: Exception) -> None:
+    def __init__(self, *errors: Exception | Retry) -> None:
         self.errors = list(errors)
         self.calls = 0
 
     async def __call__(self, attempt: int) -> str:
         self.calls += 1
         if self.errors:
-            raise self.errors.pop(0)
+            error = self.errors.pop(0)
+            raise Retry(error, None) if isinstance(error, RetryableError) else error
         return "ok"
 
 
@@ -96,3 +102,57 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
     ]
     assert samples[0] <= 30
     assert samples[1] <= 1.0
+
+
+def held(streak: int = 0) -> Retry:
+    """Mira's in-flight refusal with one of ours in flight: slots held elsewhere."""
+    error = RateLimitedError("slow", retry_after_s=5, status=429)
+    refusal = judge(
+        5,
+        rate_limited=True,
+        in_flight_at_send=1,
+        proven=3,
+        max_pause_s=300,
+        held_streak=streak,
+    )
+    return Retry(error, refusal)
+
+
+async def test_a_refusal_held_elsewhere_uses_no_attempt_a_bounded_number_of_times() -> (
+    None
+):
+    script = Script(*[held(n) for n in range(5)])
+    result, _ = await run(script, max_attempts=2)
+    assert result == "ok"  # five refusals, two attempts: none of them counted
+    endless = Script(*[held() for _ in range(MAX_FREE_RETRIES + 5)])
+    with pytest.raises(RetriesExhaustedError):
+        await run(endless, max_attempts=2)
+    assert endless.calls == MAX_FREE_RETRIES + 2
+
+
+@pytest.mark.parametrize(
+    ("retry_after_s", "reason"),
+    [
+        (3600, StopReason.DAILY_CAP),
+        (86400, StopReason.MONTHLY_BUDGET),
+        (301, StopReason.RATE_LIMIT_BUDGET),
+    ],
+)
+async def test_a_refusal_that_stops_the_run_ends_the_job_unwritten(
+    retry_after_s: float, reason: StopReason
+) -> None:
+    error = RateLimitedError("later", retry_after_s=retry_after_s, status=429)
+    refusal = judge(
+        retry_after_s,
+        rate_limited=True,
+        in_flight_at_send=1,
+        proven=0,
+        max_pause_s=300,
+    )
+    assert refusal.stop is reason
+    assert refusal.pause_s == 0  # a stop, not a pause
+    script = Script(Retry(error, refusal))
+    with pytest.raises(QuotaError) as info:
+        await run(script)
+    assert info.value.stop_reason is reason
+    assert script.calls == 1

@@ -26,7 +26,7 @@ from worker.report.tally import Tally
 from worker.run.crew import Crew
 from worker.run.queue import JobQueue
 from worker.run.reader import Intake, feed
-from worker.run.retry import RetryPolicy
+from worker.run.retry import Retry, RetryPolicy
 from worker.run.stop import StopController
 
 MOST_TO_LEAST_SERIOUS = [
@@ -64,7 +64,7 @@ async def test_equally_serious_reasons_keep_the_first() -> None:
 
 
 @pytest.mark.parametrize("reason", list(StopReason))
-async def test_only_output_failure_401_and_402_cancel_at_once(
+async def test_only_an_output_failure_cancels_at_once_and_401_402_hurry(
     reason: StopReason,
 ) -> None:
     stop = controller()
@@ -75,7 +75,8 @@ async def test_only_output_failure_401_and_402_cancel_at_once(
         StopReason.AUTH_FAILED,
         StopReason.PAYMENT_REQUIRED,
     }
-    assert stop.cancelling.is_set() is fatal
+    assert stop.hurried.is_set() is fatal  # answers paid for get a short grace
+    assert stop.cancelling.is_set() is (reason is StopReason.OUTPUT_FAILED)
 
 
 def test_each_reason_has_its_exit_code_and_a_next_step() -> None:
@@ -189,23 +190,23 @@ async def test_every_retryable_status_with_a_retry_after_pauses_the_run(
 ) -> None:
     clock = FakeClock()
     throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
-    policy = RetryPolicy(4, sleep=clock.sleep, gate=throttle.gate)
     job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
     turn = await throttle.turn(job).__aenter__()
-    await turn.__aexit__(type(error), error, None)
-    policy.pause_for(error)  # what the retry loop does with every failure
+    await turn.__aexit__(type(error), error, None)  # judged once, on the way out
     assert throttle.gate.remaining_s() == paused_s
 
 
 async def test_a_503_asking_for_longer_than_max_retry_after_stops_resumably() -> None:
     clock = FakeClock()
-    throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
-    policy = RetryPolicy(
-        4, sleep=clock.sleep, gate=throttle.gate, max_retry_after_s=300
-    )
+    limits = FlowLimits(concurrency=4, max_pause_s=300)
+    throttle = Throttle(limits, clock=clock, sleep=clock.sleep)
+    policy = RetryPolicy(4, sleep=clock.sleep, max_retry_after_s=300)
+    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
     error = ServerError("maintenance", status=503, retry_after_s=3600)
+    turn = await throttle.turn(job).__aenter__()
+    await turn.__aexit__(type(error), error, None)
     with pytest.raises(QuotaError) as info:
-        await policy.call(_failing(error))
+        await policy.call(_failing(Retry(error, turn.refusal)))
     assert info.value.stop_reason is StopReason.RATE_LIMIT_BUDGET
     assert throttle.gate.remaining_s() == 0
 
@@ -222,7 +223,7 @@ async def test_rpm_with_tpm_keep_the_rpm_bound_in_every_window() -> None:
         starts.append(clock())
         # Usage above or below the estimate moves the --tpm schedule.
         tokens = 80 if n % 3 else 10
-        turn.succeeded(0.1, tally.used({"total_tokens": tokens}))
+        turn.succeeded(0.1, tally.used({"total_tokens": tokens}).tokens)
         await turn.__aexit__(None, None, None)
     for window_s in (1.0, 2.0, 5.0, 10.0):
         most = max(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from worker.domain.prices import PriceBook
+from worker.domain.summary import Concurrency, Learned, RunSummary
 from worker.exits import StopReason, exit_code_for
 from worker.report.render import render_summary
 from worker.report.stats import LatencyHistogram, RunStats
-from worker.report.summary import build_summary
+from worker.report.summary import Ending, summarize
 from worker.report.tally import Tally
 
 
@@ -41,19 +43,26 @@ def test_exit_codes(reason: StopReason | None, failed: bool, code: int) -> None:
     assert exit_code_for(reason, any_failed=failed) == code
 
 
+def _summary(stats: RunStats, ending: Ending | None = None) -> RunSummary:
+    return summarize(
+        stats,
+        ending=ending or Ending(),
+        elapsed_s=2.0,
+        files={"input": "in.jsonl", "results": "r", "errors": "e"},
+        concurrency=Concurrency(ceiling=16, final=8, decreases=1),
+        learned=Learned(),
+        cost=PriceBook().summary({}, {}),
+        timeline={"step_s": 0.25, "columns": ["t_s"], "rows": [[0.25]]},
+    )
+
+
 def test_summary_has_the_contract_fields_and_renders() -> None:
     stats = RunStats(total=10, succeeded=6, failed=2, skipped=1, requests_sent=9)
     Tally(stats).used({"prompt_tokens": 5, "completion_tokens": 7})
     stats.retries["server_error"] += 2
     stats.latency.add(0.1)
-    summary = build_summary(
-        stats,
-        reason=None,
-        message=None,
-        elapsed_s=2.0,
-        files={"input": "in.jsonl", "results": "r", "errors": "e"},
-        concurrency={"ceiling": 16, "final": 8, "decreases": 1},
-    )
+    typed = _summary(stats)
+    summary = typed.to_json()
     for key in (
         "total",
         "succeeded",
@@ -68,9 +77,31 @@ def test_summary_has_the_contract_fields_and_renders() -> None:
     assert summary["retries"] == {"total": 2, "server_error": 2}
     assert summary["requests_per_s"] == 4.5
     assert "--retry-failed" in summary["next_step"]
-    text = render_summary(summary)
+    assert summary["counts"] == {k: summary[k] for k in summary["counts"]}
+    text = render_summary(typed)
     assert "6 succeeded" in text
     assert "server_error 2" in text
+
+
+def test_the_summary_reads_back_as_it_was_written() -> None:
+    stats = RunStats(total=3, succeeded=2, cache_hits=1, deduplicated=1)
+    ending = Ending(StopReason.SIGTERM, "received SIGTERM", abandoned=2)
+    summary = _summary(stats, ending)
+    assert RunSummary.from_bytes(summary.to_bytes()) == summary
+    text = render_summary(summary)
+    assert "1 from the cache" in text  # every count the file has, shown
+    assert "1 shared a duplicate's request" in text
+    assert summary.exit_code == 143
+
+
+def test_a_summary_of_an_earlier_version_reads_with_defaults() -> None:
+    old = {"total": 4, "succeeded": 4, "stop_reason": "completed", "exit_code": 0}
+    summary = RunSummary.from_json(old)
+    assert summary.counts.succeeded == 4
+    assert summary.slots_left_held == 0
+    assert summary.cost.book is None
+    with pytest.raises(ValueError, match="JSON object"):
+        RunSummary.from_json([1, 2])
 
 
 @pytest.mark.parametrize(
@@ -99,5 +130,5 @@ def test_a_lying_total_is_the_sum_of_valid_parts() -> None:
     total = Tally(stats).used(
         {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": -1000}
     )
-    assert total == 12
+    assert total.tokens == 12
     assert stats.total_tokens == 12

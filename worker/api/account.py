@@ -18,7 +18,7 @@ import orjson
 from worker.api.body import read_at_most
 from worker.api.network import new_session, route_for
 from worker.config import Settings
-from worker.report.cost import PriceBook, charged_prices
+from worker.domain.prices import PriceBook, charged_prices
 
 # Under the API host's root, not the base URL's /v1.
 ROUTES = {

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import aiohttp
 import orjson
 
+from worker.domain.answer import Answer
 from worker.errors import BadResponseError, UnrecordableResponseError
 
 _MAX_ERROR_TEXT_CHARS = 2000
 # An error body is read only this far: its status says what to do.
 MAX_ERROR_BODY_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ChatReply:
-    """A 2xx answer: its status, parsed JSON body and request id."""
-
-    status: int
-    body: dict[str, Any]
-    request_id: str | None
-    streamed: bool = False  # assembled from a stream (SSE)
 
 
 async def read_at_most(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
@@ -56,7 +44,7 @@ def decode_error_body(raw: bytes) -> object:
         return text[:_MAX_ERROR_TEXT_CHARS] if text else None
 
 
-def parse_answer(status: int, raw: bytes, request_id: str | None) -> ChatReply:
+def parse_answer(status: int, raw: bytes, request_id: str | None) -> Answer:
     """A 2xx body read as an answer.
 
     Raises:
@@ -81,4 +69,4 @@ def parse_answer(status: int, raw: bytes, request_id: str | None) -> ChatReply:
             status=status,
             request_id=request_id,
         )
-    return ChatReply(status, body, request_id)
+    return Answer(status, body, request_id)

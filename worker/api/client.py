@@ -9,10 +9,8 @@ from typing import Protocol
 
 import aiohttp
 
-from worker.api.answer import check_answer
 from worker.api.body import (
     MAX_ERROR_BODY_BYTES,
-    ChatReply,
     decode_error_body,
     parse_answer,
     read_at_most,
@@ -21,13 +19,14 @@ from worker.api.network import new_session, route_for
 from worker.api.status import error_for_status
 from worker.api.stream import as_stream, read_stream
 from worker.config import Settings
+from worker.domain.answer import Answer, check_answer
 from worker.errors import (
     ResponseTooLargeError,
     TransportError,
     UntrustedServerError,
 )
 
-__all__ = ["ChatClient", "ChatReply", "Client", "make_client"]
+__all__ = ["ChatClient", "Client", "make_client"]
 
 
 class ChatClient:
@@ -87,7 +86,7 @@ class ChatClient:
             await self._session.close()
             self._session = None
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply:
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         """POST one chat-completion request body (already serialised JSON),
         asking for a stream when `stream` (read whole, into the same shape).
 
@@ -120,7 +119,7 @@ class ChatClient:
         check_answer(reply.body, reply.status, reply.request_id)
         return reply
 
-    async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> ChatReply:
+    async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
         async with session.post(self._url, data=payload, **self._send) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")
@@ -140,9 +139,7 @@ class ChatClient:
                 )
         return parse_answer(status, raw, request_id)
 
-    async def _streamed(
-        self, session: aiohttp.ClientSession, payload: bytes
-    ) -> ChatReply:
+    async def _streamed(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
         # A stream is not cut by the total timeout, only by a silence that long.
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
@@ -164,7 +161,7 @@ class ChatClient:
             answer = await read_stream(
                 resp, request, max_bytes=self._max_response_bytes
             )
-        return ChatReply(status, answer, request_id, streamed=True)
+        return Answer(status, answer, request_id, streamed=True)
 
 
 class Client(Protocol):
@@ -180,7 +177,7 @@ class Client(Protocol):
         /,
     ) -> None: ...
 
-    async def complete(self, payload: bytes, *, stream: bool = False) -> ChatReply: ...
+    async def complete(self, payload: bytes, *, stream: bool = False) -> Answer: ...
 
 
 def make_client(settings: Settings, api_key: str) -> ChatClient:

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from worker.domain.usage import words
 from worker.errors import (
     BadResponseError,
     RateLimitedError,
@@ -32,11 +33,6 @@ def as_stream(payload: bytes) -> tuple[bytes, dict[str, Any]]:
     request = orjson.loads(payload)
     request["stream"] = True
     return orjson.dumps(request), request
-
-
-def words(text: object) -> int:
-    """Mira's token count: whitespace-separated words."""
-    return len(text.split()) if isinstance(text, str) else 0
 
 
 class StreamedAnswer:

@@ -1,62 +1,80 @@
-"""The commands over what runs leave behind: `collect` (defaults, a progress bar,
-a report), `report` (the HTML run report again) and `cache stats|prune` (the
-answer cache runs share)."""
+"""The commands over what runs leave behind: `collect` (the table, with a
+progress bar), `report` (the HTML run report again) and `cache stats|prune`
+(the answer cache runs share). None of them reaches the network: a run keeps
+the prices it used in its summary, and each record says what its job cost."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from worker.api.account import read_prices
 from worker.collect.join import collect
-from worker.config import load_settings
+from worker.domain.prices import PriceBook
+from worker.domain.summary import RunSummary
 from worker.errors import ConfigError
 from worker.files.cache import AnswerCache
 from worker.files.outputs import RunFiles
-from worker.logs import emit, setup_logging
+from worker.logs import emit
 from worker.page.report import write_report
 
 log = logging.getLogger("worker.collect")
 
 
-def run_collect(args: argparse.Namespace) -> int:
-    """Write the table; return 0.
+def run_prices(summary: Path, overrides: Sequence[str] = ()) -> PriceBook:
+    """The prices the run that wrote `summary` used, else the list prices;
+    `--price` over either.
+
+    Raises:
+        ConfigError: an override is malformed.
+    """
+    book = PriceBook.build(None, overrides)  # a bad --price fails first
+    try:
+        kept = RunSummary.from_bytes(summary.read_bytes()).cost.book
+    except (OSError, ValueError):
+        kept = None
+    run_book = PriceBook.from_json(kept)
+    return book if run_book is None else run_book.overridden(overrides)
+
+
+def collect_table(
+    files: RunFiles,
+    to: Path | None,
+    *,
+    default_model: str,
+    price_overrides: Sequence[str] = (),
+    show_progress: bool = False,
+) -> int:
+    """Write one row per line of the run's input, in input order; return 0.
 
     Raises:
         ConfigError: a missing input, a bad --to or --price, or foreign outputs.
     """
-    settings = load_settings(model=args.model)
-    setup_logging(settings.log_level, settings.log_format)
-    defaults = RunFiles.default(args.input)
-    to = args.to or Path(f"{defaults.stem}.collected.csv")
-    source = Path(args.input)
-    prices = asyncio.run(read_prices(settings, args.price))
-    show = sys.stderr.isatty() and settings.log_format == "text"
+    to = to or Path(f"{files.stem}.collected.csv")
+    source = Path(files.input)
+    prices = run_prices(files.summary, price_overrides)
     size = source.stat().st_size if source.is_file() else 0
     with Progress(
         "collect",
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
-        disable=not show,
+        disable=not show_progress,
         transient=True,
     ) as progress:
         task = progress.add_task("collect", total=size)
         report = collect(
             source,
             to,
-            results=args.results or defaults.results,
-            errors=args.errors or defaults.errors,
+            results=files.results,
+            errors=files.errors,
             prices=prices,
-            default_model=settings.model,
-            progress=lambda n: progress.advance(task, n) if show else None,
+            default_model=default_model,
+            progress=lambda n: progress.advance(task, n) if show_progress else None,
         )
     counts = ", ".join(
         f"{n} {status}" for status, n in sorted(report.by_status.items())
@@ -69,24 +87,15 @@ def run_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_report(args: argparse.Namespace) -> int:
+def rewrite_report(files: RunFiles) -> int:
     """`mira-batch report INPUT`: the run report again, from the run's files.
 
     Raises:
         ConfigError: no summary to draw it from, or the page cannot be written.
     """
-    settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
-    files = RunFiles.default(
-        args.input,
-        results=args.results,
-        errors=args.errors,
-        summary=args.summary,
-        report=args.to or True,
-    )
     try:
-        summary = orjson.loads(files.summary.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+        summary = RunSummary.from_bytes(files.summary.read_bytes())
+    except (OSError, ValueError) as exc:
         raise ConfigError(
             f"cannot read the summary {files.summary} ({exc}): run the batch first, "
             "or name its summary with --summary"
@@ -99,23 +108,21 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_cache(args: argparse.Namespace) -> int:
-    """`mira-batch cache stats PATH` or `cache prune PATH --older-than DAYS`.
+def cache_stats(path: Path, *, prune_older_than_days: float | None = None) -> int:
+    """`mira-batch cache stats PATH` (or `prune`, first forgetting old answers).
 
     Raises:
         ConfigError: the cache cannot be opened, or does not exist.
     """
-    settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
-    if not args.path.is_file():
-        raise ConfigError(f"no cache at {args.path}")
-    with AnswerCache(args.path) as cache:
-        if args.action == "prune":
-            removed = cache.prune(args.older_than)
+    if not path.is_file():
+        raise ConfigError(f"no cache at {path}")
+    with AnswerCache(path) as cache:
+        if prune_older_than_days is not None:
+            removed = cache.prune(prune_older_than_days)
             emit(
                 sys.stdout,
-                f"{args.path}: removed {removed} answers older than "
-                f"{args.older_than:g} days",
+                f"{path}: removed {removed} answers older than "
+                f"{prune_older_than_days:g} days",
             )
         stats = cache.stats()
     when = [
@@ -126,7 +133,7 @@ def run_cache(args: argparse.Namespace) -> int:
     ]
     emit(
         sys.stdout,
-        f"{args.path}: {stats.answers} answers, {stats.bytes:,} bytes; "
+        f"{path}: {stats.answers} answers, {stats.bytes:,} bytes; "
         f"oldest {when[0]}, newest {when[1]}",
     )
     return 0

@@ -3,10 +3,10 @@ account routes (each optional) with the run's key, sending no completion."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import sys
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -15,15 +15,14 @@ import orjson
 from worker.api.account import ACCOUNT_ROUTES, Account, AccountReader
 from worker.api.network import check_base_url_security
 from worker.app.validate import (
-    VALIDATE_SETTINGS,
     ValidationReport,
     render_report,
     report_object,
     validate_file,
 )
-from worker.config import Settings, load_api_key, load_settings
-from worker.logs import emit, register_secret, setup_logging
-from worker.report.cost import PriceBook, charged_prices
+from worker.config import Settings, load_api_key
+from worker.domain.prices import PriceBook, charged_prices
+from worker.logs import emit, register_secret
 
 # Requests beyond one per job: on Mira every refusal uses one of the day's
 # messages. `bench/run.py mira` saw 2 of 152 and 1 of 76 refused; 3% covers it.
@@ -190,43 +189,48 @@ def render_plan(plan: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_validate(args: argparse.Namespace) -> int:
+def validate(
+    settings: Settings,
+    source: str,
+    *,
+    online: bool = False,
+    as_json: bool = False,
+    price_overrides: Sequence[str] = (),
+) -> int:
     """`mira-batch validate`: the report on stdout; 1 when lines are invalid.
 
     Raises:
-        ConfigError: the input cannot be read, a bad --price, or (--online) a
-            key of the wrong shape. A missing key is a note: the pricing route
+        ConfigError: the input cannot be read, a bad --price, or (online) a key
+            of the wrong shape. A missing key is a note: the pricing route
             needs none.
     """
-    settings = load_settings(
-        **{name: getattr(args, name) for name in VALIDATE_SETTINGS}
-    )
-    setup_logging(settings.log_level, settings.log_format)
-    prices = PriceBook.build(None, args.price)
+    prices = PriceBook.build(None, price_overrides)
     key = None
-    if args.online:
+    if online:
         check_base_url_security(settings)
         if settings.api_key is not None or settings.api_key_file is not None:
             key = load_api_key(settings)
             register_secret(key)
     report = asyncio.run(
         validate_file(
-            args.input,
+            source,
             default_model=settings.model,
             system_as_user=settings.system_as_user,
         )
     )
     plan = None
-    if args.online:
+    if online:
         today = datetime.now(UTC).date()
-        prices, plan = asyncio.run(read_plan(settings, key, report, args.price, today))
-    if args.format == "json":
-        document = report_object(args.input, report, prices)
+        prices, plan = asyncio.run(
+            read_plan(settings, key, report, list(price_overrides), today)
+        )
+    if as_json:
+        document = report_object(source, report, prices)
         if plan is not None:
             document["account"] = plan
         emit(sys.stdout, orjson.dumps(document).decode())
     else:
-        text = render_report(args.input, report, prices)
+        text = render_report(source, report, prices)
         if plan is not None:
             text += "\n" + "\n".join(render_plan(plan))
         emit(sys.stdout, text)

@@ -10,10 +10,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-import orjson
-
 from worker.api.network import check_base_url_security
 from worker.config import Settings, load_api_key
+from worker.domain.summary import RunSummary
 from worker.files.cache import AnswerCache
 from worker.files.jsonl import open_input
 from worker.files.outputs import RunFiles, RunLock, check_output_paths
@@ -21,7 +20,6 @@ from worker.files.resume import (
     ResumeState,
     load_resume_state,
     release_failed,
-    set_aside_redone,
     start_fresh,
 )
 from worker.logs import register_secret
@@ -65,8 +63,6 @@ def prepared(
             unclean = ended_uncleanly(files)
             resume = _resume_state(files, mode, force=force)
             yield Prepared(api_key, source, resume, unclean, cache)
-            if resume.redone:  # one current record per id again, under the lock
-                set_aside_redone(files.results, files.errors, resume.redone)
         finally:
             if source is not sys.stdin.buffer:
                 source.close()
@@ -97,7 +93,7 @@ def ended_uncleanly(files: RunFiles) -> bool:
     try:
         if files.summary.stat().st_mtime < results_at:
             return True
-        summary = orjson.loads(files.summary.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        summary = RunSummary.from_bytes(files.summary.read_bytes())
+    except (OSError, ValueError):
         return True
-    return isinstance(summary, dict) and bool(summary.get("slots_left_held"))
+    return summary.slots_left_held > 0

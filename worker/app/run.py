@@ -1,25 +1,34 @@
-"""`mira-batch run`: prepare the files, run the pipeline, write the summary."""
+"""`mira-batch run`: prepare the files, build the run, drive it, then write and
+show what it left: the summary, the report page, the last metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from worker.api.account import read_prices
 from worker.api.client import Client, make_client
-from worker.app.loop import build_pipeline
-from worker.app.parts import RunParts
-from worker.app.prepare import Prepared, ResumeMode, prepared
-from worker.app.reporting import RunReport
+from worker.app.prepare import ResumeMode, prepared
+from worker.app.wiring import Run, build_run
 from worker.config import Settings
-from worker.files.outputs import RunFiles
-from worker.report.cost import PriceBook
+from worker.domain.prices import PriceBook
+from worker.domain.summary import RunSummary
+from worker.errors import ConfigError
+from worker.exits import StopReason
+from worker.files.outputs import RunFiles, atomic_write
+from worker.files.resume import set_aside_redone
+from worker.logs import scrub_bytes
+from worker.page.report import write_report
+from worker.report.summary import Ending, show_summary, summarize
 from worker.run.signals import handle_signals
 
 __all__ = ["ResumeMode", "execute_run"]
+
+log = logging.getLogger("worker.run")
 
 FSYNC_INTERVAL_S = 1.0
 
@@ -46,44 +55,68 @@ async def execute_run(
     out = out or sys.stderr
     with prepared(settings, files, mode=mode, force=force) as ready:
         prices = prices or await read_prices(settings, price_overrides)
-        parts = RunParts.build(
-            settings, files, ready, clock=clock, sleep=sleep, prices=prices
+        run = build_run(
+            settings,
+            files,
+            ready,
+            client=client_factory(settings, ready.api_key),
+            prices=prices,
+            clock=clock,
+            sleep=sleep,
         )
-        report = RunReport(parts, files.stem)
         started = time.monotonic()
-        client = client_factory(settings, ready.api_key)
-        await _drive(parts, report, ready, client, files, out)
-        summary = report.summary(files.listing(), elapsed_s=time.monotonic() - started)
-        return await report.finish(summary, files, out)
+        await _drive(run, ready.source, files, out)
+        summary = _summary(run, files, elapsed_s=time.monotonic() - started)
+        return await _finish(run, summary, files, out)
 
 
-async def _drive(
-    parts: RunParts,
-    report: RunReport,
-    ready: Prepared,
-    client: Client,
-    files: RunFiles,
-    out: TextIO,
-) -> None:
-    """The pipeline over the input, with the writer syncing, the metrics and
-    the progress display around it, and the signals handled."""
-    settings = parts.settings
-    with handle_signals(parts.stop):
+async def _drive(run: Run, source: BinaryIO, files: RunFiles, out: TextIO) -> None:
+    """The pipeline over the input, with the writer syncing, the metrics, the
+    timeline and the progress display around it, and the signals handled; then
+    one current record per id again when jobs were sent again."""
+    settings, live = run.settings, run.live
+    with handle_signals(run.stop):
         async with (
-            parts.writer.syncing(FSYNC_INTERVAL_S),
-            report.metrics_every(settings.progress_interval_s),
-            report.recording(),
-            client,
+            run.writer.syncing(FSYNC_INTERVAL_S),
+            live.metrics_every(settings.progress_interval_s),
+            live.recording(),
+            run.client,
+            live.progress(out),
         ):
-            pipeline = build_pipeline(
-                parts,
-                ready,
-                client,
-                shard=files.shard,
-                spent=report.total_cost,
-                estimate=lambda job: report.estimate(
-                    job.model, job.prompt_tokens_est, job.completion_tokens_est
-                ),
-            )
-            async with report.progress(out):
-                await pipeline.run(ready.source)
+            reading = await run.pipeline.run(source)
+    if reading.redone:  # under the run's lock still
+        set_aside_redone(files.results, files.errors, reading.redone)
+
+
+def _summary(run: Run, files: RunFiles, *, elapsed_s: float) -> RunSummary:
+    stop, live = run.stop, run.live
+    return summarize(
+        run.tally.stats,
+        ending=Ending(stop.reason, stop.message, stop.at, stop.abandoned),
+        elapsed_s=elapsed_s,
+        files=files.listing(),
+        concurrency=live.concurrency(),
+        learned=live.learned(),
+        cost=live.cost(),
+        timeline=live.timeline(),
+    )
+
+
+async def _finish(run: Run, summary: RunSummary, files: RunFiles, out: TextIO) -> int:
+    """Write the summary file and show it, then the report page and the last
+    metrics; return the exit code (7 when the summary could not be written; a
+    report that cannot be written is only a warning)."""
+    code = summary.exit_code
+    try:
+        atomic_write(files.summary, scrub_bytes(summary.to_bytes()))
+    except OSError as exc:
+        log.error("could not write the summary %s: %s", files.summary, exc.strerror)
+        code = StopReason.OUTPUT_FAILED.exit_code
+        summary = summary.model_copy(update={"exit_code": code})
+    show_summary(summary, out, log_format=run.settings.log_format)
+    try:
+        write_report(files, summary)
+    except (OSError, ConfigError) as exc:
+        log.warning("could not write the report %s: %s", files.report, exc)
+    await run.live.finish_metrics(code)
+    return code

@@ -6,15 +6,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.domain.prices import PriceBook
 from worker.errors import InvalidJobError
 from worker.files.idset import IdSet
 from worker.files.jobs import parse_job
 from worker.files.jsonl import iter_lines, open_input
-from worker.report.cost import PriceBook
 from worker.run.reader import SYSTEM_DROPPED
 
 MAX_PROBLEMS_SHOWN = 200
-VALIDATE_SETTINGS = ("model", "system_as_user", "dedupe", "base_url", "ca_bundle")
 
 
 @dataclass(slots=True)

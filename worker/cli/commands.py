@@ -53,8 +53,9 @@ def _add_collect(sub: Subparsers) -> None:
         description="Join the input with its results and errors files into a table: "
         "one row per non-blank line, in input order, with the content, tokens, "
         "cost, error and metadata; status is succeeded, failed, invalid or "
-        "pending (not done yet). Exit 2 for a missing input, or outputs that "
-        "belong to another input.",
+        "pending (not done yet). Offline: each record says what its job cost, "
+        "and the run's summary keeps the prices it used. Exit 2 for a missing "
+        "input, or outputs that belong to another input.",
     )
     col.add_argument("input", metavar="INPUT", help="the job file that was run")
     col.add_argument(
@@ -62,9 +63,15 @@ def _add_collect(sub: Subparsers) -> None:
         type=Path,
         help="the table; .csv, .jsonl or .parquet (default: <stem>.collected.csv)",
     )
-    _add_run_files(col, "results", "errors")
-    _add_settings(col, "model", "base_url", "ca_bundle")
-    add_price_flag(col)
+    _add_run_files(col, "results", "errors", "summary")
+    _add_settings(col, "model")
+    for name in ("--base-url", "--ca-bundle"):  # once for prices; kept for scripts
+        col.add_argument(name, help=argparse.SUPPRESS)
+    add_price_flag(
+        col,
+        "; only for records of earlier versions: a record says what its job "
+        "cost, and the run's summary keeps the prices it used",
+    )
 
 
 def _add_validate(sub: Subparsers) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import get_args
 
 from worker.config import Settings, load_settings
+from worker.domain.job import Shard
+from worker.domain.prices import PRICE_HELP
 from worker.errors import ConfigError
-from worker.files.jobs import Shard
-from worker.report.cost import PRICE_HELP
 
 
 def _number(text: str) -> float:

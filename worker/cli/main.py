@@ -5,9 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from worker.cli.adapters import (
+    cache_command,
+    collect_command,
+    demo_command,
+    report_command,
+    simulate_command,
+    validate_command,
+)
 from worker.cli.parser import build_parser
+from worker.cli.run import run_command
 from worker.config import LOG_FORMATS, LOG_LEVELS
 from worker.errors import ConfigError
 from worker.logs import setup_logging
@@ -16,6 +25,15 @@ log = logging.getLogger("worker")
 
 
 EXIT_USAGE = 2
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": run_command,
+    "validate": validate_command,
+    "collect": collect_command,
+    "report": report_command,
+    "cache": cache_command,
+    "simulate": simulate_command,
+    "demo": demo_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,26 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _early_choice(args, "log_format", "MIRA_LOG_FORMAT", LOG_FORMATS, "text"),
     )
     try:
-        if args.command == "run":
-            from worker.cli.run import run_command
-
-            return run_command(args)
-        if args.command == "validate":
-            from worker.app.plan import run_validate
-
-            return run_validate(args)
-        if args.command in ("collect", "report", "cache"):
-            from worker.app.collect import run_cache, run_collect, run_report
-
-            command = {"collect": run_collect, "report": run_report}
-            return command.get(args.command, run_cache)(args)
-        if args.command == "simulate":
-            from worker.sim.command import run_simulate
-
-            return run_simulate(args)
-        from worker.app.demo import run_demo
-
-        return run_demo(args.output_dir)
+        return COMMANDS[args.command](args)
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

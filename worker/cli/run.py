@@ -16,8 +16,8 @@ GC_GEN0_THRESHOLD = 50_000
 def run_command(args: argparse.Namespace) -> int:
     """`mira-batch run` with its flags: the files, the resume mode, the prices."""
     from worker.app.run import ResumeMode, execute_run
+    from worker.domain.prices import PriceBook
     from worker.files.outputs import RunFiles
-    from worker.report.cost import PriceBook
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)

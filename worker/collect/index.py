@@ -13,8 +13,8 @@ from worker.files.resume import read_records
 
 OUTCOME_COLUMNS = (
     "custom_id, status, content, finish_reason, model, prompt_tokens, "
-    "completion_tokens, total_tokens, error_code, error_message, attempts, "
-    "latency_s, request_id, request_fingerprint"
+    "completion_tokens, total_tokens, cost_rub, error_code, error_message, "
+    "attempts, latency_s, request_id, request_fingerprint"
 )
 _BATCH = 5_000
 
@@ -49,6 +49,7 @@ def _outcome(record: dict[str, Any], failed: bool) -> tuple[Any, ...]:
         _count(usage.get("prompt_tokens")),
         _count(usage.get("completion_tokens")),
         _count(usage.get("total_tokens")),
+        _amount(record.get("cost_rub")),
         code,
         error.get("message"),
         record.get("attempts"),
@@ -60,6 +61,13 @@ def _outcome(record: dict[str, Any], failed: bool) -> tuple[Any, ...]:
 
 def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _amount(value: object) -> float | None:
+    """What a record says its job cost (records of earlier versions say none)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value >= 0 else None
 
 
 class OutcomeIndex:
@@ -79,8 +87,11 @@ class OutcomeIndex:
             for _, record in read_records(path):
                 if record is None:
                     continue  # a torn last line: that job is pending
-                line = record.get("line")
-                batch.append((*_outcome(record, failed), _count(line)))
+                row = _outcome(record, failed)
+                # Only a line that is no job is found by its number: a job is
+                # found by its id, wherever its line has moved since.
+                line = _count(record.get("line")) if row[1] == "invalid" else None
+                batch.append((*row, line))
                 if len(batch) >= _BATCH:
                     self._insert(batch)
             self._insert(batch)
@@ -90,7 +101,7 @@ class OutcomeIndex:
     def _insert(self, batch: list[tuple[Any, ...]]) -> None:
         self._db.executemany(
             f"INSERT INTO outcome ({OUTCOME_COLUMNS}, line) "
-            f"VALUES ({', '.join('?' * 15)})",
+            f"VALUES ({', '.join('?' * 16)})",
             batch,
         )
         batch.clear()

@@ -16,9 +16,9 @@ from typing import Any
 
 from worker.collect.index import OUTCOME_COLUMNS, OutcomeIndex
 from worker.collect.rows import RowWriter, open_row_writer
+from worker.domain.prices import PriceBook
 from worker.errors import ConfigError
 from worker.files.jobs import read_line
-from worker.report.cost import PriceBook
 
 COLUMNS = (
     "line",
@@ -127,12 +127,13 @@ def _write_rows(
         if found is not None:
             row.update(zip(OUTCOME_COLUMNS.split(", "), found, strict=True))
             row["custom_id"] = row["custom_id"] or job_id
-        if row["status"] == "succeeded":
+        if row["cost_rub"] is None and row["status"] == "succeeded":
+            # A record of an earlier version: priced as the run priced.
             cost = prices.rubles(
                 model, row["prompt_tokens"] or 0, row["completion_tokens"] or 0
             )
             row["cost_rub"] = None if cost is None else round(cost, 8)
-            report.cost_rub += cost or 0.0
+        report.cost_rub += row["cost_rub"] or 0.0
         writer.write(row, metadata)
         report.rows += 1
         report.by_status[row["status"]] = report.by_status.get(row["status"], 0) + 1

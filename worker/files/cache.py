@@ -17,8 +17,8 @@ from types import TracebackType
 
 import orjson
 
+from worker.domain.answer import Answer
 from worker.errors import ConfigError
-from worker.files.records import Answer
 
 BUSY_TIMEOUT_MS = 30_000
 _OPEN_ATTEMPTS = 20
@@ -94,7 +94,9 @@ class AnswerCache:
         if row is None:
             return None
         body = orjson.loads(row[2])
-        return Answer(row[0], row[1], body) if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return None
+        return Answer(status=row[0], body=body, request_id=row[1])
 
     def put(self, fingerprint: str, answer: Answer) -> None:
         """Store a successful answer (the first one stored for a request stays)."""

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from worker.domain.job import Job
+from worker.domain.usage import words
 from worker.errors import InvalidJobError
 from worker.files.shapes import (
     body_from_line,
@@ -20,43 +22,16 @@ from worker.files.shapes import (
 DEFAULT_COMPLETION_ESTIMATE = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A valid job: what to send and what to copy into its output line."""
-
-    id: str
-    model: str
-    payload: bytes
-    metadata: dict[str, Any] | None
-    prompt_tokens_est: int
-    completion_tokens_est: int
-    system_messages: int = 0  # sent as such: Mira drops them
-    fingerprint: str = ""  # the request as sent, hashed (CONTRACT section 14)
-
-    @property
-    def tokens_est(self) -> int:
-        """Estimated tokens the request will cost, for --tpm and validation."""
-        return self.prompt_tokens_est + self.completion_tokens_est
-
-
-def shard_of(job_id: str, shard_count: int) -> int:
-    """A stable shard number for an id, the same on every machine and run."""
-    digest = hashlib.blake2b(job_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shard_count
-
-
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """As Mira counts (and bills) a prompt: whitespace-separated words."""
-    words = 0
+    count = 0
     for message in messages:
         content = message.get("content")
-        if isinstance(content, str):
-            words += len(content.split())
-        elif isinstance(content, list):
-            for part in content:
-                text = part.get("text") if isinstance(part, dict) else None
-                words += len(text.split()) if isinstance(text, str) else 0
-    return words
+        if isinstance(content, list):
+            count += sum(words(p.get("text")) for p in content if isinstance(p, dict))
+        else:
+            count += words(content)
+    return count
 
 
 def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,6 +87,15 @@ def read_line(
     if system_as_user:
         body["messages"] = fold_system(body["messages"])
     return Line(job_id, model, metadata, body)
+
+
+def read_id(raw: bytes, line_no: int) -> str | None:
+    """Only the id of an input line, when it reads as one: enough to tell its
+    shard and whether it is done, without building its request."""
+    try:
+        return read_job_id(load_object(raw, line_no), line_no)[0]
+    except InvalidJobError:
+        return None
 
 
 def parse_job(
@@ -181,16 +165,5 @@ def _job(
         completion_tokens_est=completion_est,
         system_messages=sum(1 for m in body["messages"] if m["role"] == "system"),
         fingerprint=hashlib.sha256(canonical).hexdigest(),
+        line=line_no,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """Run only the jobs whose stable hash of id modulo `count` is `index`."""
-
-    index: int
-    count: int
-
-    def holds(self, job_id: str) -> bool:
-        """True when this shard owns the id."""
-        return shard_of(job_id, self.count) == self.index

@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import BinaryIO
 
 from worker.errors import ConfigError
@@ -35,7 +35,7 @@ def count_lines(fh: BinaryIO) -> int:
 
     Used only to size tables up front; the file position is left where it was.
     """
-    if not _is_regular_file(fh):
+    if not is_regular_file(fh):
         return 0
     fd, count, offset = fh.fileno(), 0, 0
     while chunk := os.pread(fd, 1 << 20, offset):
@@ -44,7 +44,30 @@ def count_lines(fh: BinaryIO) -> int:
     return count
 
 
-def _is_regular_file(fh: BinaryIO) -> bool:
+def lines_after(fh: BinaryIO, after: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for every non-blank line past line `after` of a
+    regular file, read again from its start (the file position is left where it
+    was); nothing for a pipe, which cannot be read again."""
+    if not is_regular_file(fh):
+        return
+    fd, offset, line_no, pending = fh.fileno(), 0, 0, b""
+    while chunk := os.pread(fd, _CHUNK_BYTES * 16, offset):
+        offset += len(chunk)
+        newlines = chunk.count(b"\n")
+        if not pending and line_no + newlines < after:
+            line_no += newlines  # ends inside a line before `after`: only counted
+            continue
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            line_no += 1
+            if line_no > after and line.strip():
+                yield line_no, line
+    if pending.strip() and line_no + 1 > after:
+        yield line_no + 1, pending
+
+
+def is_regular_file(fh: BinaryIO) -> bool:
     try:
         return stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
     except (OSError, ValueError):
@@ -58,7 +81,7 @@ async def iter_lines(fh: BinaryIO) -> AsyncIterator[tuple[int, bytes]]:
     is read by a daemon thread, so a slow producer never stalls the requests in
     flight and an idle one never keeps a stopping run alive.
     """
-    chunks = _file_chunks(fh) if _is_regular_file(fh) else _pipe_chunks(fh)
+    chunks = _file_chunks(fh) if is_regular_file(fh) else _pipe_chunks(fh)
     pending = b""
     line_no = 0
     async for chunk in chunks:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from worker.domain.job import Shard
 from worker.errors import ConfigError
-from worker.files.jobs import Shard
 
 
 def check_output_paths(input_path: str, outputs: dict[str, Path]) -> None:

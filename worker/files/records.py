@@ -1,12 +1,16 @@
-"""Output lines in the OpenAI Batch output shape (CONTRACT section 5)."""
+"""Output lines in the OpenAI Batch output shape (CONTRACT section 5), built in
+one place from the job they are for."""
 
 from __future__ import annotations
 
 import itertools
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worker.domain.answer import Answer
+from worker.domain.job import Job
 from worker.errors import (
     InvalidJobError,
     JobError,
@@ -30,77 +34,27 @@ class RecordIds:
         return f"{self._prefix}{next(self._counter)}"
 
 
-def success_record(
-    record_id: str,
-    job_id: str,
-    *,
-    status: int,
-    request_id: str | None,
-    body: dict[str, Any],
-    metadata: dict[str, Any] | None,
-    attempts: int,
-    latency_s: float,
-    streamed: bool = False,
-    fingerprint: str | None = None,
-    deduplicated_from: str | None = None,
-    cached: bool = False,
-) -> dict[str, Any]:
-    """A results-file line."""
-    record: dict[str, Any] = {
-        "id": record_id,
-        "custom_id": job_id,
-        "response": {"status_code": status, "request_id": request_id, "body": body},
-        "error": None,
-    }
-    if metadata is not None:
-        record["metadata"] = metadata
-    record["attempts"] = attempts
-    record["latency_s"] = round(latency_s, 4)
-    record["request_fingerprint"] = fingerprint
-    if streamed:
-        record["streamed"] = True
-    if deduplicated_from is not None:
-        record["deduplicated_from"] = deduplicated_from
-    if cached:
-        record["cached"] = True
-    return record
+@dataclass(frozen=True, slots=True)
+class Effort:
+    """What a job's outcome took: its requests, the last one's latency, and
+    what they cost (RUB, as the run priced each answer)."""
+
+    attempts: int = 0
+    latency_s: float = 0.0
+    cost_rub: float = 0.0
 
 
-def error_record(
-    record_id: str,
-    job_id: str | None,
-    error: WorkerError,
-    *,
-    metadata: dict[str, Any] | None,
-    attempts: int | None = None,
-    line_no: int | None = None,
-    fingerprint: str | None = None,
-    deduplicated_from: str | None = None,
-) -> dict[str, Any]:
-    """An errors-file line; `response` holds the last HTTP status and body, if any."""
-    response = None
-    if error.status is not None:
-        response = {
-            "status_code": error.status,
-            "request_id": error.request_id,
-            "body": error.body,
-        }
-    record: dict[str, Any] = {
-        "id": record_id,
-        "custom_id": job_id,
-        "response": response,
-        "error": {"code": error_code(error), "message": error.message},
-    }
-    if line_no is not None:
-        record["line"] = line_no
-    if metadata is not None:
-        record["metadata"] = metadata
-    if attempts is not None:
-        record["attempts"] = attempts
-    record["request_fingerprint"] = fingerprint  # none for an invalid line
-    if deduplicated_from is not None:
-        record["deduplicated_from"] = deduplicated_from
-    return record
+NO_EFFORT = Effort()  # an outcome that sent nothing: cached, or shared
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A job's written outcome, its answer or its error, for the jobs that asked
+    the same request (--dedupe): `leader` is the job that asked it."""
+
+    leader: str
+    answer: Answer | None = None
+    error: JobError | None = None
 
 
 def error_code(error: WorkerError) -> str:
@@ -112,24 +66,24 @@ def error_code(error: WorkerError) -> str:
     return error.code
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A 2xx answer as it is recorded."""
-
-    status: int
-    request_id: str | None
-    body: dict[str, Any]
-    streamed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A job's written outcome, its answer or its error, for the jobs that asked
-    the same request (--dedupe): `leader` is the job that asked it."""
-
-    leader: str
-    answer: Answer | None = None
-    error: JobError | None = None
+def _tail(
+    record: dict[str, Any],
+    job: Job,
+    effort: Effort,
+    deduplicated_from: str | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What every record of a job carries after its answer or error."""
+    if job.metadata is not None:
+        record["metadata"] = job.metadata
+    record["attempts"] = effort.attempts
+    record["request_fingerprint"] = job.fingerprint
+    record["cost_rub"] = effort.cost_rub
+    if deduplicated_from is not None:
+        record["deduplicated_from"] = deduplicated_from
+    if extra:
+        record.update(extra)
+    return record
 
 
 class Recorder:
@@ -143,64 +97,79 @@ class Recorder:
 
     def answer(
         self,
-        job_id: str,
+        job: Job,
         answer: Answer,
+        effort: Effort,
         *,
-        metadata: dict[str, Any] | None,
-        attempts: int,
-        latency_s: float,
-        fingerprint: str | None = None,
         deduplicated_from: str | None = None,
-        cached: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write a job's answer.
+        """Write a job's answer; `extra` keys follow the record's own
+        (`cached`, and what an answer check adds).
 
         Raises:
             OutputError: the results file cannot be written; the run stops.
             orjson.JSONEncodeError: the answer cannot be serialised.
         """
-        self._writer.write_result(
-            success_record(
-                self._ids.next(),
-                job_id,
-                status=answer.status,
-                request_id=answer.request_id,
-                body=answer.body,
-                metadata=metadata,
-                attempts=attempts,
-                latency_s=latency_s,
-                streamed=answer.streamed,
-                fingerprint=fingerprint,
-                deduplicated_from=deduplicated_from,
-                cached=cached,
-            )
-        )
+        record: dict[str, Any] = {
+            "id": self._ids.next(),
+            "custom_id": job.id,
+            "response": {
+                "status_code": answer.status,
+                "request_id": answer.request_id,
+                "body": answer.body,
+            },
+            "error": None,
+            "latency_s": round(effort.latency_s, 4),
+        }
+        if answer.streamed:
+            record["streamed"] = True
+        self._writer.write_result(_tail(record, job, effort, deduplicated_from, extra))
 
     def failure(
         self,
-        job_id: str | None,
+        job: Job,
         error: WorkerError,
+        effort: Effort,
         *,
-        metadata: dict[str, Any] | None = None,
-        attempts: int | None = None,
-        line_no: int | None = None,
-        fingerprint: str | None = None,
         deduplicated_from: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write a job's (or an invalid line's) failure.
+        """Write a job's failure; `response` holds the last HTTP status and
+        body, if any.
 
         Raises:
             OutputError: the errors file cannot be written; the run stops.
         """
-        self._writer.write_error(
-            error_record(
-                self._ids.next(),
-                job_id,
-                error,
-                metadata=metadata,
-                attempts=attempts,
-                line_no=line_no,
-                fingerprint=fingerprint,
-                deduplicated_from=deduplicated_from,
-            )
-        )
+        record = _error_record(self._ids.next(), job.id, error)
+        record["line"] = job.line
+        self._writer.write_error(_tail(record, job, effort, deduplicated_from, extra))
+
+    def invalid(self, error: InvalidJobError, *, job_id: str | None) -> None:
+        """Write an input line's failure to become a job.
+
+        Raises:
+            OutputError: the errors file cannot be written; the run stops.
+        """
+        record = _error_record(self._ids.next(), job_id, error)
+        record["line"] = error.line_no
+        record["request_fingerprint"] = None  # no request was ever built
+        self._writer.write_error(record)
+
+
+def _error_record(
+    record_id: str, job_id: str | None, error: WorkerError
+) -> dict[str, Any]:
+    response = None
+    if error.status is not None:
+        response = {
+            "status_code": error.status,
+            "request_id": error.request_id,
+            "body": error.body,
+        }
+    return {
+        "id": record_id,
+        "custom_id": job_id,
+        "response": response,
+        "error": {"code": error_code(error), "message": error.message},
+    }

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from worker.api.answer import check_answer
+from worker.domain.answer import check_answer
 from worker.errors import ConfigError, WorkerError
 from worker.files.idset import FingerprintMap, IdSet
 from worker.files.jsonl import count_lines
@@ -34,10 +34,8 @@ class ResumeState:
     # Lines of the results file that hold no answer (an upstream-error or
     # moderation text, or nothing, kept by an earlier version): not done.
     not_answers: list[int] = field(default_factory=list)
-    # The fingerprint each done id's record was for (records that carry one),
-    # and the ids whose jobs changed that this run sends again (--redo-changed).
+    # The fingerprint each done id's record was for (records that carry one).
     fingerprints: FingerprintMap = field(default_factory=FingerprintMap)
-    redone: dict[str, str] = field(default_factory=dict)
 
 
 def repair_trailing_line(path: Path) -> int:

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import logging
 
-from worker.flow import caps
 from worker.flow.slots import AdaptiveLimiter
 
 log = logging.getLogger("worker.run")
+
+HELD_ELSEWHERE = (
+    "Mira's in-flight slots are held by requests that are not this run's (an "
+    "earlier run stopped hard, an answer cut at the server's timeout, or the web "
+    "chat); Mira frees them up to 5 minutes after they were taken. Waiting with "
+    "growing pauses, as each refusal uses one of the day's messages"
+)
 
 
 class HeldElsewhere:
@@ -25,20 +31,24 @@ class HeldElsewhere:
         self._limit_before: int | None = None
         self._said = False
 
-    def refused(self, retry_after_s: float, *, restore_to: int) -> float:
-        """Another such refusal; return the pause every request should take.
+    @property
+    def streak(self) -> int:
+        """Such refusals in a row so far (the pause doubles with each)."""
+        return self._streak
+
+    def refused(self, *, restore_to: int) -> None:
+        """Another such refusal: one request at a time from now.
 
         `restore_to` is the least limit the run returns to once one passes.
         """
         if not self._said:
             self._said = True
-            log.warning(caps.HELD_ELSEWHERE)
+            log.warning(HELD_ELSEWHERE)
         self._streak += 1
         if self._limit_before is None:
             self._limit_before = self._limiter.limit
             self._limiter.cut_to(1, new_event=False)
         self._limit_before = max(self._limit_before, restore_to)
-        return min(caps.HELD_PAUSE_MAX_S, retry_after_s * 2.0 ** (self._streak - 1))
 
     def answered(self) -> None:
         """A request went through: the slots are free again."""

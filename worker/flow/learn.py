@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from typing import Any
 
+from worker.domain.refusal import (
+    IN_FLIGHT_RETRY_AFTER_S,
+    MIRA_IN_FLIGHT,
+    SLOT_EXPIRY_S,
+    Refusal,
+)
+from worker.domain.summary import Learned, Window
 from worker.flow import caps
 from worker.flow.clock import Clock, Sleep
 from worker.flow.held import HeldElsewhere
@@ -48,7 +54,6 @@ class Learner:
         self._share, self._takeover_at = caps.shard_share(*shard)
         self.cap: int | None = None  # learned: the most that went through
         self.window: WindowLimiter | None = None
-        self.kinds: Counter[str] = Counter()  # 429s by what they meant
         self._proven = 0  # the highest limit a full round trip went through at
         self._streak = 0  # successes since the last 429
         self._beyond = False  # went past the documented cap without a 429
@@ -57,7 +62,7 @@ class Learner:
         self._probing: int | None = None
         self._failed_probes = 0
         self._next_probe_at = -math.inf
-        self._probe_cost_s = caps.IN_FLIGHT_RETRY_AFTER_S
+        self._probe_cost_s = IN_FLIGHT_RETRY_AFTER_S
         self._event_epoch = -1
         self._held = HeldElsewhere(limiter)
         self._answers = 0
@@ -100,7 +105,7 @@ class Learner:
         self._failed_probes = 0
         if self.cap is not None:
             self.cap = max(self.cap, level)
-        elif level > caps.MIRA_IN_FLIGHT:
+        elif level > MIRA_IN_FLIGHT:
             self._beyond = True
 
     def _grow(self) -> None:
@@ -124,7 +129,7 @@ class Learner:
         if latency is not None and latency < caps.MODEL_LATENCY_S:
             return self._limiter.ceiling
         if self._progress() >= self._takeover_at:
-            return caps.MIRA_IN_FLIGHT  # the larger shards should be done by now
+            return MIRA_IN_FLIGHT  # the larger shards should be done by now
         return self._share
 
     def _probe_pays(self, level: int, step: int) -> bool:
@@ -145,64 +150,68 @@ class Learner:
 
     # -- 429s -----------------------------------------------------------------
 
-    def on_rate_limited(
+    @property
+    def proven(self) -> int:
+        """The most in flight that a full round trip went through at."""
+        return self._proven
+
+    @property
+    def held_streak(self) -> int:
+        """Refusals in a row that found the slots held elsewhere."""
+        return self._held.streak
+
+    def on_refusal(
         self,
-        retry_after_s: float,
+        refusal: Refusal,
         in_flight_at_send: int,
         epoch: int,
         sent_at: float = -math.inf,
-    ) -> tuple[str, float]:
-        """Learn from a 429 to a request sent at `sent_at`; return its kind and
-        how long every request should hold back beyond its Retry-After."""
-        kind = caps.kind_of_429(retry_after_s, in_flight_at_send, self._proven)
-        mira_in_flight = retry_after_s == caps.IN_FLIGHT_RETRY_AFTER_S
-        if mira_in_flight and in_flight_at_send < caps.MIRA_IN_FLIGHT:
-            kind = "held"  # Mira's cap, full with fewer than 3 of ours
-        self.kinds[kind] += 1
+    ) -> None:
+        """Learn from a refused request sent at `sent_at` (with the slot epoch
+        it was sent in), as the refusal was judged."""
         self._streak = 0
-        if kind == "held":
-            return kind, self._held_elsewhere(retry_after_s)
-        if kind == "window":
-            self._learn_window(retry_after_s, sent_at)
-        elif kind == "other":
+        kind = refusal.kind
+        if refusal.held_elsewhere:
+            self._held_elsewhere()
+        elif kind == "window":
+            self._learn_window(refusal.retry_after_s, sent_at)
+        elif kind not in ("in_flight", "gpu_queue"):
             pass
         elif epoch == self._limiter.epoch:  # the first 429 of this event
             self._event_epoch = epoch
-            self._learn_cap(retry_after_s, in_flight_at_send)
+            self._learn_cap(refusal.retry_after_s, in_flight_at_send)
         elif epoch == self._event_epoch and self.cap is not None:
             # Sent before the cut, answered after: the same event, and the
             # smallest count that drew a 429 is the one that tells.
             self.cap = min(self.cap, max(1, in_flight_at_send - 1))
             self._limiter.cut_to(self.cap, new_event=False)
-        return kind, 0.0
 
-    def _held_elsewhere(self, retry_after_s: float) -> float:
+    def _held_elsewhere(self) -> None:
         restore_to = self._limiter.limit
         if self.cap is not None and self._cap_answers == self._answers:
             # Learned from the same burst, with no answer since: those slots
             # were held elsewhere too, so it is no cap of the account's.
             self.cap = None
             restore_to = max(restore_to, self._share)
-        return self._held.refused(retry_after_s, restore_to=restore_to)
+        self._held.refused(restore_to=restore_to)
 
-    def summary(self) -> dict[str, Any]:
+    def learned(self) -> Learned:
         """What was learned, for the summary."""
         window = self.window
-        return {
-            "in_flight": self.cap,
-            "window": None
+        return Learned(
+            in_flight=self.cap,
+            window=None
             if window is None
-            else {"requests": window.requests, "seconds": round(window.window_s, 1)},
-            "rate_limited": dict(self.kinds),
-        }
+            else Window(requests=window.requests, seconds=round(window.window_s, 1)),
+        )
 
     def _learn_cap(self, retry_after_s: float, in_flight_at_send: int) -> None:
         self._probing = None
         self._failed_probes += 1
         cap = max(1, in_flight_at_send - 1)
         backoff_s = caps.PROBE_BACKOFF_S * 2 ** (self._failed_probes - 1)
-        if cap < caps.MIRA_IN_FLIGHT:  # below Mira's 3: slots leaked, renewed
-            backoff_s = max(backoff_s, caps.SLOT_EXPIRY_S)  # by every acquire
+        if cap < MIRA_IN_FLIGHT:  # below Mira's 3: slots leaked, renewed
+            backoff_s = max(backoff_s, SLOT_EXPIRY_S)  # by every acquire
         self._next_probe_at = self._clock() + retry_after_s + backoff_s
         self._probe_cost_s = max(retry_after_s, 1.0)
         if self.cap != cap:

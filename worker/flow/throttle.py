@@ -7,20 +7,22 @@ takes an in-flight slot only once they would let it go, and gives the slot
 back if one of them closed meanwhile (a 429, or another worker's start). So
 `in_flight` is always the number of requests at the server, which is what the
 learner learns the account's cap from. Leaving the block reports the outcome
-to one hook, which feeds the learner and corrects --tpm by the usage reported.
+to one hook: an answer corrects --tpm by the usage reported and feeds the
+learner; a Retry-After is judged once (domain/refusal.py), and that decision,
+left on the turn, pauses the gate and teaches the learner.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from worker.errors import RateLimitedError
-from worker.files.jobs import Job
-from worker.flow import caps
+from worker.domain.job import Job
+from worker.domain.refusal import Refusal, judge
+from worker.domain.summary import Learned
+from worker.errors import RateLimitedError, RetryableError
 from worker.flow.clock import Clock, Sleep
 from worker.flow.gate import RetryAfterGate
 from worker.flow.learn import Learner
@@ -71,7 +73,6 @@ class Throttle:
         if not limits.first_alone:
             self.limiter.raise_to(self.learner.initial_limit)
         self._max_pause_s = limits.max_pause_s
-        self.refusals: Counter[str] = Counter(dict.fromkeys(caps.REFUSAL_KINDS, 0))
         self._rpm = _pacer(limits.rpm, clock, sleep)
         self._tpm = _pacer(limits.tpm, clock, sleep)
         self._tokens_estimated = 0
@@ -80,6 +81,25 @@ class Throttle:
         self._paced_by: tuple[Pacer | WindowLimiter, ...] = tuple(
             p for p in (self._rpm, self._tpm) if p is not None
         )
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        return self.limiter.limit
+
+    @property
+    def ceiling(self) -> int:
+        """The most ever allowed in flight (--concurrency)."""
+        return self.limiter.ceiling
+
+    @property
+    def decreases(self) -> int:
+        """How often the in-flight limit was cut."""
+        return self.limiter.decreases
+
+    def learned(self) -> Learned:
+        """What the run learned of the account's limits."""
+        return self.learner.learned()
 
     def turn(self, job: Job) -> Turn:
         """`async with throttle.turn(job) as turn:` wraps one attempt of a job."""
@@ -138,33 +158,42 @@ class Throttle:
         self.learner.on_success(turn.latency_s)
 
     def finished(self, turn: Turn, exc: BaseException | None) -> None:
-        """The hook for every end of a turn: the slot back, a 429 learned from."""
+        """The hook for every end of a turn: the slot back, and a Retry-After
+        judged once, its decision left on the turn for the retry loop."""
         self.limiter.release()
-        if isinstance(exc, RateLimitedError):
-            self.refusals[self._refused(turn, exc)] += 1
+        if isinstance(exc, RetryableError):
+            turn.refusal = self._judge(turn, exc)
 
-    def _refused(self, turn: Turn, exc: RateLimitedError) -> str:
-        """Learn from a 429; return its kind for the summary's refusals."""
+    def _judge(self, turn: Turn, exc: RetryableError) -> Refusal | None:
+        """Decide what a Retry-After means; pause the gate and teach the
+        learner by that decision, unless it stops the run."""
+        refused = isinstance(exc, RateLimitedError)
         retry_after_s = exc.retry_after_s
-        if retry_after_s == caps.DAILY_CAP_RETRY_AFTER_S:
-            return "daily"
-        if retry_after_s == caps.MONTHLY_BUDGET_RETRY_AFTER_S:
-            return "monthly"
-        if retry_after_s > self._max_pause_s:
-            return "other"  # a longer pause than the run takes stops it
-        kind, hold_s = self.learner.on_rate_limited(
-            retry_after_s, turn.in_flight_at_send, turn.epoch, turn.started
+        if retry_after_s is None or (retry_after_s <= 0 and not refused):
+            return None
+        learner = self.learner
+        refusal = judge(
+            retry_after_s,
+            rate_limited=refused,
+            in_flight_at_send=turn.in_flight_at_send,
+            proven=learner.proven,
+            max_pause_s=self._max_pause_s,
+            held_streak=learner.held_streak,
         )
-        if hold_s:
-            self.gate.defer(hold_s)
-            exc.counts_as_attempt = False  # not this job's failure
-        log.info(
-            "429 (%s): pausing all requests for %.3g s; %d allowed in flight",
-            kind,
-            max(retry_after_s, hold_s),
-            self.limiter.limit,
-        )
-        return "in_flight" if kind == "held" else kind
+        if refusal.stop is not None:
+            return refusal
+        if refused:
+            learner.on_refusal(
+                refusal, turn.in_flight_at_send, turn.epoch, turn.started
+            )
+            log.info(
+                "429 (%s): pausing all requests for %.3g s; %d allowed in flight",
+                refusal.kind,
+                refusal.pause_s,
+                self.limiter.limit,
+            )
+        self.gate.defer(refusal.pause_s)
+        return refusal
 
 
 class Turn:
@@ -177,6 +206,7 @@ class Turn:
         "in_flight_at_send",
         "job",
         "latency_s",
+        "refusal",
         "started",
     )
 
@@ -188,6 +218,8 @@ class Turn:
         self.started = 0.0
         self.in_flight_at_send = 0
         self.latency_s = 0.0
+        # The throttle's decision about a Retry-After this request drew.
+        self.refusal: Refusal | None = None
 
     async def __aenter__(self) -> Turn:
         await self._throttle.admit(self)

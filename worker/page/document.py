@@ -10,10 +10,10 @@ from __future__ import annotations
 import html
 from functools import cache
 from importlib import resources
-from typing import Any
 
 import orjson
 
+from worker.domain.summary import COMPLETED, RunSummary, Timeline
 from worker.page.tables import Outcomes
 
 POLICY = (
@@ -44,11 +44,11 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def render_page(stem: str, summary: dict[str, Any], outcomes: Outcomes) -> str:
+def render_page(stem: str, summary: RunSummary, outcomes: Outcomes) -> str:
     """The whole report as one HTML document."""
-    timeline = summary.get("timeline") or {"columns": [], "rows": [], "step_s": 1}
+    timeline = summary.timeline
     # `<` as an escape: no text in the data can close the script element.
-    data = orjson.dumps(timeline).decode().replace("<", "\\u003c")
+    data = orjson.dumps(timeline.model_dump()).decode().replace("<", "\\u003c")
     figures = "".join(
         f'<figure><figcaption>{title}</figcaption><div id="{name}"></div></figure>'
         for name, title in CHARTS
@@ -70,40 +70,35 @@ def render_page(stem: str, summary: dict[str, Any], outcomes: Outcomes) -> str:
     )
 
 
-def _step_note(timeline: dict[str, Any]) -> str:
-    rows = len(timeline.get("rows", []))
+def _step_note(timeline: Timeline) -> str:
     return (
-        f"Intervals of this run: {rows}, about {timeline.get('step_s', 1):g} s each "
-        "(a longer run keeps as many, each spanning longer)."
+        f"Intervals of this run: {len(timeline.rows)}, about {timeline.step_s:g} s "
+        "each (a longer run keeps as many, each spanning longer)."
     )
 
 
-def _header(stem: str, summary: dict[str, Any]) -> str:
-    reason = summary.get("stop_reason", "?")
-    code = summary.get("exit_code", "?")
-    kind = "stopped" if reason != "completed" else "ok" if code == 0 else "failed"
-    cost = summary.get("cost") or {}
+def _header(stem: str, summary: RunSummary) -> str:
+    reason, code = summary.stop_reason, summary.exit_code
+    kind = "stopped" if reason != COMPLETED else "ok" if code == 0 else "failed"
+    counts, cost = summary.counts, summary.cost
     totals = [
-        ("succeeded", summary.get("succeeded")),
-        ("failed", summary.get("failed")),
-        ("not attempted", summary.get("not_attempted")),
-        ("requests sent", (summary.get("requests") or {}).get("sent")),
-        ("429s", (summary.get("requests") or {}).get("by_status", {}).get("429", 0)),
-        ("retries", (summary.get("retries") or {}).get("total")),
-        (
-            "cost",
-            f"{cost.get('total', 0):,.2f} RUB at {cost.get('prices', 'list')} prices",
-        ),
-        ("elapsed", f"{summary.get('elapsed_s', 0):,.1f} s"),
-        ("jobs per second", summary.get("jobs_per_s")),
+        ("succeeded", counts.succeeded),
+        ("failed", counts.failed),
+        ("not attempted", counts.not_attempted),
+        ("requests sent", summary.requests.sent),
+        ("429s", summary.requests.by_status.get("429", 0)),
+        ("retries", summary.retries.get("total", 0)),
+        ("cost", f"{cost.total:,.2f} RUB at {cost.prices} prices"),
+        ("elapsed", f"{summary.elapsed_s:,.1f} s"),
+        ("jobs per second", summary.jobs_per_s),
     ]
     items = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in totals)
-    message = summary.get("message")
+    message = summary.message
     return (
         f'<header class="{kind}"><h1>{_e(stem)}: {_e(reason)} (exit code {_e(code)})'
         "</h1>"
         + (f"<p>{_e(message)}</p>" if message else "")
-        + f'<p class="next">Next step: {_e(summary.get("next_step", ""))}</p>'
+        + f'<p class="next">Next step: {_e(summary.next_step or "")}</p>'
         f'<dl class="totals">{items}</dl></header>'
     )
 

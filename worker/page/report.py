@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from worker.domain.summary import RunSummary
 from worker.files.outputs import RunFiles, atomic_write
 from worker.logs import scrub_bytes
 from worker.page.document import render_page
 from worker.page.tables import read_outcomes
 
 
-def write_report(files: RunFiles, summary: dict[str, Any]) -> Path | None:
+def write_report(files: RunFiles, summary: RunSummary) -> Path | None:
     """Write the run's report page, when it has one (atomically: a kill leaves
     the old page); return where.
 

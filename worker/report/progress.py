@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, Protocol, TextIO, cast
 
 from worker.config import Settings
-from worker.flow.slots import AdaptiveLimiter
 from worker.logs import logs_into
 from worker.report.display import LiveView, Snapshot
 from worker.report.stats import RunStats
@@ -22,6 +21,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker.progress")
 
 BAR_REFRESH_S = 0.25
+
+
+class InFlightLimit(Protocol):
+    """What the display shows of the in-flight limiter: where it is, and the
+    ceiling it may not pass."""
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def ceiling(self) -> int: ...
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -38,7 +48,7 @@ class ProgressReporter:
         self,
         settings: Settings,
         stats: RunStats,
-        limiter: AdaptiveLimiter,
+        limiter: InFlightLimit,
         out: TextIO,
         *,
         cost: Callable[[], float] | None = None,

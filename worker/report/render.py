@@ -4,90 +4,99 @@ from __future__ import annotations
 
 import re
 import textwrap
-from typing import Any
+
+from worker.domain.summary import Cost, Learned, RunSummary
 
 
 def _ms(value: object) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value * 1000:.0f} ms"
 
 
-def _cost(cost: dict[str, Any] | None) -> str:
+def _cost(cost: Cost) -> str:
     """The run's cost, by model, and the prices it is at (charged, list, --price)."""
-    if not cost or not cost["by_model"]:
+    if not cost.by_model:
         return "nothing spent"
     parts = [
-        f"{model} {'?' if c['cost'] is None else format(c['cost'], ',.4f')}"
-        for model, c in cost["by_model"].items()
+        f"{model} {'?' if c.cost is None else format(c.cost, ',.4f')}"
+        for model, c in cost.by_model.items()
     ]
-    prices = cost.get("prices", "list")
     return (
-        f"{cost['total']:,.4f} {cost['currency']} at {prices} prices "
+        f"{cost.total:,.4f} {cost.currency} at {cost.prices} prices "
         f"({', '.join(parts)})"
     )
 
 
-def _learned(limits: dict[str, Any]) -> str:
+def _learned(limits: Learned) -> str:
     """What the account allowed, with the flags that pin it next time."""
     parts, flags = [], []
-    if limits.get("in_flight"):
-        parts.append(f"{limits['in_flight']} in flight")
-        flags.append(f"--concurrency {limits['in_flight']}")
-    window = limits.get("window")
-    if window:
-        parts.append(f"{window['requests']} requests per {window['seconds']:g} s")
-        flags.append(f"--rpm {window['requests'] * 60 / window['seconds']:.0f}")
+    if limits.in_flight:
+        parts.append(f"{limits.in_flight} in flight")
+        flags.append(f"--concurrency {limits.in_flight}")
+    if window := limits.window:
+        parts.append(f"{window.requests} requests per {window.seconds:g} s")
+        flags.append(f"--rpm {window.requests * 60 / window.seconds:.0f}")
     if not parts:
         return "no limit met"
     return f"{', '.join(parts)} (pin with {' '.join(flags)})"
 
 
-def render_summary(summary: dict[str, Any], columns: int | None = None) -> str:
+def _jobs(summary: RunSummary) -> str:
+    """Every count the summary file has: outcomes, and where answers came from."""
+    counts = summary.counts
+    text = (
+        f"{counts.total} total: {counts.succeeded} succeeded, "
+        f"{counts.failed} failed ({summary.invalid} invalid lines), "
+        f"{counts.skipped} done before, {counts.not_attempted} not attempted"
+    )
+    reused = []
+    if summary.cache_hits or summary.cache_misses:
+        reused.append(
+            f"{summary.cache_hits} from the cache ({summary.cache_misses} not in it)"
+        )
+    if summary.deduplicated:
+        reused.append(f"{summary.deduplicated} shared a duplicate's request")
+    return "; ".join([text, *reused])
+
+
+def render_summary(summary: RunSummary, columns: int | None = None) -> str:
     """Aligned lines: outcomes, retries, tokens, latency, throughput, next step;
     each value wrapped between its phrases to fit `columns` (None: no limit)."""
-    retries = dict(summary["retries"])
+    retries = dict(summary.retries)
     retry_total = retries.pop("total", 0)
     causes = ", ".join(f"{cause} {n}" for cause, n in sorted(retries.items())) or "none"
-    latency = summary["latency_s"]
-    tokens = summary["tokens"]
+    latency, tokens, files = summary.latency_s, summary.tokens, summary.files
     rows = [
-        ("stop reason", f"{summary['stop_reason']} (exit {summary['exit_code']})"),
-        (
-            "jobs",
-            f"{summary['total']} total: {summary['succeeded']} succeeded, "
-            f"{summary['failed']} failed ({summary['invalid']} invalid lines), "
-            f"{summary['skipped']} done before, "
-            f"{summary['not_attempted']} not attempted",
-        ),
+        ("stop reason", f"{summary.stop_reason} (exit {summary.exit_code})"),
+        ("jobs", _jobs(summary)),
         ("retries", f"{retry_total} ({causes})"),
         (
             "tokens",
-            f"{tokens['total']:,} ({tokens['prompt']:,} prompt + "
-            f"{tokens['completion']:,} completion)",
+            f"{tokens.total:,} ({tokens.prompt:,} prompt + "
+            f"{tokens.completion:,} completion)",
         ),
         (
             "latency",
-            f"p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])}, "
-            f"p99 {_ms(latency['p99'])}",
+            f"p50 {_ms(latency.p50)}, p95 {_ms(latency.p95)}, p99 {_ms(latency.p99)}",
         ),
         (
             "throughput",
-            f"{summary['requests']['sent']} requests in {summary['elapsed_s']:.1f} s "
-            f"({summary['requests_per_s']:.1f}/s), concurrency ended at "
-            f"{summary['concurrency']['final']} of {summary['concurrency']['ceiling']}",
+            f"{summary.requests.sent} requests in {summary.elapsed_s:.1f} s "
+            f"({summary.requests_per_s:.1f}/s), concurrency ended at "
+            f"{summary.concurrency.final} of {summary.concurrency.ceiling}",
         ),
-        ("cost", _cost(summary.get("cost"))),
-        ("learned", _learned(summary.get("learned_limits") or {})),
-        ("results", summary["files"]["results"]),
-        ("errors", summary["files"]["errors"]),
+        ("cost", _cost(summary.cost)),
+        ("learned", _learned(summary.learned_limits)),
+        ("results", files.get("results", "-")),
+        ("errors", files.get("errors", "-")),
     ]
-    if summary["files"].get("report"):
-        rows.append(("report", summary["files"]["report"]))
+    if files.get("report"):
+        rows.append(("report", files["report"]))
     if account := _account(summary):
         rows.insert(-2, ("account", account))
-    if summary.get("message"):
-        rows.insert(1, ("why", summary["message"]))
-    if summary.get("next_step"):
-        rows.append(("next", summary["next_step"]))
+    if summary.message:
+        rows.insert(1, ("why", summary.message))
+    if summary.next_step:
+        rows.append(("next", summary.next_step))
     return _table("mira-batch summary", rows, columns)
 
 
@@ -124,9 +133,9 @@ def fit_phrases(value: str, room: int | None) -> list[str]:
     return lines
 
 
-def _account(summary: dict[str, Any]) -> str:
-    refusals = summary.get("daily_messages_on_refusals")
-    held = summary.get("slots_left_held")
+def _account(summary: RunSummary) -> str:
+    refusals = summary.daily_messages_on_refusals
+    held = summary.slots_left_held
     parts = []
     if refusals:
         parts.append(f"{refusals} daily messages spent on refusals")

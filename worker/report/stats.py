@@ -10,6 +10,8 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
+from worker.domain.refusal import REFUSAL_KINDS
+
 _BUCKET_BASE = 1e-4
 _BUCKET_GROWTH = 1.02
 _BUCKETS = 900  # 0.1 ms .. ~6,000 s in 2% steps
@@ -82,6 +84,10 @@ class RunStats:
     total_tokens: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    # requests answered 429, by what the refusal meant (domain/refusal.py)
+    refusals: Counter[str] = field(
+        default_factory=lambda: Counter(dict.fromkeys(REFUSAL_KINDS, 0))
+    )
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     untrusted_usage_seen: bool = False
     jobs_with_system: int = 0
@@ -92,6 +98,7 @@ class RunStats:
     tokens_by_model: dict[str, list[int]] = field(default_factory=dict)
     # model -> kopecks, each answer priced as it came (models with a price)
     kopecks_by_model: dict[str, float] = field(default_factory=dict)
+    kopecks: float = 0.0  # their sum
 
     @property
     def done(self) -> int:

@@ -1,112 +1,128 @@
-"""The summary file's content (CONTRACT section 5), built from the run's counts."""
+"""The run summary built from the run's counts (CONTRACT section 5), and shown:
+a table for people, or one JSON log line for log collectors."""
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from typing import Any, TextIO
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TextIO
 
-import orjson
-
+from worker.domain.refusal import DAILY_MESSAGE_KINDS, daily_cap_times
+from worker.domain.summary import (
+    COMPLETED,
+    Concurrency,
+    Cost,
+    Counts,
+    DailyCap,
+    Latency,
+    Learned,
+    Requests,
+    RunSummary,
+    Timeline,
+    Tokens,
+)
 from worker.exits import StopReason, exit_code_for
-from worker.files.outputs import atomic_write
-from worker.logs import emit, scrub_bytes
+from worker.logs import emit
 from worker.report.render import render_summary
 from worker.report.stats import RunStats
 
 log = logging.getLogger("worker.run")
 
-COMPLETED = "completed"
 _NEXT_WHEN_COMPLETED = {
     False: "nothing: every job has an outcome",
     True: "read the errors file; fix the cause and rerun with --retry-failed",
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How the run ended: why it stopped (None: it completed), when, and the
+    requests its stop cancelled in flight."""
+
+    reason: StopReason | None = None
+    message: str | None = None
+    at: datetime | None = None
+    abandoned: int = 0
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def build_summary(
+def summarize(
     stats: RunStats,
     *,
-    reason: StopReason | None,
-    message: str | None,
+    ending: Ending,
     elapsed_s: float,
     files: dict[str, str],
-    concurrency: dict[str, int],
-    learned: dict[str, Any] | None = None,
-    cost: dict[str, Any] | None = None,
-    account: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The summary file's content (CONTRACT section 5)."""
-    counts = {
-        "total": stats.total,
-        "succeeded": stats.succeeded,
-        "failed": stats.failed,
-        "skipped": stats.skipped,
-        "not_attempted": stats.not_attempted,
-    }
+    concurrency: Concurrency,
+    learned: Learned,
+    cost: Cost,
+    timeline: dict[str, object],
+) -> RunSummary:
+    """The summary of one run."""
+    reason = ending.reason
     any_failed = stats.failed + stats.failed_before > 0
-    next_step = _NEXT_WHEN_COMPLETED[any_failed] if reason is None else reason.next_step
-    return {
-        **counts,
-        "counts": counts,
-        "invalid": stats.invalid,
-        "jobs_with_system_messages": stats.jobs_with_system,
-        "deduplicated": stats.deduplicated,
-        "cache_hits": stats.cache_hits,
-        "cache_misses": stats.cache_misses,
-        "succeeded_before": stats.succeeded_before,
-        "failed_before": stats.failed_before,
-        "input_complete": stats.input_complete,
-        "stop_reason": COMPLETED if reason is None else reason.label,
-        "message": message,
-        "next_step": next_step,
-        "exit_code": exit_code_for(reason, any_failed=any_failed),
-        "cost": cost,
-        **_traffic(stats),
-        "concurrency": concurrency,
-        "learned_limits": learned or {"in_flight": None, "window": None},
-        **(account or {}),
-        **_rates(stats, elapsed_s),
-        "files": files,
-    }
-
-
-def _traffic(stats: RunStats) -> dict[str, Any]:
-    """Tokens, requests, retries and latency."""
+    daily_cap = None
+    if reason is StopReason.DAILY_CAP and ending.at is not None:
+        daily_cap = DailyCap(**daily_cap_times(ending.at))
     latency = stats.latency
-    return {
-        "tokens": {
-            "prompt": stats.prompt_tokens,
-            "completion": stats.completion_tokens,
-            "total": stats.total_tokens,
-        },
-        "requests": {
-            "sent": stats.requests_sent,
-            "by_status": {str(k): v for k, v in sorted(stats.statuses.items())},
-        },
-        "retries": {"total": sum(stats.retries.values()), **dict(stats.retries)},
-        "latency_s": {
-            "p50": _round(latency.percentile(50)),
-            "p95": _round(latency.percentile(95)),
-            "p99": _round(latency.percentile(99)),
-            "max": _round(latency.max_s if latency.count else None),
-        },
-    }
-
-
-def _rates(stats: RunStats, elapsed_s: float) -> dict[str, Any]:
-    """The run's length and how fast it went."""
-    return {
-        "elapsed_s": round(elapsed_s, 3),
-        "requests_per_s": round(stats.requests_sent / elapsed_s, 2)
+    refusals = dict(stats.refusals)
+    return RunSummary(
+        counts=Counts(
+            total=stats.total,
+            succeeded=stats.succeeded,
+            failed=stats.failed,
+            skipped=stats.skipped,
+            not_attempted=stats.not_attempted,
+        ),
+        invalid=stats.invalid,
+        jobs_with_system_messages=stats.jobs_with_system,
+        deduplicated=stats.deduplicated,
+        cache_hits=stats.cache_hits,
+        cache_misses=stats.cache_misses,
+        succeeded_before=stats.succeeded_before,
+        failed_before=stats.failed_before,
+        input_complete=stats.input_complete,
+        stop_reason=COMPLETED if reason is None else reason.label,
+        message=ending.message,
+        next_step=_NEXT_WHEN_COMPLETED[any_failed]
+        if reason is None
+        else reason.next_step,
+        exit_code=exit_code_for(reason, any_failed=any_failed),
+        cost=cost,
+        tokens=Tokens(
+            prompt=stats.prompt_tokens,
+            completion=stats.completion_tokens,
+            total=stats.total_tokens,
+        ),
+        requests=Requests(
+            sent=stats.requests_sent,
+            by_status={str(k): v for k, v in sorted(stats.statuses.items())},
+        ),
+        retries={"total": sum(stats.retries.values()), **stats.retries},
+        latency_s=Latency(
+            p50=_round(latency.percentile(50)),
+            p95=_round(latency.percentile(95)),
+            p99=_round(latency.percentile(99)),
+            max=_round(latency.max_s if latency.count else None),
+        ),
+        concurrency=concurrency,
+        learned_limits=learned,
+        refusals=refusals,
+        daily_messages_on_refusals=sum(refusals[k] for k in DAILY_MESSAGE_KINDS),
+        slots_left_held=ending.abandoned,
+        daily_cap=daily_cap,
+        elapsed_s=round(elapsed_s, 3),
+        requests_per_s=round(stats.requests_sent / elapsed_s, 2)
         if elapsed_s > 0
         else 0.0,
-        "jobs_per_s": round(stats.done / elapsed_s, 2) if elapsed_s > 0 else 0.0,
-    }
+        jobs_per_s=round(stats.done / elapsed_s, 2) if elapsed_s > 0 else 0.0,
+        files=files,
+        timeline=Timeline.model_validate(timeline),
+    )
 
 
 def _columns(out: TextIO) -> int | None:
@@ -117,26 +133,17 @@ def _columns(out: TextIO) -> int | None:
         return None
 
 
-def write_summary(
-    summary: dict[str, Any], path: Path, out: TextIO, *, log_format: str
-) -> int:
-    """Write the summary file and show it (a table, or one JSON log line without
-    the timeline); return the exit code: 7 when the file could not be written."""
-    document = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
-    try:
-        atomic_write(path, scrub_bytes(document))
-    except OSError as exc:
-        log.error("could not write the summary %s: %s", path, exc.strerror)
-        summary["exit_code"] = StopReason.OUTPUT_FAILED.exit_code
+def show_summary(summary: RunSummary, out: TextIO, *, log_format: str) -> None:
+    """The summary for people (a table on `out`), or for log collectors (one
+    JSON log line, without the timeline)."""
     if log_format == "json":
-        # Log collectors get the summary as one JSON line like every other.
-        shown = {k: v for k, v in summary.items() if k != "timeline"}
         log.info(
             "run finished: %s",
-            summary["stop_reason"],
-            extra={"stop_reason": summary["stop_reason"], "summary": shown},
+            summary.stop_reason,
+            extra={
+                "stop_reason": summary.stop_reason,
+                "summary": summary.to_json(timeline=False),
+            },
         )
     else:
         emit(out, render_summary(summary, _columns(out)))
-    code: int = summary["exit_code"]
-    return code

@@ -4,12 +4,24 @@ happened, and only this turns it into RunStats."""
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
-from worker.api.usage import read_usage
-from worker.report.cost import PriceBook
+from worker.domain.prices import PriceBook
+from worker.domain.usage import read_usage
 from worker.report.stats import RunStats
 
 log = logging.getLogger("worker.run")
+
+
+class Charge(NamedTuple):
+    """What one answer counts for: its tokens, and its cost in kopecks at the
+    run's prices (0 when its model has no price)."""
+
+    tokens: int
+    kopecks: float
+
+
+NOTHING = Charge(0, 0.0)
 
 
 class Tally:
@@ -63,28 +75,34 @@ class Tally:
 
     def refused(
         self, status: int | None, *, body: object = None, model: str = ""
-    ) -> None:
-        """A request ended without an answer (`status` when the server sent one).
+    ) -> Charge:
+        """A request ended without an answer (`status` when the server sent one);
+        return what it is billed.
 
         A 200 that is no answer (Mira's upstream-error text, a moderated or an
         empty one) is still billed by its usage: its tokens and cost count.
         """
         self.stats.in_flight -= 1
-        if status is not None:
-            self.stats.statuses[status] += 1
-            if 200 <= status < 300 and isinstance(body, dict):
-                self.used(body.get("usage"), model)
+        if status is None:
+            return NOTHING
+        self.stats.statuses[status] += 1
+        if 200 <= status < 300 and isinstance(body, dict):
+            return self.used(body.get("usage"), model)
+        return NOTHING
 
-    def answered(self, status: int, latency_s: float, usage: object, model: str) -> int:
-        """A request was answered; return the tokens it counts for."""
+    def answered(
+        self, status: int, latency_s: float, usage: object, model: str
+    ) -> Charge:
+        """A request was answered; return what it counts for."""
         stats = self.stats
         stats.in_flight -= 1
         stats.statuses[status] += 1
         stats.latency.add(latency_s)
         return self.used(usage, model)
 
-    def used(self, usage: object, model: str = "") -> int:
-        """Tokens an answer reports (untrusted); return its total as counted."""
+    def used(self, usage: object, model: str = "") -> Charge:
+        """Tokens an answer reports (untrusted); return its total as counted,
+        and its cost."""
         stats = self.stats
         prompt, completion, total, suspect = read_usage(usage)
         if suspect is not None and not stats.untrusted_usage_seen:
@@ -97,17 +115,22 @@ class Tally:
         stats.prompt_tokens += prompt
         stats.completion_tokens += completion
         stats.total_tokens += total
-        if model:
-            tokens = stats.tokens_by_model.setdefault(model, [0, 0])
-            tokens[0] += prompt
-            tokens[1] += completion
-            # Priced answer by answer: Mira floors each charge to whole kopecks.
-            kopecks = self.prices.kopecks(model, prompt, completion)
-            if kopecks is not None:
-                stats.kopecks_by_model[model] = (
-                    stats.kopecks_by_model.get(model, 0.0) + kopecks
-                )
-        return total
+        if not model:
+            return Charge(total, 0.0)
+        tokens = stats.tokens_by_model.setdefault(model, [0, 0])
+        tokens[0] += prompt
+        tokens[1] += completion
+        # Priced answer by answer: Mira floors each charge to whole kopecks.
+        kopecks = self.prices.kopecks(model, prompt, completion)
+        if kopecks is None:
+            return Charge(total, 0.0)
+        stats.kopecks_by_model[model] = stats.kopecks_by_model.get(model, 0.0) + kopecks
+        stats.kopecks += kopecks
+        return Charge(total, kopecks)
+
+    def refusal(self, kind: str) -> None:
+        """A request was refused (429), as the throttle judged it."""
+        self.stats.refusals[kind] += 1
 
     def retrying(self, started: bool) -> None:
         """A job's first retry begins (True) or its retries ended (False)."""

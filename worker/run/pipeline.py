@@ -1,11 +1,14 @@
 """The run loop: reader -> bounded queue -> N workers, in one task group, supervised.
 
 The supervisor owns every way the group ends early, and does all of it by
-cancellation. A graceful stop cancels the reader (which still posts the end
-markers) and every worker that is only waiting, gives requests in flight the
-grace inside `asyncio.timeout`, then cancels the group. A fatal stop, or a
-second signal, cancels the group at once. The deadline is a graceful stop, and
-the budgets are checked here, just before each request is sent.
+cancellation. A stop cancels the reader (which still posts the end markers) and
+every worker that is only waiting, gives requests in flight a grace inside
+`asyncio.timeout`, then cancels the group: --shutdown-grace for a graceful stop
+(a signal, the deadline, a budget), at most FATAL_GRACE_S once the key or the
+balance is gone (a 401 or 402: answers already paid for still land, and the
+process still exits within 2 s). An output failure, or a second signal,
+cancels the group at once. The budgets are checked here, just before each
+request is sent.
 """
 
 from __future__ import annotations
@@ -15,36 +18,46 @@ import logging
 from collections.abc import Callable
 from typing import BinaryIO
 
+from worker.domain.job import Job
+from worker.domain.prices import PriceBook
 from worker.exits import StopReason
-from worker.files.jobs import Job
 from worker.report.stats import RunStats
 from worker.run.crew import Crew
 from worker.run.queue import JobQueue
-from worker.run.reader import Intake, feed
+from worker.run.reader import Intake, Reading, count_unread, feed
 from worker.run.sender import Sender
 from worker.run.stop import StopController
 
 log = logging.getLogger("worker.run")
+
+# A 401 or 402 stops the run: requests in flight get this long to land.
+FATAL_GRACE_S = 1.0
+# After a stop, the rest of the input is counted for the summary within this.
+COUNT_UNREAD_S = 1.0
 
 
 class CostCap:
     """--max-cost: what the run has spent, and what its requests in flight may
     still cost at their estimates."""
 
-    __slots__ = ("_cap_rub", "_estimate", "_pending_rub", "_spent", "_warned")
+    __slots__ = ("_cap_rub", "_pending_rub", "_prices", "_spent", "_warned")
 
     def __init__(
-        self,
-        cap_rub: float,
-        *,
-        spent: Callable[[], float],
-        estimate: Callable[[Job], float],
+        self, cap_rub: float, *, spent: Callable[[], float], prices: PriceBook
     ) -> None:
         self._cap_rub = cap_rub
         self._spent = spent
-        self._estimate = estimate
+        self._prices = prices
         self._pending_rub = 0.0
         self._warned = False
+
+    def _estimate(self, job: Job) -> float:
+        """What a request may cost at most, RUB, at its estimated tokens (0
+        when its model has no price)."""
+        rubles = self._prices.rubles(
+            job.model, job.prompt_tokens_est, job.completion_tokens_est
+        )
+        return rubles or 0.0
 
     def admit(self, job: Job) -> str | None:
         """Take `job`'s estimate in; why not, when it could pass the cap."""
@@ -133,10 +146,10 @@ class Pipeline:
         self._grace_s = grace_s
         self._reading: asyncio.Task[None] | None = None
 
-    async def run(self, source: BinaryIO) -> None:
-        """Process every job of `source` until done or stopped.
-
-        How the run ended is left on the StopController (no reason = completed).
+    async def run(self, source: BinaryIO) -> Reading:
+        """Process every job of `source` until done or stopped; return what the
+        reader learned. How the run ended is left on the StopController (no
+        reason = completed).
         """
         work = asyncio.create_task(self._work(source), name="mira-batch work")
         try:
@@ -148,6 +161,9 @@ class Pipeline:
             await asyncio.wait([work])
         if not work.cancelled() and (error := work.exception()) is not None:
             raise error  # a bug: the caller reports it with its traceback
+        if not self._intake.tally.stats.input_complete:
+            count_unread(source, self._intake, budget_s=COUNT_UNREAD_S)
+        return self._intake.reading()
 
     async def _work(self, source: BinaryIO) -> None:
         queue = JobQueue(self._workers)
@@ -174,13 +190,7 @@ class Pipeline:
             return  # stopped before anything started: the group is cancelled
         self._reading.cancel()
         self._crew.drain()
-        try:
-            async with asyncio.timeout(self._grace_s):
-                await _first(work, stop.cancelling)
-        except TimeoutError:
-            why = f"grace period of {self._grace_s:g} s over"
-        else:
-            why = "the stop cannot wait"
+        why = await self._drain(work)
         if not work.done() and (in_flight := self._crew.sending_count()):
             stop.abandoned = in_flight
             log.warning(
@@ -190,11 +200,33 @@ class Pipeline:
                 in_flight,
             )
 
+    async def _drain(self, work: asyncio.Task[None]) -> str:
+        """Give requests in flight their grace; say why it ended, if early."""
+        stop, loop = self._stop, asyncio.get_running_loop()
+        grace_s = self._grace_s
+        end, hurried = loop.time() + grace_s, False
+        while not work.done():
+            if stop.hurried.is_set() and not hurried:
+                # A 401 or 402: what is paid for may still land, briefly.
+                hurried, grace_s = True, min(grace_s, FATAL_GRACE_S)
+                end = min(end, loop.time() + grace_s)
+            try:
+                async with asyncio.timeout_at(end):
+                    await _first(
+                        work, stop.cancelling, *(() if hurried else (stop.hurried,))
+                    )
+            except TimeoutError:
+                return f"grace period of {grace_s:g} s over"
+            if stop.cancelling.is_set():
+                return "the stop cannot wait"
+        return ""
 
-async def _first(work: asyncio.Task[None], event: asyncio.Event) -> None:
-    """Return when the work is done or the event is set, whichever comes first."""
-    waiter = asyncio.ensure_future(event.wait())
+
+async def _first(work: asyncio.Task[None], *events: asyncio.Event) -> None:
+    """Return when the work is done or an event is set, whichever comes first."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([work, *waiters], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
+        for waiter in waiters:
+            waiter.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from worker.files.jobs import Job
+from worker.domain.job import Job
 
 QUEUE_LOW_WATER = 32
 

@@ -7,17 +7,19 @@ an invalid line is answered here with its error record (CONTRACT section 4).
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from worker.domain.job import Job, Shard
 from worker.errors import InvalidJobError, OutputError
-from worker.files.cache import AnswerCache
 from worker.files.idset import IdSet, fingerprint64
-from worker.files.jobs import Job, Shard, parse_job
-from worker.files.jsonl import count_lines, iter_lines
+from worker.files.jobs import parse_job, read_id
+from worker.files.jsonl import count_lines, is_regular_file, iter_lines, lines_after
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
 from worker.report.tally import Tally
-from worker.run.dedupe import Dedupe
+from worker.run.hooks import Hooks
 from worker.run.queue import JobQueue
 
 log = logging.getLogger("worker.run")
@@ -48,26 +50,32 @@ class Intake:
         resume: ResumeState,
         tally: Tally,
         recorder: Recorder,
+        hooks: Hooks | None = None,
         expected_lines: int = 0,
         system_as_user: bool = False,
-        dedupe: Dedupe | None = None,
         redo_changed: bool = False,
-        cache: AnswerCache | None = None,
     ) -> None:
         self._default_model = default_model
-        self._cache = cache
+        self._hooks = hooks or Hooks()
         self._redo_changed = redo_changed
-        self.changed_lines: list[int] = []
-        self._dedupe = dedupe
         self._system_as_user = system_as_user
         self._shard = shard
         self._resume = resume
         self.tally = tally
         self._recorder = recorder
         self._seen = IdSet(expected=expected_lines)
+        self._changed_lines: list[int] = []
+        self._redone: dict[str, str] = {}
+        self.last_line = 0  # the last input line admitted or turned away
 
     def admit(self, line_no: int, raw: bytes) -> Job | None:
-        """The job to run for this line, or None (other shard, done, or invalid)."""
+        """The job to run for this line, or None (other shard, done, invalid,
+        or given its outcome by a hook).
+
+        Raises:
+            OutputError: a record could not be written.
+        """
+        self.last_line = line_no
         try:
             job = parse_job(
                 raw,
@@ -96,13 +104,23 @@ class Intake:
         if job.id in resume.done and not self._changed(job, line_no):
             tally.skipped()
             return None
-        if self._cache is not None and self._cached(job):
-            return None  # answered in an earlier run: sends nothing
-        if self._dedupe is not None and self._dedupe.follows(job):
-            return None  # its outcome comes from a job asking the same request
+        if self._hooks.settled_elsewhere(job):
+            return None  # from the cache, or from a job asking the same request
         if job.system_messages:
             tally.carries_system()
         return job
+
+    def unread(self, line_no: int, raw: bytes) -> None:
+        """Count a line the run never got to read (it stopped first): this
+        shard's, and done before or not attempted."""
+        self.last_line = line_no
+        job_id = read_id(raw, line_no)
+        owner = job_id if job_id is not None else f"line-{line_no}"
+        if self._shard is not None and not self._shard.holds(owner):
+            return
+        self.tally.read()
+        if job_id in self._resume.done or line_no in self._resume.invalid_lines:
+            self.tally.skipped()
 
     def _changed(self, job: Job, line_no: int) -> bool:
         """True when a done job asks another request now and --redo-changed
@@ -110,38 +128,19 @@ class Intake:
         recorded = self._resume.fingerprints.get(job.id)
         if recorded is None or recorded == fingerprint64(job.fingerprint):
             return False  # unchanged, or recorded before fingerprints
-        self.changed_lines.append(line_no)
+        self._changed_lines.append(line_no)
         if not self._redo_changed:
             return False
-        self._resume.redone[job.id] = job.fingerprint
+        self._redone[job.id] = job.fingerprint
         return True
 
-    def _cached(self, job: Job) -> bool:
-        """Write the job's cached answer, if the cache has one.
-
-        Raises:
-            OutputError: the results file cannot be written.
-        """
-        assert self._cache is not None
-        answer = self._cache.get(job.fingerprint)
-        if answer is None:
-            self.tally.cache_miss()
-            return False
-        self._recorder.answer(
-            job.id,
-            answer,
-            metadata=job.metadata,
-            attempts=0,
-            latency_s=0.0,
-            fingerprint=job.fingerprint,
-            cached=True,
-        )
-        self.tally.cache_hit()
-        return True
+    def reading(self) -> Reading:
+        """What the reader found, for after the run."""
+        return Reading(tuple(self._changed_lines), dict(self._redone))
 
     def report_changed(self) -> None:
         """Say once how many done jobs changed since they were answered."""
-        lines = self.changed_lines
+        lines = self._changed_lines
         if not lines:
             return
         shown = ", ".join(str(n) for n in lines[:10]) + (
@@ -175,7 +174,16 @@ class Intake:
             exc.message,
             extra={"job_id": job_id, "line": exc.line_no},
         )
-        self._recorder.failure(job_id, exc, line_no=exc.line_no)
+        self._recorder.invalid(exc, job_id=job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the reader learned: the done jobs whose request changed, and of
+    those the ones sent again (id -> the new request's fingerprint)."""
+
+    changed_lines: tuple[int, ...] = ()
+    redone: dict[str, str] = field(default_factory=dict)
 
 
 async def feed(
@@ -201,6 +209,22 @@ async def feed(
         queue.end(workers)
 
 
+def count_unread(source: BinaryIO, intake: Intake, *, budget_s: float) -> None:
+    """After a stop, count the lines the reader never got to, so the summary's
+    total is the whole input's. A pipe cannot be read further; a file is read
+    again past the last line read, within `budget_s` seconds.
+    """
+    if not is_regular_file(source):
+        return
+    started = time.monotonic()
+    for line_no, raw in lines_after(source, intake.last_line):
+        intake.unread(line_no, raw)
+        if time.monotonic() - started > budget_s:
+            log.info("the rest of the input was not counted: it is too long")
+            return
+    intake.tally.input_read()
+
+
 def make_intake(
     source: BinaryIO,
     *,
@@ -209,10 +233,9 @@ def make_intake(
     resume: ResumeState,
     tally: Tally,
     recorder: Recorder,
+    hooks: Hooks | None = None,
     system_as_user: bool = False,
-    dedupe: Dedupe | None = None,
     redo_changed: bool = False,
-    cache: AnswerCache | None = None,
 ) -> Intake:
     """An Intake sized from the file's line count (0 for a pipe)."""
     lines = count_lines(source)
@@ -225,9 +248,8 @@ def make_intake(
         resume=resume,
         tally=tally,
         recorder=recorder,
+        hooks=hooks,
         expected_lines=lines,
         system_as_user=system_as_user,
-        dedupe=dedupe,
         redo_changed=redo_changed,
-        cache=cache,
     )

@@ -1,13 +1,16 @@
 """The retry policy, whole: what is retried, how long to wait, when to give up.
 
 - Only a RetryableError is retried; a JobError or FatalError ends the job or run.
-- The wait is the longer of two, both from the moment the attempt failed: a
-  jittered exponential backoff (this worker's own), and the server's
-  Retry-After, which goes on the run's shared gate, because Mira's limits are
-  per user: every worker holds back, not only the one that was told.
-- A Retry-After longer than --max-retry-after is no pause but a spent quota:
-  the run stops, resumably (QuotaError), as it does at Mira's daily cap and
-  monthly budget.
+  An attempt that failed transiently raises `Retry`, which carries the error and
+  the throttle's decision about it (a `Refusal`, when the answer said how long
+  to wait), as arq's `Retry(defer=...)` carries its delay.
+- The wait is this worker's own jittered exponential backoff. The server's
+  Retry-After is not waited for here: the throttle put it on the run's shared
+  gate, which every request waits for, because Mira's limits are per user.
+- A refusal that stops the run (the daily cap, the monthly budget, a Retry-After
+  longer than --max-retry-after) ends the job unwritten and the run resumably.
+- A refusal that was no fault of the job's (slots held elsewhere) uses up no
+  attempt, a bounded number of times.
 - After `max_attempts` attempts the job fails with the last error as cause.
 """
 
@@ -15,18 +18,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from worker.errors import (
-    QuotaError,
-    RetriesExhaustedError,
-    RetryableError,
-)
-from worker.exits import StopReason
-from worker.flow.caps import DAILY_CAP_RETRY_AFTER_S, MONTHLY_BUDGET_RETRY_AFTER_S
+from worker.domain.refusal import Refusal, stop_message
+from worker.errors import QuotaError, RetriesExhaustedError, RetryableError
 from worker.flow.clock import Sleep
-from worker.flow.gate import RetryAfterGate
 
 T = TypeVar("T")
 
@@ -35,6 +31,16 @@ BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 30.0
 # Retries that use up no attempt (the account's slots held elsewhere), per job.
 MAX_FREE_RETRIES = 12
+
+
+class Retry(Exception):
+    """An attempt failed transiently: its error, and the throttle's decision
+    about the Retry-After it carried (None when it carried none)."""
+
+    def __init__(self, error: RetryableError, refusal: Refusal | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.refusal = refusal
 
 
 def backoff_s(
@@ -47,78 +53,21 @@ def backoff_s(
     return random.uniform(0, min(max_s, multiplier_s * 2 ** (attempt - 1)))
 
 
-def _next_midnight(moment: datetime) -> datetime:
-    """The next 00:00 UTC, when Mira's daily cap resets."""
-    return (moment + timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-
-
-def daily_cap_times(hit_at: datetime) -> dict[str, str]:
-    """When the daily cap was hit, and when it resets."""
-    return {
-        "hit_at": hit_at.isoformat(),
-        "resets_at": _next_midnight(hit_at).isoformat(),
-    }
-
-
-def daily_cap_message(now: datetime | None = None) -> str:
-    """What to say at the daily cap: when it resets (00:00 UTC), and how soon."""
-    now = now or datetime.now(UTC)
-    left_s = (_next_midnight(now) - now).total_seconds()
-    hours, seconds = divmod(int(left_s), 3600)
-    return (
-        "Mira's daily message cap is reached (429, Retry-After: 3600); it resets "
-        f"at 00:00 UTC, in {hours} h {seconds // 60} min"
-    )
-
-
 class RetryPolicy:
     """Runs an attempt until it succeeds, fails for good, or stops the run."""
 
-    __slots__ = ("_gate", "_max_retry_after_s", "_sleep", "max_attempts")
+    __slots__ = ("_max_retry_after_s", "_sleep", "max_attempts")
 
     def __init__(
         self,
         max_attempts: int,
         *,
         sleep: Sleep,
-        gate: RetryAfterGate | None = None,
         max_retry_after_s: float = float("inf"),
     ) -> None:
         self.max_attempts = max_attempts
         self._sleep = sleep
-        self._gate = gate
         self._max_retry_after_s = max_retry_after_s
-
-    def pause_for(self, exc: RetryableError) -> None:
-        """Hold every worker back for the server's Retry-After, or stop the run.
-
-        Raises:
-            QuotaError: the daily cap, the monthly budget, or longer than
-                --max-retry-after.
-        """
-        retry_after_s = exc.retry_after_s
-        if retry_after_s is None or retry_after_s <= 0:
-            return
-        if retry_after_s == DAILY_CAP_RETRY_AFTER_S and exc.status == 429:
-            raise QuotaError(
-                daily_cap_message(), stop_reason=StopReason.DAILY_CAP, status=429
-            ) from exc
-        if retry_after_s == MONTHLY_BUDGET_RETRY_AFTER_S and exc.status == 429:
-            raise QuotaError(
-                f"Mira's monthly token budget is spent: {exc.message}",
-                stop_reason=StopReason.MONTHLY_BUDGET,
-                status=429,
-            ) from exc
-        if retry_after_s > self._max_retry_after_s:
-            raise QuotaError(
-                f"the API asked to wait {retry_after_s:g} s (over "
-                f"--max-retry-after {self._max_retry_after_s:g} s): {exc.message}",
-                stop_reason=StopReason.RATE_LIMIT_BUDGET,
-            ) from exc
-        if self._gate is not None:
-            self._gate.defer(retry_after_s)
 
     async def call(
         self,
@@ -130,18 +79,26 @@ class RetryPolicy:
 
         Raises:
             RetriesExhaustedError: every attempt failed with a RetryableError.
-            QuotaError: a Retry-After that stops the run.
+            QuotaError: a refusal that stops the run.
         """
         number, free = 1, 0
         while True:
             try:
                 return await attempt(number)
-            except RetryableError as exc:
-                self.pause_for(exc)
-                if not exc.counts_as_attempt and free < MAX_FREE_RETRIES:
+            except Retry as retry:
+                exc, refusal = retry.error, retry.refusal
+                if refusal is not None and refusal.stop is not None:
+                    message = stop_message(
+                        refusal, exc.message, max_pause_s=self._max_retry_after_s
+                    )
+                    raise QuotaError(
+                        message, stop_reason=refusal.stop, status=exc.status
+                    ) from exc
+                free_retry = refusal is not None and not refusal.uses_attempt
+                if free_retry and free < MAX_FREE_RETRIES:
                     free += 1  # the gate holds it back; no attempt is used up
                     number -= 1
-                elif number >= self.max_attempts:
+                if number >= self.max_attempts:
                     raise RetriesExhaustedError(exc, attempts=number) from exc
                 if on_retry is not None:
                     on_retry(exc, number)

@@ -1,73 +1,49 @@
-"""A worker: takes jobs off the queue and sends each one, retried, to one outcome.
+"""A worker: takes jobs off the queue and brings each one to one outcome.
 
 Only here is an error given its meaning for the run: a FatalError stops it, a
-JobError is the job's outcome, and a RetryableError goes to the retry policy.
-A job whose request never started because the run is stopping is left
-unwritten, for a resume.
+JobError is the job's outcome (a RetryableError never gets here: asking, in
+ask.py, retries it). A job whose request never started because the run is
+stopping is left unwritten, for a resume. Each outcome written goes to the
+run's outcome hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
 
 import orjson
 
-from worker.api.client import ChatReply, Client
+from worker.domain.answer import Answer
+from worker.domain.job import Job
 from worker.errors import (
     FatalError,
     JobError,
     OutputError,
-    RetryableError,
     SystematicFailureError,
     UnrecordableResponseError,
-    WorkerError,
 )
-from worker.files.jobs import Job
-from worker.files.records import Answer, Outcome, Recorder
-from worker.flow.throttle import Throttle, Turn
+from worker.files.records import Effort, Outcome, Recorder
 from worker.report.tally import Tally
-from worker.run.crew import Crew
+from worker.run.ask import Asker, Tries, Unsent, log_attempt
+from worker.run.hooks import Hooks
 from worker.run.queue import JobQueue
-from worker.run.retry import RetryPolicy
 from worker.run.stop import StopController
 
 log = logging.getLogger("worker.run")
-
-
-class Admission(Protocol):
-    """The supervisor's say on each request (run/pipeline.py's Permit)."""
-
-    def grant(self, job: Job) -> bool: ...
-
-    def done(self, job: Job) -> None: ...
-
-
-class Unsent(Exception):
-    """The run is stopping: this job's request was not started."""
 
 
 @dataclass(frozen=True, slots=True)
 class Crewmates:
     """What every worker shares."""
 
-    client: Client
-    throttle: Throttle
-    policy: RetryPolicy
+    asker: Asker
     recorder: Recorder
     tally: Tally
     stop: StopController
-    crew: Crew
-    permit: Admission  # the supervisor's say, just before each send
+    hooks: Hooks = field(default_factory=Hooks)
     max_consecutive_failures: int = 0
-    stream: str = "auto"  # auto: a stream after a 408 (Mira's cut of long answers)
-    # --dedupe: the jobs asking a written job's request get its outcome
-    settle: Callable[[Job, Outcome], None] | None = None
-    # --cache: a written answer is kept for later runs, by fingerprint
-    remember: Callable[[str, Answer], None] | None = None
 
 
 class Sender:
@@ -87,98 +63,25 @@ class Sender:
 
     async def _settle(self, job: Job, task: asyncio.Task[None]) -> bool:
         """Bring one job to its outcome; False when this worker must end."""
-        parts, attempts = self._parts, [0]
-        retried, stream = False, parts.stream == "always"
-
-        async def attempt(number: int) -> tuple[ChatReply, float]:
-            attempts[0] = number
-            return await self._attempt(job, number, task, stream)
-
-        def on_retry(exc: RetryableError, number: int) -> None:
-            nonlocal retried, stream
-            if not retried:
-                retried = True
-                parts.tally.retrying(True)
-            parts.tally.retried(exc.cause)
-            if exc.status == 408 and parts.stream == "auto":
-                stream = True  # Mira cuts a plain call at 30 s; a stream it does not
-
+        parts = self._parts
+        tries = Tries(stream=parts.asker.stream == "always")
         try:
-            reply, latency_s = await parts.policy.call(attempt, on_retry=on_retry)
+            answer, latency_s = await parts.asker.ask(job, job.payload, tries, task)
         except Unsent:
             return False
         except FatalError as exc:
             parts.stop.request(exc.stop_reason, str(exc))
             return False
         except JobError as exc:
-            return self._fail(job, exc, attempts[0])
-        finally:
-            if retried:
-                parts.tally.retrying(False)
-        return self._succeed(job, reply, latency_s, attempts[0])
+            return self._fail(job, exc, _effort(tries))
+        return self._succeed(job, answer, _effort(tries, latency_s))
 
-    async def _attempt(
-        self, job: Job, number: int, task: asyncio.Task[None], stream: bool
-    ) -> tuple[ChatReply, float]:
-        """One request, from its turn to its answer."""
-        parts = self._parts
-        async with parts.throttle.turn(job) as turn:
-            if not parts.permit.grant(job):
-                raise Unsent
-            try:
-                return await self._send(job, number, task, stream, turn)
-            finally:
-                parts.permit.done(job)
-
-    async def _send(
-        self,
-        job: Job,
-        number: int,
-        task: asyncio.Task[None],
-        stream: bool,
-        turn: Turn,
-    ) -> tuple[ChatReply, float]:
-        """The request itself, inside its turn."""
-        parts = self._parts
-        parts.tally.sent()
-        crew = parts.crew
-        crew.began(task)
-        try:
-            reply = await parts.client.complete(job.payload, stream=stream)
-        except WorkerError as exc:
-            parts.tally.refused(exc.status, body=exc.body, model=job.model)
-            if isinstance(exc, RetryableError):
-                _log_attempt(logging.DEBUG, job, exc, number)
-            raise
-        except BaseException:
-            parts.tally.refused(None)
-            raise
-        finally:
-            crew.ended(task)
-        latency_s = turn.elapsed_s()
-        usage = reply.body.get("usage")
-        tokens = parts.tally.answered(reply.status, latency_s, usage, job.model)
-        turn.succeeded(latency_s, tokens)
-        return reply, latency_s
-
-    def _succeed(
-        self, job: Job, reply: ChatReply, latency_s: float, attempts: int
-    ) -> bool:
+    def _succeed(self, job: Job, answer: Answer, effort: Effort) -> bool:
         """Write the result; False when the writer failed."""
-        answer = Answer(reply.status, reply.request_id, reply.body, reply.streamed)
+        parts = self._parts
         try:
-            self._parts.recorder.answer(
-                job.id,
-                answer,
-                metadata=job.metadata,
-                attempts=attempts,
-                latency_s=latency_s,
-                fingerprint=job.fingerprint,
-            )
-            if self._parts.settle is not None:
-                self._parts.settle(job, Outcome(job.id, answer=answer))
-            if self._parts.remember is not None:
-                self._parts.remember(job.fingerprint, answer)
+            parts.recorder.answer(job, answer, effort)
+            parts.hooks.settled(job, Outcome(job.id, answer=answer))
         except OutputError:
             return False
         except orjson.JSONEncodeError as exc:
@@ -186,28 +89,21 @@ class Sender:
             # would pay for the same answer again, so the job fails here.
             problem = UnrecordableResponseError(
                 f"the answer cannot be recorded: {exc}",
-                status=reply.status,
-                request_id=reply.request_id,
+                status=answer.status,
+                request_id=answer.request_id,
             )
-            return self._fail(job, problem, attempts)
+            return self._fail(job, problem, effort)
         self._consecutive_failures = 0
-        self._parts.tally.succeeded()
+        parts.tally.succeeded()
         return True
 
-    def _fail(self, job: Job, exc: JobError, attempts: int) -> bool:
+    def _fail(self, job: Job, exc: JobError, effort: Effort) -> bool:
         """Write the failure; False when the writer failed."""
         parts = self._parts
-        _log_attempt(logging.WARNING, job, exc, attempts, failed=True)
+        log_attempt(logging.WARNING, job, exc, effort.attempts, failed=True)
         try:
-            parts.recorder.failure(
-                job.id,
-                exc,
-                metadata=job.metadata,
-                attempts=attempts,
-                fingerprint=job.fingerprint,
-            )
-            if parts.settle is not None:
-                parts.settle(job, Outcome(job.id, error=exc))
+            parts.recorder.failure(job, exc, effort)
+            parts.hooks.settled(job, Outcome(job.id, error=exc))
         except OutputError:
             return False
         parts.tally.failed()
@@ -223,21 +119,6 @@ class Sender:
         return True
 
 
-def _log_attempt(
-    level: int, job: Job, exc: WorkerError, attempt: int, *, failed: bool = False
-) -> None:
-    """One line about a failed attempt (debug) or a failed job (warning)."""
-    what = "failed" if failed else f"attempt {attempt} failed"
-    log.log(
-        level,
-        "job %s %s: %s",
-        job.id,
-        what,
-        exc,
-        extra={
-            "job_id": job.id,
-            "status": exc.status,
-            "request_id": exc.request_id,
-            "attempt": attempt,
-        },
-    )
+def _effort(tries: Tries, latency_s: float = 0.0) -> Effort:
+    """What the job's outcome took."""
+    return Effort(tries.number, latency_s, tries.kopecks / 100)

@@ -1,10 +1,12 @@
 """How a stop is asked for: the one controller every part tells, and the supervisor
 watches (pipeline.py does the stopping itself, by cancellation).
 
-Two kinds of stop. A graceful one (signal, deadline, budgets, systematic failure)
-starts no new request and gives requests in flight a grace period. A fatal one
-(output failure, 401, 402) cancels requests in flight at once. When two reasons
-meet, the more serious one wins: a 401 during a graceful stop still exits 3.
+Every stop starts no new request. A graceful one (signal, deadline, budgets,
+systematic failure) gives requests in flight --shutdown-grace; a fatal one
+hurries them: a 401 or 402 leaves them at most a second to land (they are paid
+for), and an output failure cancels them at once (nothing more can be written).
+When two reasons meet, the more serious one wins: a 401 during a graceful stop
+still exits 3.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class StopController:
         self.reason: StopReason | None = None
         self.message: str | None = None
         self.stopping = asyncio.Event()  # no new request may start
+        self.hurried = asyncio.Event()  # a fatal stop: the grace is short
         self.cancelling = asyncio.Event()  # requests in flight are cancelled now
         self.abandoned = 0  # requests cancelled in flight: slots left held
         self.at: datetime | None = None  # when the reason that stands was given
@@ -42,6 +45,8 @@ class StopController:
             )
         self.stopping.set()
         if reason.fatal:
+            self.hurried.set()
+        if reason is StopReason.OUTPUT_FAILED:
             self.cancelling.set()
 
     def cancel_now(self) -> None:

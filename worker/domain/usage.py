@@ -1,4 +1,5 @@
-"""The usage an answer reports, read as untrusted numbers from the server."""
+"""Tokens as Mira counts them (whitespace-separated words), and the usage an
+answer reports, read as untrusted numbers from the server."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from __future__ import annotations
 # count (counted as 0), or None when every value was one. A plain tuple: one
 # is read per answer, on the hot path.
 Usage = tuple[int, int, int, object]
+
+
+def words(text: object) -> int:
+    """Mira's token count, for usage and billing alike: whitespace-separated words."""
+    return len(text.split()) if isinstance(text, str) else 0
 
 
 def read_usage(usage: object) -> Usage:

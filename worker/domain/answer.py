@@ -8,12 +8,24 @@ failure as the answer `Ошибка: …` ("Error: …") or `Ошибка без
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import ContentFilteredError, EmptyAnswerError, UpstreamError
 
 UPSTREAM_ERROR_PREFIXES = ("Ошибка: ", "Ошибка безопасности: ")
 MODERATED = "I cannot provide that response."
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A 2xx answer as read and as recorded: its status, parsed JSON body and
+    request id, and whether it was assembled from a stream (SSE)."""
+
+    status: int
+    body: dict[str, Any]
+    request_id: str | None
+    streamed: bool = False
 
 
 def check_answer(body: dict[str, Any], status: int, request_id: str | None) -> None:

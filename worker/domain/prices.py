@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from worker.domain.summary import Cost, ModelCost
 from worker.errors import ConfigError
 
 CURRENCY = "RUB"
@@ -69,14 +70,24 @@ class PriceBook:
         Raises:
             ConfigError: an override is malformed.
         """
-        overridden = dict(parse_price(text) for text in overrides)
-        kept = {m: p for m, p in (charged or {}).items() if m not in overridden}
-        source: PriceSource = (
-            "override" if overridden else "charged" if charged else "list"
+        base = cls("charged", {}, dict(charged), True) if charged else cls()
+        return base.overridden(overrides)
+
+    def overridden(self, overrides: Iterable[str]) -> PriceBook:
+        """These prices with `--price MODEL=IN,OUT` over them.
+
+        Raises:
+            ConfigError: an override is malformed.
+        """
+        given = dict(parse_price(text) for text in overrides)
+        if not given:
+            return self
+        return PriceBook(
+            "override",
+            {**self.per_million, **given},
+            {m: p for m, p in self.charged.items() if m not in given},
+            self.unlisted_free,
         )
-        per_million = {} if charged else dict(LIST_PRICES_RUB_PER_M)
-        per_million.update(overridden)
-        return cls(source, per_million, kept, unlisted_free=bool(charged))
 
     def unlisted(self, model: str) -> bool:
         """Whether Mira's pricing table lacks the model, so it bills it nothing."""
@@ -105,9 +116,47 @@ class PriceBook:
         self,
         tokens_by_model: Mapping[str, tuple[int, int]],
         kopecks_by_model: Mapping[str, float],
-    ) -> dict[str, Any]:
-        """The summary's `cost` object at these prices (see `run_cost`)."""
+    ) -> Cost:
+        """The summary's `cost` at these prices (see `run_cost`)."""
         return run_cost(self, tokens_by_model, kopecks_by_model)
+
+    def to_json(self) -> dict[str, Any]:
+        """The book as the summary keeps it, for `collect` to price with."""
+        return {
+            "source": self.source,
+            "per_million": {m: list(p) for m, p in self.per_million.items()},
+            "charged": {
+                m: [
+                    p.input_kopecks_per_1k,
+                    p.output_kopecks_per_1k,
+                    p.surcharge_percent,
+                ]
+                for m, p in self.charged.items()
+            },
+            "unlisted_free": self.unlisted_free,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> PriceBook | None:
+        """A book the summary kept; None when it does not read as one."""
+        if not isinstance(data, dict) or data.get("source") not in get_args(
+            PriceSource
+        ):
+            return None
+        try:
+            per_million = {
+                str(m): (float(p[0]), float(p[1]))
+                for m, p in dict(data.get("per_million") or {}).items()
+            }
+            charged = {
+                str(m): ChargedPrice(int(p[0]), int(p[1]), int(p[2]))
+                for m, p in dict(data.get("charged") or {}).items()
+            }
+        except (TypeError, ValueError, IndexError):
+            return None
+        return cls(
+            data["source"], per_million, charged, bool(data.get("unlisted_free"))
+        )
 
     def per_1k_rubles(self, model: str) -> tuple[float, float] | None:
         """A model's price, RUB per 1,000 tokens (words, as Mira counts), in/out."""
@@ -156,10 +205,10 @@ def run_cost(
     book: PriceBook,
     tokens_by_model: Mapping[str, tuple[int, int]],
     kopecks_by_model: Mapping[str, float],
-) -> dict[str, Any]:
-    """The summary's `cost` object (CONTRACT sections 12 and 15): each answer
-    priced as it came, so charged prices floor per answer as Mira bills."""
-    by_model: dict[str, Any] = {}
+) -> Cost:
+    """The summary's `cost` (CONTRACT sections 12 and 15): each answer priced
+    as it came, so charged prices floor per answer as Mira bills."""
+    by_model: dict[str, ModelCost] = {}
     total = 0.0
     unknown = []
     for model, (prompt, completion) in sorted(tokens_by_model.items()):
@@ -168,17 +217,11 @@ def run_cost(
             unknown.append(model)
         else:
             total += kopecks
-        by_model[model] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "cost": None if kopecks is None else round(kopecks / 100, 6),
-        }
-    result: dict[str, Any] = {
-        "currency": CURRENCY,
-        "total": round(total / 100, 6),
-        "prices": book.source,
-        "by_model": by_model,
-    }
+        by_model[model] = ModelCost(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost=None if kopecks is None else round(kopecks / 100, 6),
+        )
     notes = []
     if unknown:
         notes.append(
@@ -190,9 +233,14 @@ def run_cost(
             f"{', '.join(unlisted)}: not in Mira's pricing table, so Mira bills "
             "it nothing (its billing skips a model without a price)"
         )
-    if notes:
-        result["note"] = "; ".join(notes)
-    return result
+    return Cost(
+        currency=CURRENCY,
+        total=round(total / 100, 6),
+        prices=book.source,
+        by_model=by_model,
+        note="; ".join(notes) or None,
+        book=book.to_json(),
+    )
 
 
 def charged_prices(pricing: Mapping[str, Any]) -> dict[str, ChargedPrice]:

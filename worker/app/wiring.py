@@ -1,0 +1,167 @@
+"""One run built from its settings: the writer, the counts, the stop, the flow
+control, the hooks, the reader and the workers, and what reports on them.
+The command (run.py) drives what this builds; nothing else wires a run."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from worker.api.client import Client
+from worker.app.prepare import Prepared
+from worker.config import Settings
+from worker.domain.prices import PriceBook
+from worker.exits import StopReason
+from worker.files.outputs import RunFiles
+from worker.files.records import Recorder
+from worker.files.writer import ResultWriter
+from worker.flow.throttle import FlowLimits, Throttle
+from worker.report.live import LiveReport
+from worker.report.tally import Tally
+from worker.run.ask import Asker
+from worker.run.crew import Crew
+from worker.run.hooks import Hooks, JobHook, OutcomeHook
+from worker.run.pipeline import CostCap, Permit, Pipeline
+from worker.run.reader import make_intake
+from worker.run.retry import RetryPolicy
+from worker.run.reuse import CachedAnswers, Dedupe
+from worker.run.sender import Crewmates, Sender
+from worker.run.stop import StopController
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run ready to be driven."""
+
+    settings: Settings
+    tally: Tally
+    stop: StopController
+    writer: ResultWriter
+    pipeline: Pipeline
+    live: LiveReport
+    client: Client
+
+
+def build_run(
+    settings: Settings,
+    files: RunFiles,
+    ready: Prepared,
+    *,
+    client: Client,
+    prices: PriceBook,
+    clock: Clock,
+    sleep: Sleep,
+) -> Run:
+    """Everything one run needs, with the writer open (a write error stops the
+    run, exit 7).
+
+    Raises:
+        ConfigError: an output file cannot be opened.
+    """
+    stop, tally = StopController(), Tally(prices=prices)
+    tally.resumed(succeeded=ready.resume.succeeded, failed=ready.resume.failed)
+    writer = ResultWriter(
+        files.results,
+        files.errors,
+        on_failure=lambda exc: stop.request(StopReason.OUTPUT_FAILED, str(exc)),
+    )
+    writer.open()
+    recorder = Recorder(writer)
+    shard = files.shard
+    throttle = Throttle(
+        FlowLimits(
+            concurrency=settings.concurrency,
+            rpm=settings.rpm,
+            tpm=settings.tpm,
+            shard=(shard.index, shard.count) if shard else (0, 1),
+            max_pause_s=settings.max_retry_after_s,
+            first_alone=ready.unclean,
+        ),
+        clock=clock,
+        sleep=sleep,
+        remaining_jobs=tally.stats.remaining_jobs,
+        progress=tally.stats.progress,
+    )
+    live = LiveReport(settings, tally.stats, throttle, prices, stem=files.stem)
+    hooks = _hooks(settings, ready, recorder, tally)
+    crew = Crew()
+    asker = Asker(
+        client=client,
+        throttle=throttle,
+        policy=RetryPolicy(
+            settings.max_attempts,
+            sleep=sleep,
+            max_retry_after_s=settings.max_retry_after_s,
+        ),
+        tally=tally,
+        crew=crew,
+        permit=_permit(settings, stop, tally, live),
+        stream=settings.stream,
+    )
+    sender = Sender(
+        Crewmates(
+            asker=asker,
+            recorder=recorder,
+            tally=tally,
+            stop=stop,
+            hooks=hooks,
+            max_consecutive_failures=settings.max_consecutive_failures,
+        )
+    )
+    intake = make_intake(
+        ready.source,
+        default_model=settings.model,
+        shard=shard,
+        resume=ready.resume,
+        tally=tally,
+        recorder=recorder,
+        hooks=hooks,
+        system_as_user=settings.system_as_user,
+        redo_changed=settings.redo_changed,
+    )
+    pipeline = Pipeline(
+        intake=intake,
+        sender=sender,
+        crew=crew,
+        stop=stop,
+        concurrency=settings.concurrency,
+        deadline_s=settings.deadline_s,
+        grace_s=settings.shutdown_grace_s,
+    )
+    return Run(settings, tally, stop, writer, pipeline, live, client)
+
+
+def _hooks(
+    settings: Settings, ready: Prepared, recorder: Recorder, tally: Tally
+) -> Hooks:
+    """The extensions this run's settings ask for, in the order they listen:
+    the cache before dedupe for a new job, dedupe before the cache for an
+    outcome (followers get theirs first)."""
+    job_hooks: list[JobHook] = []
+    outcome_hooks: list[OutcomeHook] = []
+    cached = None
+    if ready.cache is not None:
+        cached = CachedAnswers(ready.cache, recorder, tally)
+        job_hooks.append(cached.reuse)
+    if settings.dedupe:
+        dedupe = Dedupe(recorder, tally)
+        job_hooks.append(dedupe.follows)
+        outcome_hooks.append(dedupe.settled)
+    if cached is not None:
+        outcome_hooks.append(cached.keep)
+    return Hooks(job=job_hooks, outcome=outcome_hooks)
+
+
+def _permit(
+    settings: Settings, stop: StopController, tally: Tally, live: LiveReport
+) -> Permit:
+    """The supervisor's say before each send: the token budget and --max-cost."""
+    cost_cap = None
+    if settings.max_cost_rub is not None:
+        cost_cap = CostCap(
+            settings.max_cost_rub, spent=live.spent_rub, prices=tally.prices
+        )
+    return Permit(stop, tally.stats, settings.token_budget, cost_cap)
