@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.mira import _mira_batch
 from worker.report.stats import RunStats
-from worker.report.timeline import Gauges, Timeline
+from worker.report.timeline import Gauges, TimelineSampler
 
 JOBS = 1_000_000
 FAILED = 20_000
@@ -49,7 +49,7 @@ def _write_outcomes(work: Path) -> None:
 
 
 def _write_summary(work: Path) -> None:
-    timeline, stats = Timeline(("in_flight", "window", "other")), RunStats()
+    timeline, stats = TimelineSampler(("in_flight", "window", "other")), RunStats()
     timeline.sample(0.0, stats, Gauges(0, 3, {}, 0.0))
     for step in range(1, 50_001):  # a sample a second for 14 hours
         stats.succeeded += 20
@@ -61,7 +61,7 @@ def _write_summary(work: Path) -> None:
         "next_step": "read the errors file; fix the cause, then --retry-failed",
         "succeeded": JOBS,
         "failed": FAILED,
-        "timeline": timeline.export(),
+        "timeline": timeline.export().model_dump(),
     }
     (work / "jobs.summary.json").write_text(json.dumps(summary))
 

@@ -23,7 +23,6 @@ StreamMode = Literal["auto", "always", "never"]
 # The same choices for argparse, so the flags and the settings cannot drift apart.
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
-PROGRESS_MODES: tuple[str, ...] = get_args(ProgressMode)
 
 
 def _env(name: str) -> str:

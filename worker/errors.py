@@ -30,9 +30,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from worker.exits import StopReason
+
+
+class Origin(TypedDict):
+    """Where an error came from: the answer's status, request id and body."""
+
+    status: int | None
+    request_id: str | None
+    body: object
 
 
 class WorkerError(Exception):
@@ -96,9 +104,10 @@ class PaymentRequiredError(FatalError):
 
 
 class QuotaError(FatalError):
-    """A quota that does not come back within a run: Mira's daily cap (429 with
-    Retry-After 3600), its monthly budget (86400), or a longer Retry-After than
-    --max-retry-after. The run stops resumably, for the reason given."""
+    """A quota that does not come back within a run: Mira's daily message cap,
+    its monthly token budget, or a longer Retry-After than --max-retry-after
+    (domain/refusal.py tells them apart). The run stops resumably, for the
+    reason given."""
 
     def __init__(self, message: str, *, stop_reason: StopReason, **kw: Any) -> None:
         super().__init__(message, **kw)

@@ -50,8 +50,8 @@ class StopReason(Enum):
     MONTHLY_BUDGET = (
         "monthly_budget",
         5,
-        "Mira's monthly token budget is spent (429, Retry-After: 86400): run the "
-        "same command when the plan renews or after raising it",
+        "Mira's monthly token budget is spent: run the same command when the "
+        "plan renews or after raising it",
     )
     DEADLINE = ("deadline", 5, "the --deadline was reached: rerun to continue")
     COST_BUDGET = (

@@ -19,7 +19,7 @@ from worker.files.outputs import RunFiles
 from worker.page.document import render_page
 from worker.page.tables import Outcomes
 from worker.report.stats import RunStats
-from worker.report.timeline import Gauges, Timeline
+from worker.report.timeline import Gauges, TimelineSampler
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -80,7 +80,7 @@ async def test_a_10000_job_run_writes_a_report_that_draws_every_chart_offline(
 
 def million_job_summary(**changes: Any) -> RunSummary:
     """The summary of a run of a million jobs over about 14 hours."""
-    timeline, stats = Timeline(("in_flight", "window", "other")), RunStats()
+    timeline, stats = TimelineSampler(("in_flight", "window", "other")), RunStats()
     refusals = {"in_flight": 0, "window": 0, "other": 0}
     timeline.sample(0.0, stats, Gauges(0, 3, refusals, 0.0))
     for step in range(1, 5_001):
@@ -98,7 +98,7 @@ def million_job_summary(**changes: Any) -> RunSummary:
             "succeeded": 1_000_000,
             "failed": 20_000,
             "cost": {"total": 2500.0, "prices": "charged"},
-            "timeline": timeline.export(),
+            "timeline": timeline.export().model_dump(),
             **changes,
         }
     )

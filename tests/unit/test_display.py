@@ -8,8 +8,9 @@ import re
 
 import pytest
 
+from tests.fakes import FakeClock
 from worker.config import Settings
-from worker.flow.slots import AdaptiveLimiter
+from worker.flow.throttle import FlowLimits, Throttle
 from worker.logs import setup_logging
 from worker.report.display import SEPARATOR, Snapshot, layout
 from worker.report.progress import ProgressReporter
@@ -68,9 +69,9 @@ async def test_log_lines_print_above_the_live_bar_never_into_it() -> None:
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     settings = Settings(progress="bar", progress_interval_s=60)
-    reporter = ProgressReporter(
-        settings, RunStats(), AdaptiveLimiter(4, initial=4), out
-    )
+    clock = FakeClock()
+    throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
+    reporter = ProgressReporter(settings, RunStats(), throttle, out)
     async with reporter:
         assert handler.stream is not out  # through the live console
         logging.getLogger("worker.run").info("429 (other): pausing all requests")
@@ -98,3 +99,14 @@ def test_the_summary_breaks_between_phrases_to_fit_the_terminal() -> None:
         "a-very-long-path/without/spaces.jsonl"
     ]
     assert fit_phrases(summary_line, None) == [summary_line]
+
+
+def test_a_pause_every_request_waits_for_is_shown() -> None:
+    clock = FakeClock()
+    throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
+    reporter = ProgressReporter(
+        Settings(progress="log"), RunStats(), throttle, io.StringIO()
+    )
+    assert "paused" not in reporter.status_line()
+    throttle.gate.defer(42)
+    assert reporter.status_line().endswith("| paused 42 s")

@@ -14,6 +14,7 @@ import os
 import signal
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ class CapturingWriter(ResultWriter):
         super().__init__(Path("r"), Path("e"))
         self.lines: list[bytes] = []
 
-    def write_error(self, record: dict[str, Any]) -> None:
+    def write_error(self, record: Mapping[str, object]) -> None:
         self.lines.append(dumps_line(record))
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -47,7 +46,7 @@ def account_root(base_url: str) -> str:
 class RouteReply:
     """One route's JSON object, or a note saying why there is none."""
 
-    data: dict[str, Any] | None
+    data: dict[str, object] | None
     note: str | None = None
 
 
@@ -76,7 +75,7 @@ class Account:
             replies[name].data or {} for name in ACCOUNT_ROUTES
         )
         found = usage.get("quota")
-        quota: dict[str, Any] = found if isinstance(found, dict) else {}
+        quota: dict[str, object] = found if isinstance(found, dict) else {}
         limit = _int(quota.get("daily_limit"))
         # Mira says -1 for no cap; null is read the same way.
         account.daily_limit = -1 if quota and limit is None else limit
@@ -98,12 +97,14 @@ class Account:
         account.overage = overage if isinstance(overage, bool) else None
         models = pricing.get("models")
         for entry in models if isinstance(models, list) else ():
-            if isinstance(entry, dict) and isinstance(entry.get("min_plan"), str):
-                account.min_plans[str(entry.get("model"))] = entry["min_plan"]
+            if isinstance(entry, dict) and isinstance(
+                plan := entry.get("min_plan"), str
+            ):
+                account.min_plans[str(entry.get("model"))] = plan
         return account
 
 
-def _effective_plan(me: dict[str, Any], quota: dict[str, Any]) -> str | None:
+def _effective_plan(me: dict[str, object], quota: dict[str, object]) -> str | None:
     """The plan API calls live by: an active code plan, else the account's
     (`completions.rs`: effective_plan)."""
     code_plan, expires = me.get("code_plan"), me.get("code_plan_expires_at")
@@ -168,9 +169,8 @@ class AccountReader:
                 )
             headers["Authorization"] = f"Bearer {self._api_key}"
         try:
-            async with session.get(
-                self._root + path,
-                **self._route.request_options(headers),
+            async with self._route.request(
+                session, "GET", self._root + path, headers, timeout=self._timeout
             ) as resp:
                 raw, complete = await read_at_most(resp, _MAX_BODY_BYTES)
                 status = resp.status

@@ -50,7 +50,7 @@ class ChatClient:
         self._ca_bundle = ca_bundle
         self._route = route_for(self._url)
         # The key goes on each request, never on the session: see new_session.
-        self._send = self._route.request_options({"Authorization": f"Bearer {api_key}"})
+        self._headers = {"Authorization": f"Bearer {api_key}"}
         self._through = self._route.through
         self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -120,7 +120,14 @@ class ChatClient:
         return reply
 
     async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
-        async with session.post(self._url, data=payload, **self._send) as resp:
+        async with self._route.request(
+            session,
+            "POST",
+            self._url,
+            self._headers,
+            data=payload,
+            timeout=self._timeout,
+        ) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")
             ok = 200 <= status < 300
@@ -145,8 +152,8 @@ class ChatClient:
             total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
         )
         body, request = as_stream(payload)
-        async with session.post(
-            self._url, data=body, timeout=timeout, **self._send
+        async with self._route.request(
+            session, "POST", self._url, self._headers, data=body, timeout=timeout
         ) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")

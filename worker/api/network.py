@@ -11,9 +11,9 @@ from __future__ import annotations
 import ipaddress
 import ssl
 import urllib.request
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -119,15 +119,29 @@ class Route:
         """` (through the proxy http://proxy:3128)` for messages; empty when direct."""
         return "" if self.proxy is None else f" (through the proxy {self.proxy.shown})"
 
-    def request_options(self, headers: dict[str, str]) -> dict[str, Any]:
-        """What each request passes: its own headers (the key), the proxy's
-        credentials for the proxy alone, and no redirect followed."""
+    def request(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        timeout: aiohttp.ClientTimeout,
+        data: bytes | None = None,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """One request along this route: its own headers (the key), the
+        proxy's credentials for the proxy alone, and no redirect followed (so
+        the key never travels to another host)."""
         proxy_headers = None if self.proxy is None else self.proxy.headers or None
-        return {
-            "headers": headers,
-            "proxy_headers": proxy_headers,
-            "allow_redirects": False,
-        }
+        return session.request(
+            method,
+            url,
+            data=data,
+            headers=headers,
+            proxy_headers=proxy_headers,
+            allow_redirects=False,
+            timeout=timeout,
+        )
 
 
 def route_for(url: str) -> Route:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import orjson
 
 from worker.errors import (
     AuthError,
+    Origin,
     PaymentRequiredError,
     RateLimitedError,
     RequestRejectedError,
@@ -93,7 +93,7 @@ def error_for_status(
 ) -> WorkerError:
     """Classify a non-2xx response; the table in this function is the spec."""
     detail = error_detail(body, fallback=f"HTTP {status}")
-    kw: dict[str, Any] = {"status": status, "request_id": request_id, "body": body}
+    kw: Origin = {"status": status, "request_id": request_id, "body": body}
     if status == 401:
         return AuthError(detail, **kw)
     if status == 402:

@@ -7,8 +7,8 @@ import asyncio
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import orjson
 
@@ -30,13 +30,39 @@ RETRY_ALLOWANCE = 0.03
 PLAN_RANK = {"free": 0, "pro": 1, "max": 2, "enterprise": 3}
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The batch against the account: what it has, what the batch needs, how
+    long it takes at the daily cap, and what to warn of (None: no route said)."""
+
+    plan: str | None
+    daily_limit: int | None  # -1: no cap, as Mira says it
+    daily_used: int | None
+    daily_left: int | None
+    balance_rub: float | None
+    overage_billing: bool | None
+    prices: str
+    prices_per_1k_rub: dict[str, tuple[float, float] | None]
+    messages_needed: int
+    retry_allowance: float
+    estimated_cost_rub: float
+    days: int | None = None
+    finish_date: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        """The plan as `validate --online --format json` prints it."""
+        return asdict(self)
+
+
 async def read_plan(
     settings: Settings,
     api_key: str | None,
     report: ValidationReport,
     overrides: list[str],
     today: date,
-) -> tuple[PriceBook, dict[str, Any]]:
+) -> tuple[PriceBook, Plan]:
     """Read the account routes, then plan the batch at the prices they give.
 
     Raises:
@@ -66,33 +92,34 @@ def plan_batch(
     *,
     dedupe: bool,
     today: date,
-) -> dict[str, Any]:
+) -> Plan:
     """The plan: messages needed, days at the daily cap, cost against the balance,
     and the warnings they call for."""
     jobs = report.valid - (report.identical if dedupe else 0)
     messages = math.ceil(jobs * (1 + RETRY_ALLOWANCE))
     cost = report.total_cost(prices)
-    plan: dict[str, Any] = {
-        "plan": account.plan,
-        "daily_limit": account.daily_limit,
-        "daily_used": account.daily_used,
-        "daily_left": account.daily_left,
-        "balance_rub": None
+    days, finish = _days(account, messages, today)
+    return Plan(
+        plan=account.plan,
+        daily_limit=account.daily_limit,
+        daily_used=account.daily_used,
+        daily_left=account.daily_left,
+        balance_rub=None
         if account.balance_kopecks is None
         else account.balance_kopecks / 100,
-        "overage_billing": account.overage,
-        "prices": prices.source,
-        "prices_per_1k_rub": {
+        overage_billing=account.overage,
+        prices=prices.source,
+        prices_per_1k_rub={
             model: prices.per_1k_rubles(model) for model in sorted(report.models)
         },
-        "messages_needed": messages,
-        "retry_allowance": RETRY_ALLOWANCE,
-        "estimated_cost_rub": round(cost, 2),
-        "warnings": _warnings(report, account, messages, cost),
-        "notes": account.notes,
-    }
-    plan["days"], plan["finish_date"] = _days(account, messages, today)
-    return plan
+        messages_needed=messages,
+        retry_allowance=RETRY_ALLOWANCE,
+        estimated_cost_rub=round(cost, 2),
+        days=days,
+        finish_date=finish,
+        warnings=_warnings(report, account, messages, cost),
+        notes=account.notes,
+    )
 
 
 def _days(
@@ -150,42 +177,39 @@ def _prices(table: dict[str, tuple[float, float] | None]) -> str:
     )
 
 
-def render_plan(plan: dict[str, Any]) -> list[str]:
+def render_plan(plan: Plan) -> list[str]:
     """The plan, for people."""
     lines = ["account (read with the key; no completion sent):"]
 
     def known(value: object, text: str) -> str:
         return "unknown" if value is None else text
 
-    limit = plan["daily_limit"]
+    limit = plan.daily_limit
     cap = "no cap" if limit is not None and limit < 0 else f"cap {limit}"
+    used = "?" if plan.daily_used is None else plan.daily_used
+    left = "?" if plan.daily_left is None else plan.daily_left
+    balance = plan.balance_rub
     lines += [
-        f"  plan: {plan['plan'] or 'unknown'}",
+        f"  plan: {plan.plan or 'unknown'}",
         "  daily messages: "
         + known(
             limit,
-            f"{plan['daily_used'] if plan['daily_used'] is not None else '?'} used, "
-            f"{plan['daily_left'] if plan['daily_left'] is not None else '?'} left "
-            f"today ({cap}; it resets at 00:00 UTC)",
+            f"{used} used, {left} left today ({cap}; it resets at 00:00 UTC)",
         ),
         "  balance: "
-        + known(plan["balance_rub"], f"{plan['balance_rub'] or 0:,.2f} RUB")
+        + known(balance, f"{balance or 0:,.2f} RUB")
         + "; overage billing "
-        + {True: "on", False: "off", None: "unknown"}[plan["overage_billing"]],
-        f"  prices: {plan['prices']} ({_prices(plan['prices_per_1k_rub'])})",
-        f"  messages needed: about {plan['messages_needed']:,} (one per job, "
-        f"+{plan['retry_allowance']:.0%} for refusals and retries)",
+        + {True: "on", False: "off", None: "unknown"}[plan.overage_billing],
+        f"  prices: {plan.prices} ({_prices(plan.prices_per_1k_rub)})",
+        f"  messages needed: about {plan.messages_needed:,} (one per job, "
+        f"+{plan.retry_allowance:.0%} for refusals and retries)",
         "  days at the daily cap: "
-        + known(plan["days"], f"{plan['days']}, finishing {plan['finish_date']} (UTC)"),
-        f"  estimated cost: about {plan['estimated_cost_rub']:,.2f} RUB"
-        + (
-            ""
-            if plan["balance_rub"] is None
-            else f" of a {plan['balance_rub']:,.2f} RUB balance"
-        ),
+        + known(plan.days, f"{plan.days}, finishing {plan.finish_date} (UTC)"),
+        f"  estimated cost: about {plan.estimated_cost_rub:,.2f} RUB"
+        + ("" if balance is None else f" of a {balance:,.2f} RUB balance"),
     ]
-    lines += [f"  warning: {text}" for text in plan["warnings"]]
-    lines += [f"  note: {text}" for text in plan["notes"]]
+    lines += [f"  warning: {text}" for text in plan.warnings]
+    lines += [f"  note: {text}" for text in plan.notes]
     return lines
 
 
@@ -227,7 +251,7 @@ def validate(
     if as_json:
         document = report_object(source, report, prices)
         if plan is not None:
-            document["account"] = plan
+            document["account"] = plan.to_json()
         emit(sys.stdout, orjson.dumps(document).decode())
     else:
         text = render_report(source, report, prices)

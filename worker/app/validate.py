@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from worker.domain.prices import PriceBook
 from worker.errors import InvalidJobError
@@ -164,7 +163,7 @@ def _identical(report: ValidationReport, prices: PriceBook) -> str:
 
 def report_object(
     source: str, report: ValidationReport, prices: PriceBook
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """What validate found, as one JSON object (`--format json`)."""
     by_model = {
         model: {

@@ -13,7 +13,7 @@ from worker.cli.flags import RUN_FLAGS, add_flag, add_price_flag
 class Subparsers(Protocol):
     """What argparse's add_subparsers() returns, as far as the commands use it."""
 
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+    def add_parser(self, name: str, **_kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def add_after_run_commands(sub: Subparsers) -> None:

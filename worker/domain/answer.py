@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import ContentFilteredError, EmptyAnswerError, UpstreamError
+from worker.errors import (
+    ContentFilteredError,
+    EmptyAnswerError,
+    Origin,
+    UpstreamError,
+)
 
 UPSTREAM_ERROR_PREFIXES = ("Ошибка: ", "Ошибка безопасности: ")
 MODERATED = "I cannot provide that response."
@@ -40,7 +45,7 @@ def check_answer(body: dict[str, Any], status: int, request_id: str | None) -> N
     first = choices[0] if isinstance(choices, list) and choices else None
     message = first.get("message") if isinstance(first, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
-    kw: dict[str, Any] = {"status": status, "request_id": request_id, "body": body}
+    kw: Origin = {"status": status, "request_id": request_id, "body": body}
     if not isinstance(content, str) or not content.strip():
         raise EmptyAnswerError("a 200 with no answer in it", **kw)
     text = content.lstrip()

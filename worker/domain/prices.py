@@ -120,7 +120,7 @@ class PriceBook:
         """The summary's `cost` at these prices (see `run_cost`)."""
         return run_cost(self, tokens_by_model, kopecks_by_model)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The book as the summary keeps it, for `collect` to price with."""
         return {
             "source": self.source,

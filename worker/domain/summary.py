@@ -9,8 +9,6 @@ with defaults where a field is missing.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -72,7 +70,7 @@ class Cost(_Part):
     prices: str = "list"
     by_model: dict[str, ModelCost] = Field(default_factory=dict)
     note: str | None = None
-    book: dict[str, Any] | None = None
+    book: dict[str, object] | None = None
 
 
 class Window(_Part):
@@ -145,14 +143,15 @@ class RunSummary(_Part):
     files: dict[str, str] = Field(default_factory=dict)
     timeline: Timeline = Field(default_factory=Timeline)
 
-    def to_json(self, *, timeline: bool = True) -> dict[str, Any]:
+    def to_json(self, *, timeline: bool = True) -> dict[str, object]:
         """The summary file's object: the counts at the top level as well."""
         data = self.model_dump(mode="json", exclude_none=False)
+        counts = self.counts.model_dump()
         if self.daily_cap is None:
             del data["daily_cap"]
         if not timeline:
             del data["timeline"]
-        return {**data["counts"], **data}
+        return {**counts, **data}
 
     def to_bytes(self) -> bytes:
         """The summary file's content."""

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -127,7 +128,7 @@ class AnswerCache:
 
     def prune(self, older_than_days: float) -> int:
         """Forget answers stored more than that many days ago; return how many."""
-        cutoff = time.time() - older_than_days * 86400
+        cutoff = time.time() - timedelta(days=older_than_days).total_seconds()
         db = self._conn()
         removed = db.execute(
             "DELETE FROM answers WHERE created < ?", (cutoff,)

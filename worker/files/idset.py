@@ -40,11 +40,6 @@ class IdSet:
         """Slots in the table now (it grows by doubling past its load factor)."""
         return len(self._slots)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes the table takes."""
-        return self._slots.itemsize * len(self._slots)
-
     def __len__(self) -> int:
         return self._count
 

@@ -7,7 +7,6 @@ import itertools
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from worker.domain.answer import Answer
 from worker.domain.job import Job
@@ -67,12 +66,12 @@ def error_code(error: WorkerError) -> str:
 
 
 def _tail(
-    record: dict[str, Any],
+    record: dict[str, object],
     job: Job,
     effort: Effort,
     deduplicated_from: str | None,
-    extra: Mapping[str, Any] | None,
-) -> dict[str, Any]:
+    extra: Mapping[str, object] | None,
+) -> dict[str, object]:
     """What every record of a job carries after its answer or error."""
     if job.metadata is not None:
         record["metadata"] = job.metadata
@@ -102,7 +101,7 @@ class Recorder:
         effort: Effort,
         *,
         deduplicated_from: str | None = None,
-        extra: Mapping[str, Any] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         """Write a job's answer; `extra` keys follow the record's own
         (`cached`, and what an answer check adds).
@@ -111,7 +110,7 @@ class Recorder:
             OutputError: the results file cannot be written; the run stops.
             orjson.JSONEncodeError: the answer cannot be serialised.
         """
-        record: dict[str, Any] = {
+        record: dict[str, object] = {
             "id": self._ids.next(),
             "custom_id": job.id,
             "response": {
@@ -133,7 +132,7 @@ class Recorder:
         effort: Effort,
         *,
         deduplicated_from: str | None = None,
-        extra: Mapping[str, Any] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         """Write a job's failure; `response` holds the last HTTP status and
         body, if any.
@@ -159,7 +158,7 @@ class Recorder:
 
 def _error_record(
     record_id: str, job_id: str | None, error: WorkerError
-) -> dict[str, Any]:
+) -> dict[str, object]:
     response = None
     if error.status is not None:
         response = {

@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -67,7 +66,7 @@ def repair_trailing_line(path: Path) -> int:
         raise ConfigError(f"cannot repair {path}: {exc.strerror}") from None
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, object] | None]]:
     """(line number, record) for every non-blank line of an output file; the
     record is None for a line that is not a JSON object (a torn last line).
 
@@ -105,8 +104,8 @@ def _scan(path: Path, state: ResumeState, *, is_errors: bool) -> None:
             fingerprint = record.get("request_fingerprint")
             if isinstance(fingerprint, str) and _FINGERPRINT.fullmatch(fingerprint):
                 state.fingerprints.put(job_id, fingerprint)
-        elif is_errors and isinstance(record.get("line"), int):
-            state.invalid_lines.add(record["line"])
+        elif is_errors and isinstance(line := record.get("line"), int):
+            state.invalid_lines.add(line)
         if is_errors:
             state.failed += 1
         else:
@@ -165,7 +164,7 @@ def set_aside_redone(results: Path, errors: Path, redone: dict[str, str]) -> int
     return moved
 
 
-def _is_answer(record: dict[str, Any]) -> bool:
+def _is_answer(record: dict[str, object]) -> bool:
     response = record.get("response")
     body = response.get("body") if isinstance(response, dict) else None
     if not isinstance(body, dict):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -25,7 +24,7 @@ from worker.logs import scrub_bytes
 NEW_FILE_MODE = 0o600
 
 
-def dumps_line(record: dict[str, Any]) -> bytes:
+def dumps_line(record: Mapping[str, object]) -> bytes:
     """One JSONL line (newline included), scrubbed of anything shaped like a key.
 
     A server that echoes a credential into a body must not put it in our files.
@@ -70,7 +69,7 @@ class ResultWriter:
                 f"cannot open output {exc.filename}: {exc.strerror}"
             ) from None
 
-    def write_result(self, record: dict[str, Any]) -> None:
+    def write_result(self, record: Mapping[str, object]) -> None:
         """Append one success line.
 
         Raises:
@@ -79,7 +78,7 @@ class ResultWriter:
         """
         self._append(self.results_path, dumps_line(record))
 
-    def write_error(self, record: dict[str, Any]) -> None:
+    def write_error(self, record: Mapping[str, object]) -> None:
         """Append one failure line (raises as `write_result`)."""
         self._append(self.errors_path, dumps_line(record))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from types import TracebackType
 
 from worker.flow.clock import Clock, Sleep
 
@@ -11,7 +10,7 @@ from worker.flow.clock import Clock, Sleep
 class RetryAfterGate:
     """One `not before` time shared by every worker: a Retry-After pauses all.
 
-    `async with gate:` returns once the gate is open; it holds nothing.
+    `await gate.wait()` returns once the gate is open; it holds nothing.
     """
 
     __slots__ = ("_clock", "_not_before", "_sleep")
@@ -37,14 +36,3 @@ class RetryAfterGate:
         """Sleep until the gate is open."""
         while (remaining := self._not_before - self._clock()) > 0:
             await self._sleep(remaining)
-
-    async def __aenter__(self) -> None:
-        await self.wait()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None

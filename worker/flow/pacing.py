@@ -1,52 +1,19 @@
 """Rate limiters: even pacing (--rpm, --tpm) and a sliding window of starts.
 
-Each may be used alone, `async with pacer:` waiting for its turn and taking it
-at once, or in steps (`wait_ready`, then `take` at the moment of starting), which
-is how the throttle keeps a worker that waits from holding anything.
+Each is used in steps: `wait_ready` (taking nothing), then `take` at the moment
+of starting, which is how the throttle keeps a worker that waits from holding
+anything.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from types import TracebackType
 
 from worker.flow.clock import Clock, Sleep
 
 
-class _Limiter:
-    """`async with limiter:` waits for a start and takes it (cost 1)."""
-
-    __slots__ = ()
-
-    def is_ready(self) -> bool:
-        raise NotImplementedError
-
-    async def wait_ready(self) -> None:
-        raise NotImplementedError
-
-    def take(self, cost: float = 1.0) -> None:
-        raise NotImplementedError
-
-    async def acquire(self, cost: float = 1.0) -> None:
-        """Wait until a request may start, then start it: no await in between."""
-        while not self.is_ready():
-            await self.wait_ready()
-        self.take(cost)
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-
-class WindowLimiter(_Limiter):
+class WindowLimiter:
     """At most `requests` starts in any `window_s` seconds: the client-side twin of
     a server's sliding window, so a learned window draws no more 429s."""
 
@@ -87,7 +54,7 @@ class WindowLimiter(_Limiter):
         self._starts.append(started)
 
 
-class Pacer(_Limiter):
+class Pacer:
     """Starts requests evenly spaced so that `rate_per_s` cost units pass per second.
 
     A request may start once the schedule reaches `next`; starting moves `next`

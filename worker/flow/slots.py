@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from types import TracebackType
 
 
 class AdaptiveLimiter:
@@ -74,17 +73,6 @@ class AdaptiveLimiter:
                 self._waiters.remove(waiter)
             raise
         return self._epoch
-
-    async def __aenter__(self) -> int:
-        return await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def release(self) -> None:
         """Give a slot back."""

@@ -97,6 +97,10 @@ class Throttle:
         """How often the in-flight limit was cut."""
         return self.limiter.decreases
 
+    def paused_s(self) -> float:
+        """Seconds every request is held back by a Retry-After (0: none)."""
+        return self.gate.remaining_s()
+
     def learned(self) -> Learned:
         """What the run learned of the account's limits."""
         return self.learner.learned()

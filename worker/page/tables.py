@@ -4,9 +4,9 @@ memory: the slowest answers, and the failures by error code."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from worker.files.resume import read_records
 
@@ -32,7 +32,7 @@ class Outcomes:
     slowest: list[tuple[float, str, int]] = field(default_factory=list)
     failed: dict[str, FailedCode] = field(default_factory=dict)
 
-    def add_answer(self, record: dict[str, Any]) -> None:
+    def add_answer(self, record: Mapping[str, object]) -> None:
         """One results-file record."""
         latency_s = record.get("latency_s")
         if not isinstance(latency_s, int | float) or record.get("cached"):
@@ -44,7 +44,7 @@ class Outcomes:
         elif entry > self.slowest[0]:
             heapq.heapreplace(self.slowest, entry)
 
-    def add_failure(self, record: dict[str, Any]) -> None:
+    def add_failure(self, record: Mapping[str, object]) -> None:
         """One errors-file record."""
         error = record.get("error")
         if not isinstance(error, dict):
@@ -65,7 +65,7 @@ class Outcomes:
         return sorted(self.failed.items(), key=lambda item: (-item[1].count, item[0]))
 
 
-def _int(record: dict[str, Any]) -> int:
+def _int(record: Mapping[str, object]) -> int:
     attempts = record.get("attempts")
     return attempts if isinstance(attempts, int) else 0
 

@@ -36,10 +36,11 @@ class Snapshot:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "ETA -"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"ETA {seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"ETA {seconds // 60}:{seconds % 60:02d}"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"ETA {hours}h{minutes:02d}m"
+    return f"ETA {minutes}:{seconds:02d}"
 
 
 def _bar(width: int, fraction: float | None) -> str:

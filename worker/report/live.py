@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 from worker.config import Settings
 from worker.domain.prices import PriceBook
 from worker.domain.refusal import REFUSAL_KINDS
-from worker.domain.summary import Concurrency, Cost, Learned
+from worker.domain.summary import Concurrency, Cost, Learned, Timeline
 from worker.report.progress import ProgressReporter
 from worker.report.stats import RunStats
-from worker.report.timeline import Gauges, Timeline
+from worker.report.timeline import Gauges, TimelineSampler
 
 if TYPE_CHECKING:
     from worker.report.metrics import Metrics
@@ -26,7 +26,8 @@ TIMELINE_TICK_S = 0.25
 
 class FlowView(Protocol):
     """What reporting reads of the flow control: the in-flight limit, its
-    ceiling, how often it fell, and what was learned of the account."""
+    ceiling, how often it fell, how long every request is held back, and what
+    was learned of the account."""
 
     @property
     def limit(self) -> int: ...
@@ -36,6 +37,8 @@ class FlowView(Protocol):
 
     @property
     def decreases(self) -> int: ...
+
+    def paused_s(self) -> float: ...
 
     def learned(self) -> Learned: ...
 
@@ -74,7 +77,7 @@ class LiveReport:
         self.stats = stats
         self._flow = flow
         self.prices = prices
-        self._timeline = Timeline(REFUSAL_KINDS)
+        self._timeline = TimelineSampler(REFUSAL_KINDS)
         self._started = time.monotonic()
         self._metrics = self._make_metrics(stem)
 
@@ -103,7 +106,7 @@ class LiveReport:
             )
             timeline.sample(elapsed_s, stats, gauges)
 
-    def timeline(self) -> dict[str, object]:
+    def timeline(self) -> Timeline:
         """The timeline so far, as the summary keeps it."""
         return self._timeline.export()
 

@@ -24,14 +24,16 @@ BAR_REFRESH_S = 0.25
 
 
 class InFlightLimit(Protocol):
-    """What the display shows of the in-flight limiter: where it is, and the
-    ceiling it may not pass."""
+    """What the display shows of the flow control: the in-flight limit, the
+    ceiling it may not pass, and how long every request is held back."""
 
     @property
     def limit(self) -> int: ...
 
     @property
     def ceiling(self) -> int: ...
+
+    def paused_s(self) -> float: ...
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -156,7 +158,13 @@ class ProgressReporter:
             f"retrying {s.retrying} | in flight {s.in_flight} | "
             f"concurrency {self._limiter.limit}/{self._limiter.ceiling} | "
             f"{self._rate:.1f} req/s | {s.total_tokens:,} tokens"
+            f"{self._paused(' | ')}"
         )
+
+    def _paused(self, before: str) -> str:
+        """`paused 4 s` while a Retry-After holds every request back."""
+        paused_s = self._limiter.paused_s()
+        return f"{before}paused {paused_s:.0f} s" if paused_s >= 0.5 else ""
 
     def _total(self) -> int | None:
         return self._stats.expected_total()
@@ -183,6 +191,8 @@ class ProgressReporter:
         ]
         if self._cost is not None:
             extras.append(f"{self._cost():,.2f} RUB")
+        if paused := self._paused(""):
+            extras.insert(0, paused)
         self._view.snapshot = Snapshot(
             done=s.done + s.skipped,
             total=self._total(),

@@ -55,6 +55,11 @@ def _jobs(summary: RunSummary) -> str:
         )
     if summary.deduplicated:
         reused.append(f"{summary.deduplicated} shared a duplicate's request")
+    if summary.jobs_with_system_messages:
+        reused.append(
+            f"{summary.jobs_with_system_messages} sent system messages, which "
+            "Mira drops"
+        )
     return "; ".join([text, *reused])
 
 
@@ -137,6 +142,8 @@ def _account(summary: RunSummary) -> str:
     refusals = summary.daily_messages_on_refusals
     held = summary.slots_left_held
     parts = []
+    if summary.daily_cap is not None:
+        parts.append(f"the daily cap resets at {summary.daily_cap.resets_at}")
     if refusals:
         parts.append(f"{refusals} daily messages spent on refusals")
     if held:

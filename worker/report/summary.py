@@ -60,7 +60,7 @@ def summarize(
     concurrency: Concurrency,
     learned: Learned,
     cost: Cost,
-    timeline: dict[str, object],
+    timeline: Timeline,
 ) -> RunSummary:
     """The summary of one run."""
     reason = ending.reason
@@ -121,7 +121,7 @@ def summarize(
         else 0.0,
         jobs_per_s=round(stats.done / elapsed_s, 2) if elapsed_s > 0 else 0.0,
         files=files,
-        timeline=Timeline.model_validate(timeline),
+        timeline=timeline,
     )
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 from array import array
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from worker.domain.summary import Timeline
 from worker.report.stats import LatencyHistogram, RunStats
 
 MAX_POINTS = 240
@@ -46,7 +47,7 @@ class Gauges:
     cost_rub: float
 
 
-class Timeline:
+class TimelineSampler:
     """Samples of a run's totals, thinned to stay under MAX_POINTS."""
 
     __slots__ = ("_kinds", "_pending", "_samples", "step_s")
@@ -100,7 +101,7 @@ class Timeline:
         ]
         self.step_s *= 2
 
-    def export(self) -> dict[str, Any]:
+    def export(self) -> Timeline:
         """Per interval: its end, answers per second, failures, retries, 429s
         by kind, in flight at most, the cap, latency p50/p95 and the cost so far."""
         columns = [
@@ -118,7 +119,7 @@ class Timeline:
         rows = [
             _interval(before, now) for before, now in itertools.pairwise(self._samples)
         ]
-        return {"step_s": self.step_s, "columns": columns, "rows": rows}
+        return Timeline(step_s=self.step_s, columns=columns, rows=rows)
 
 
 def _interval(before: Sample, now: Sample) -> list[float | None]:

@@ -136,7 +136,7 @@ class Intake:
 
     def reading(self) -> Reading:
         """What the reader found, for after the run."""
-        return Reading(tuple(self._changed_lines), dict(self._redone))
+        return Reading(dict(self._redone))
 
     def report_changed(self) -> None:
         """Say once how many done jobs changed since they were answered."""
@@ -179,10 +179,9 @@ class Intake:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """What the reader learned: the done jobs whose request changed, and of
-    those the ones sent again (id -> the new request's fingerprint)."""
+    """What the reader learned: the done jobs whose request changed that were
+    sent again (id -> the new request's fingerprint)."""
 
-    changed_lines: tuple[int, ...] = ()
     redone: dict[str, str] = field(default_factory=dict)
 
 
