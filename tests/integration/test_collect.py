@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.batch import Batch
 from tests.fakes import FakeClock
-from tests.helpers import read_jsonl, run_settings, write_jobs
+from tests.helpers import call_main, cli_env, read_jsonl, run_settings, write_jobs
 from worker.app.run import execute_run
 from worker.collect.join import collect
 from worker.domain.prices import ChargedPrice, PriceBook
@@ -166,3 +168,58 @@ def test_a_missing_input_is_refused(tmp_path: Path) -> None:
             errors=tmp_path / "e",
             prices=PriceBook(),
         )
+
+
+async def test_collect_prices_each_record_as_the_run_did_offline(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a cache and dedupe, collect's cost is the summary's to the kopeck,
+    and it opens no connection: the run kept its prices with its files."""
+    sim.faults = Faults(seed=4, p_upstream_error=0.1, p_moderated=0.05)
+    questions = [
+        {"id": f"warm-{q}", "prompt": f"question {q}", "model": "mira-pro"}
+        for q in range(30)
+    ]
+    write_jobs(tmp_path / "warm" / "jobs.jsonl", questions)
+    cache = tmp_path / "answers.sqlite"
+    warm = Batch(sim, tmp_path / "warm")
+    await warm.run(cache=cache)
+    lines = [
+        {"id": f"q-{n}", "prompt": f"question {n % 45}", "model": "mira-pro"}
+        for n in range(90)  # 30 asked before, and each question twice
+    ]
+    batch = Batch(sim, tmp_path / "run")
+    write_jobs(batch.dir / "jobs.jsonl", lines)
+    await batch.run(cache=cache, dedupe=True)
+    summary = batch.summary
+    assert summary["cache_hits"] > 0
+    assert summary["deduplicated"] > 0
+    assert summary["cost"]["prices"] == "charged"
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("collect opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    done = call_main(
+        "collect",
+        "jobs.jsonl",
+        "--to",
+        "out.jsonl",
+        cwd=batch.dir,
+        env=cli_env(base_url=sim.base_url),
+        monkeypatch=monkeypatch,
+    )
+    assert done.code == 0, done.stderr
+    rows = read_jsonl(batch.dir / "out.jsonl")
+    assert sum(r["cost_rub"] or 0 for r in rows) == pytest.approx(
+        summary["cost"]["total"], abs=1e-9
+    )
+    assert "at charged prices" in done.stderr
+    cached = [r for r in rows if r["custom_id"] in _cached_ids(batch)]
+    assert cached
+    assert all(r["cost_rub"] == 0 for r in cached)
+
+
+def _cached_ids(batch: Batch) -> set[str]:
+    return {r["custom_id"] for r in batch.results if r.get("cached")}

@@ -229,3 +229,36 @@ async def test_a_failing_progress_display_is_logged_and_the_exit_code_stands(
     failures = [r for r in caplog.records if "progress display failed" in r.message]
     assert len(failures) == 1
     assert failures[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("answered", [0, 1, 7, 23])
+async def test_a_run_stopped_at_any_point_counts_the_whole_input(
+    tmp_path: Path, answered: int
+) -> None:
+    lines: list[Any] = [*simple_jobs(40), "", "{broken", {"id": "job-3", "prompt": "x"}]
+    write_jobs(tmp_path / "jobs.jsonl", lines)
+    client = ScriptedClient()
+    run = start(tmp_path, client, shutdown_grace_s=0.05)
+    for _ in range(answered):
+        await until(lambda: client.in_flight > 0)
+        client.answer()
+    await until(lambda: client.in_flight == 3)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await finish(run) == 143
+    counts = summary(tmp_path)["counts"]
+    assert counts["total"] == 42  # 40 jobs, a broken line, a repeated id
+    assert counts["succeeded"] == answered
+    assert counts["not_attempted"] == 42 - answered - counts["failed"]
+    assert summary(tmp_path)["input_complete"] is True
+
+    # The resume counts what the first run did as done before, and the rest.
+    recorded = len(read_jsonl(tmp_path / "r.jsonl") + read_jsonl(tmp_path / "e.jsonl"))
+    again = ScriptedClient()
+    run = start(tmp_path, again, shutdown_grace_s=0.05)
+    await until(lambda: again.in_flight > 0)  # alone: slots were left held
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await finish(run) == 143
+    counts = summary(tmp_path)["counts"]
+    assert counts["total"] == 42
+    assert counts["skipped"] == recorded
+    assert counts["not_attempted"] == 42 - recorded

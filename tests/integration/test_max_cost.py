@@ -30,6 +30,7 @@ async def test_the_run_stops_before_the_cap_and_a_higher_cap_continues(
     assert "--max-cost 1.00 RUB" in summary["message"]
     assert 0 < summary["succeeded"] < 200
     assert summary["not_attempted"] > 0  # left for a resume
+    assert summary["total"] == 200  # the whole input, read or not
     assert caplog.text.count("80% of --max-cost") == 1
 
     assert await batch.run(max_cost_rub=100.0, prices=PRICES) == 0

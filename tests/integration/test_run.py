@@ -140,6 +140,10 @@ async def test_fatal_status_stops_keeps_successes_and_resume_finishes(
     assert batch.summary["stop_reason"] == reason
     assert batch.summary["exit_code"] == code
     assert batch.summary["succeeded"] == len(results)
+    # Requests already at the server when the stop came were let land: every
+    # answer the server gave was written, so none is paid for again below.
+    assert sim.stats.undelivered == 0
+    assert batch.summary["slots_left_held"] == 0
 
     # The operator fixes the key or the balance and runs the same command again.
     sim.keys.add(OTHER_KEY)
