@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -9,6 +10,11 @@ import pytest
 from tests.helpers import SENTINEL_KEY, assert_no_key
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
+
+# Rewritten test modules are cached even where the environment asks Python not
+# to write bytecode (cli_env lets the processes the tests start cache theirs):
+# compiling them again on every run costs seconds of the suite's 30.
+sys.dont_write_bytecode = False
 
 # Each folder is a kind of test; `-m` picks kinds (`-m "not e2e"`, `-m tool`).
 _KIND_OF_FOLDER = {

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ def cli_env(
     """An environment with no MIRA_* from the outside world."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIRA_")}
     env.pop("JOB_COMPLETION_INDEX", None)
+    # Every process the suite starts imports the package: cached bytecode
+    # saves each one compiling it again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONUNBUFFERED"] = "1"
     if key is not None:
         env["MIRA_API_KEY"] = key
@@ -123,11 +127,75 @@ async def finish_cli(
 
 
 async def run_cli(
-    *args: str, cwd: Path, env: Mapping[str, str], timeout_s: float = 60
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_s: float = 60,
+    in_process: bool = False,
 ) -> CliResult:
-    """Run the CLI to completion."""
+    """Run the CLI to completion: as a process, or (`in_process`, where no
+    process is the point: no signal, no stdin, no memory measured) through the
+    same `main()` on a thread of this one, which saves starting and importing
+    Python for each run."""
+    if in_process:
+        async with asyncio.timeout(timeout_s):
+            result = await asyncio.to_thread(_main_in_thread, args, cwd, env)
+        assert_no_key_in_files(cwd)
+        return result
     proc = await start_cli(*args, cwd=cwd, env=env)
     return await finish_cli(proc, cwd=cwd, timeout_s=timeout_s)
+
+
+def _configures_a_run(name: str) -> bool:
+    return name.startswith("MIRA_") or name == "JOB_COMPLETION_INDEX"
+
+
+_IN_PROCESS = threading.Lock()  # one in-process run at a time: cwd, env, logging
+
+
+def _main_in_thread(
+    args: tuple[str, ...], cwd: Path, env: Mapping[str, str]
+) -> CliResult:
+    """`main(args)` with the working directory, MIRA_* environment and standard
+    streams a process would have; all of it put back afterwards."""
+    import contextlib
+    import gc
+    import io
+    import logging
+
+    from worker.cli import main
+
+    with _IN_PROCESS:
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        thresholds = gc.get_threshold()
+        out, err = io.StringIO(), io.StringIO()
+        for name in [k for k in os.environ if _configures_a_run(k)]:
+            del os.environ[name]
+        os.environ.update({k: v for k, v in env.items() if _configures_a_run(k)})
+        os.chdir(cwd)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:  # --help
+                    code = int(exc.code or 0)
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+            for handler in handlers:
+                root.addHandler(handler)
+            root.setLevel(level)
+            logging.captureWarnings(False)
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
+    assert_no_key(out.getvalue())
+    assert_no_key(err.getvalue())
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def assert_no_key_in_files(directory: Path) -> None:
@@ -151,6 +219,7 @@ async def run_batch(
     *extra: str,
     key: str | None = SENTINEL_KEY,
     timeout_s: float = 60,
+    in_process: bool = False,
     **env: str,
 ) -> CliResult:
     """`mira-batch run jobs.jsonl --progress off EXTRA` against base_url."""
@@ -163,6 +232,7 @@ async def run_batch(
         cwd=cwd,
         env=cli_env(key=key, base_url=base_url, **env),
         timeout_s=timeout_s,
+        in_process=in_process,
     )
 
 

@@ -125,6 +125,7 @@ async def test_a_file_gets_periodic_status_lines_without_control_codes(
         "3",
         "--progress-interval",
         "0.1",
+        in_process=True,
     )
     assert result.code == 0
     status = [line for line in result.stderr.splitlines() if "progress: done" in line]
@@ -165,6 +166,7 @@ async def test_json_logs_are_one_object_per_stderr_line(
         "--progress-interval",
         "0.05",
         key=key,
+        in_process=True,
     )
     assert result.code in {1, 2, 3}
     lines = result.stderr.splitlines()

