@@ -132,6 +132,24 @@ class Settings(BaseSettings):
     system_as_user: bool = Field(
         False, description="system messages into the first user one (Mira drops them)"
     )
+    json_schema: Path | None = Field(
+        None,
+        description="a JSON Schema (Draft 2020-12) every answer must meet; a "
+        "line's own response_format wins for that line",
+    )
+    max_reasks: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="times an answer that is not JSON, or not valid under its "
+        "schema, is asked for again (each a paid request); then invalid_output",
+    )
+    on_truncated: Literal["retry", "keep", "fail"] = Field(
+        "retry",
+        description="an answer cut at max_tokens: retry once with max_tokens "
+        "doubled (up to 16,384), then truncated; keep it (marked truncated); "
+        "or fail it (truncated)",
+    )
     log_level: LogLevel = Field("info", description="how much to log")
     log_format: LogFormat = Field(
         "text", description="text for people, json for log collectors"

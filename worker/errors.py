@@ -23,6 +23,9 @@
         ├── InvalidJobError         a bad input line; carries line_no
         ├── RequestRejectedError    other 4xx and redirects
         ├── ContentFilteredError    a 200 whose answer moderation withheld
+        ├── InvalidOutputError      no JSON, or JSON its schema refuses, after
+        │                           the last re-ask; carries the problems
+        ├── TruncatedError          an answer cut at max_tokens, not to be kept
         ├── UnrecordableResponseError  a 2xx body nested too deep to read or write
         ├── ResponseTooLargeError   a 2xx body over --max-response-bytes
         └── RetriesExhaustedError   the last RetryableError is its __cause__
@@ -225,6 +228,26 @@ class ContentFilteredError(JobError):
     """The server's moderation withheld the answer; asking again will not help."""
 
     code = "content_filtered"
+
+
+class InvalidOutputError(JobError):
+    """The answer is no JSON value, or one its schema refuses, and re-asking
+    gave up: the last answer and what was wrong with it are kept."""
+
+    code = "invalid_output"
+
+    def __init__(
+        self, message: str, *, problems: list[tuple[str, str]], **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.problems = problems
+
+
+class TruncatedError(JobError):
+    """The answer was cut at max_tokens (finish_reason "length"): it is kept in
+    the error record, never written as a result."""
+
+    code = "truncated"
 
 
 class UnrecordableResponseError(JobError):

@@ -55,7 +55,7 @@ def payloads_by_id(jobs: list[dict[str, Any]]) -> dict[bytes, str]:
     """The exact request body the worker sends for each job, mapped to its id."""
     out = {}
     for n, job in enumerate(jobs, start=1):
-        parsed = parse_job(orjson.dumps(job), n, default_model="mira")
+        parsed = parse_job(orjson.dumps(job), n)
         out[parsed.payload] = parsed.id
     return out
 

@@ -22,6 +22,7 @@ from worker.errors import (
     RateLimitedError,
     UpstreamError,
 )
+from worker.files.jobs import Rules
 from worker.files.outputs import RunFiles
 
 
@@ -120,7 +121,7 @@ async def test_validate_counts_words_and_warns_of_system_messages(
         '{"id": "a", "prompt": "one two three", "system": "be brief"}\n'
         '{"id": "b", "prompt": "four five"}\n'
     )
-    report = await validate_file(str(source), default_model="mira")
+    report = await validate_file(str(source), Rules())
     assert report.prompt_tokens["mira"] == 3 + 2 + 2
     assert report.with_system == 1
     text = render_report(
@@ -128,7 +129,7 @@ async def test_validate_counts_words_and_warns_of_system_messages(
     )
     assert "1 jobs carry system messages" in text
     assert "whitespace-separated words" in text
-    folded = await validate_file(str(source), default_model="mira", system_as_user=True)
+    folded = await validate_file(str(source), Rules(system_as_user=True))
     assert folded.with_system == 0
 
 
@@ -138,7 +139,7 @@ async def test_validate_counts_identical_requests_and_what_dedupe_saves(
     source = tmp_path / "jobs.jsonl"
     lines = [f'{{"id": "j{i}", "prompt": "question {i % 4}"}}' for i in range(10)]
     source.write_text("\n".join(lines) + "\n")
-    report = await validate_file(str(source), default_model="mira")
+    report = await validate_file(str(source), Rules())
     assert report.identical == 6  # 10 jobs, 4 distinct requests
     text = render_report(
         str(source), report, PriceBook("override", {"mira": (1000.0, 1000.0)})

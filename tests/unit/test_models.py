@@ -9,13 +9,13 @@ import pytest
 
 from worker.domain.job import shard_of
 from worker.errors import InvalidJobError
-from worker.files.jobs import parse_job
+from worker.files.jobs import Rules, parse_job
 from worker.files.shapes import MAX_MESSAGES
 
 
 def parse(obj: object, line_no: int = 1) -> tuple[str, dict[str, object]]:
     raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    job = parse_job(raw, line_no, default_model="mira")
+    job = parse_job(raw, line_no)
     return job.id, orjson.loads(job.payload)
 
 
@@ -68,7 +68,7 @@ def test_simple_messages_shape_and_metadata_is_never_sent() -> None:
             "metadata": {"k": [1]},
         }
     ).encode()
-    job = parse_job(raw, 3, default_model="mira")
+    job = parse_job(raw, 3)
     assert job.metadata == {"k": [1]}
     assert b"metadata" not in job.payload
 
@@ -93,7 +93,6 @@ def test_token_estimate_counts_words_as_mira_and_max_tokens() -> None:
             }
         ).encode(),
         1,
-        default_model="mira",
     )
     assert job.prompt_tokens_est == 4 + 2  # whitespace-separated words, all messages
     assert job.completion_tokens_est == 50
@@ -112,7 +111,7 @@ def test_system_as_user_folds_system_messages_into_the_first_user_message() -> N
             ]
         }
     ).encode()
-    job = parse_job(raw, 1, default_model="mira", system_as_user=True)
+    job = parse_job(raw, 1, Rules(system_as_user=True))
     messages = json.loads(job.payload)["messages"]
     assert messages[0] == {"role": "user", "content": "Answer in French.\n\nHello"}
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
@@ -154,7 +153,7 @@ def test_invalid_lines_raise_with_line_number_and_reason(
     raw: bytes, fragment: str, has_id: bool
 ) -> None:
     with pytest.raises(InvalidJobError) as info:
-        parse_job(raw, 9, default_model="mira")
+        parse_job(raw, 9)
     assert info.value.line_no == 9
     assert fragment in info.value.message
     assert (info.value.job_id == "a") is has_id
@@ -175,9 +174,7 @@ def test_shard_of_is_stable_and_spreads_ids() -> None:
 
 
 def test_the_fingerprint_is_the_request_as_sent_whatever_the_lines_spelling() -> None:
-    simple = parse_job(
-        b'{"id": "a", "prompt": "hi", "temperature": 0.5}', 1, default_model="mira"
-    )
+    simple = parse_job(b'{"id": "a", "prompt": "hi", "temperature": 0.5}', 1)
     batch = parse_job(
         json.dumps(
             {
@@ -190,10 +187,9 @@ def test_the_fingerprint_is_the_request_as_sent_whatever_the_lines_spelling() ->
             }
         ).encode(),
         2,
-        default_model="mira",
     )
-    other = parse_job(b'{"prompt": "hi", "temperature": 0.7}', 3, default_model="mira")
-    defaulted = parse_job(b'{"prompt": "hi", "temperature": 0.5}', 4, default_model="x")
+    other = parse_job(b'{"prompt": "hi", "temperature": 0.7}', 3)
+    defaulted = parse_job(b'{"prompt": "hi", "temperature": 0.5}', 4, Rules(model="x"))
     assert simple.fingerprint == batch.fingerprint  # ids and key order do not count
     assert len(simple.fingerprint) == 64
     assert other.fingerprint != simple.fingerprint

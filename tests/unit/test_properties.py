@@ -34,6 +34,7 @@ from worker.errors import (
     RequestRejectedError,
     ServerError,
 )
+from worker.files.jobs import Rules
 from worker.files.outputs import RunFiles
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
@@ -116,7 +117,7 @@ lines = st.one_of(
 def test_every_line_becomes_a_request_or_one_invalid_record(raw: list[bytes]) -> None:
     writer = CapturingWriter()
     intake = Intake(
-        default_model="mira",
+        rules=Rules(),
         shard=None,
         resume=ResumeState(),
         tally=Tally(),

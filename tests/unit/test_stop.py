@@ -17,7 +17,7 @@ from worker.errors import (
     ServerError,
 )
 from worker.exits import StopReason
-from worker.files.jobs import parse_job
+from worker.files.jobs import Rules, parse_job
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
 from worker.files.writer import ResultWriter
@@ -137,7 +137,7 @@ async def test_a_cancelled_reader_still_posts_every_end_marker(
         tally = Tally()
         stats = tally.stats
         intake = Intake(
-            default_model="mira",
+            rules=Rules(),
             shard=None,
             resume=ResumeState(),
             tally=tally,
@@ -165,7 +165,7 @@ async def test_a_worker_waiting_out_a_retry_after_holds_no_slot() -> None:
     clock = FakeClock()
     throttle = Throttle(FlowLimits(concurrency=1), clock=clock, sleep=clock.sleep)
     throttle.gate.defer(30)
-    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
+    job = parse_job(b'{"prompt": "x"}', 1)
     waiting = asyncio.create_task(throttle.turn(job).__aenter__())
     await asyncio.sleep(0)
     assert throttle.limiter.in_flight == 0  # the gate holds it, not a slot
@@ -190,7 +190,7 @@ async def test_every_retryable_status_with_a_retry_after_pauses_the_run(
 ) -> None:
     clock = FakeClock()
     throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
-    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
+    job = parse_job(b'{"prompt": "x"}', 1)
     turn = await throttle.turn(job).__aenter__()
     await turn.__aexit__(type(error), error, None)  # judged once, on the way out
     assert throttle.gate.remaining_s() == paused_s
@@ -201,7 +201,7 @@ async def test_a_503_asking_for_longer_than_max_retry_after_stops_resumably() ->
     limits = FlowLimits(concurrency=4, max_pause_s=300)
     throttle = Throttle(limits, clock=clock, sleep=clock.sleep)
     policy = RetryPolicy(4, sleep=clock.sleep, max_retry_after_s=300)
-    job = parse_job(b'{"prompt": "x"}', 1, default_model="mira")
+    job = parse_job(b'{"prompt": "x"}', 1)
     error = ServerError("maintenance", status=503, retry_after_s=3600)
     turn = await throttle.turn(job).__aenter__()
     await turn.__aexit__(type(error), error, None)
@@ -216,7 +216,7 @@ async def test_rpm_with_tpm_keep_the_rpm_bound_in_every_window() -> None:
     limits = FlowLimits(concurrency=4, rpm=120, tpm=3000)
     throttle = Throttle(limits, clock=clock, sleep=clock.sleep)
     tally = Tally()
-    job = parse_job(b'{"prompt": "a short one"}', 1, default_model="mira")
+    job = parse_job(b'{"prompt": "a short one"}', 1)
     starts = []
     for n in range(60):
         turn = await throttle.turn(job).__aenter__()

@@ -22,6 +22,7 @@ from worker.app.validate import (
 )
 from worker.config import Settings, load_api_key
 from worker.domain.prices import PriceBook, charged_prices
+from worker.files.jobs import rules_for
 from worker.logs import emit, register_secret
 
 # Requests beyond one per job: on Mira every refusal uses one of the day's
@@ -235,13 +236,7 @@ def validate(
         if settings.api_key is not None or settings.api_key_file is not None:
             key = load_api_key(settings)
             register_secret(key)
-    report = asyncio.run(
-        validate_file(
-            source,
-            default_model=settings.model,
-            system_as_user=settings.system_as_user,
-        )
-    )
+    report = asyncio.run(validate_file(source, rules_for(settings)))
     plan = None
     if online:
         today = datetime.now(UTC).date()

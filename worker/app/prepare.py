@@ -14,6 +14,7 @@ from worker.api.network import check_base_url_security
 from worker.config import Settings, load_api_key
 from worker.domain.summary import RunSummary
 from worker.files.cache import AnswerCache
+from worker.files.jobs import DEFAULT_RULES, Rules, rules_for
 from worker.files.jsonl import open_input
 from worker.files.outputs import RunFiles, RunLock, check_output_paths
 from worker.files.resume import (
@@ -37,6 +38,7 @@ class Prepared:
     source: BinaryIO
     resume: ResumeState
     unclean: bool  # the last run on these files did not end with its summary
+    rules: Rules = DEFAULT_RULES  # how a line becomes a request
     cache: AnswerCache | None = None  # --cache, open for the run
 
 
@@ -52,6 +54,7 @@ def prepared(
     api_key = load_api_key(settings)
     register_secret(api_key)
     check_base_url_security(settings)
+    rules = rules_for(settings)
     check_output_paths(
         files.input,
         {"results": files.results, "errors": files.errors, "summary": files.summary},
@@ -62,7 +65,7 @@ def prepared(
         try:
             unclean = ended_uncleanly(files)
             resume = _resume_state(files, mode, force=force)
-            yield Prepared(api_key, source, resume, unclean, cache)
+            yield Prepared(api_key, source, resume, unclean, rules, cache)
         finally:
             if source is not sys.stdin.buffer:
                 source.close()

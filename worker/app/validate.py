@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from worker.domain.prices import PriceBook
 from worker.errors import InvalidJobError
 from worker.files.idset import IdSet
-from worker.files.jobs import parse_job
+from worker.files.jobs import Rules, parse_job
 from worker.files.jsonl import iter_lines, open_input
 from worker.run.reader import SYSTEM_DROPPED
 
@@ -50,9 +50,7 @@ class ValidationReport:
         return sum(cost or 0.0 for cost in self.costs(prices).values())
 
 
-async def validate_file(
-    source: str, *, default_model: str, system_as_user: bool = False
-) -> ValidationReport:
+async def validate_file(source: str, rules: Rules) -> ValidationReport:
     """Check every line of `source` as `run` would.
 
     Raises:
@@ -65,12 +63,7 @@ async def validate_file(
         async for line_no, raw in iter_lines(fh):
             report.lines += 1
             try:
-                job = parse_job(
-                    raw,
-                    line_no,
-                    default_model=default_model,
-                    system_as_user=system_as_user,
-                )
+                job = parse_job(raw, line_no, rules)
             except InvalidJobError as exc:
                 report.problems.append((line_no, exc.message))
                 if exc.job_id is not None:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from worker.api.client import Client
+from worker.app.extensions import extensions
 from worker.app.prepare import Prepared
 from worker.config import Settings
 from worker.domain.prices import PriceBook
@@ -20,11 +21,9 @@ from worker.report.live import LiveReport
 from worker.report.tally import Tally
 from worker.run.ask import Asker
 from worker.run.crew import Crew
-from worker.run.hooks import Hooks, JobHook, OutcomeHook
 from worker.run.pipeline import CostCap, Permit, Pipeline
 from worker.run.reader import make_intake
 from worker.run.retry import RetryPolicy
-from worker.run.reuse import CachedAnswers, Dedupe
 from worker.run.sender import Crewmates, Sender
 from worker.run.stop import StopController
 
@@ -86,7 +85,7 @@ def build_run(
         progress=tally.stats.progress,
     )
     live = LiveReport(settings, tally.stats, throttle, prices, stem=files.stem)
-    hooks = _hooks(settings, ready, recorder, tally)
+    hooks = extensions(settings, ready.cache, recorder, tally)
     crew = Crew()
     asker = Asker(
         client=client,
@@ -113,13 +112,12 @@ def build_run(
     )
     intake = make_intake(
         ready.source,
-        default_model=settings.model,
+        rules=ready.rules,
         shard=shard,
         resume=ready.resume,
         tally=tally,
         recorder=recorder,
         hooks=hooks,
-        system_as_user=settings.system_as_user,
         redo_changed=settings.redo_changed,
     )
     pipeline = Pipeline(
@@ -132,27 +130,6 @@ def build_run(
         grace_s=settings.shutdown_grace_s,
     )
     return Run(settings, tally, stop, writer, pipeline, live, client)
-
-
-def _hooks(
-    settings: Settings, ready: Prepared, recorder: Recorder, tally: Tally
-) -> Hooks:
-    """The extensions this run's settings ask for, in the order they listen:
-    the cache before dedupe for a new job, dedupe before the cache for an
-    outcome (followers get theirs first)."""
-    job_hooks: list[JobHook] = []
-    outcome_hooks: list[OutcomeHook] = []
-    cached = None
-    if ready.cache is not None:
-        cached = CachedAnswers(ready.cache, recorder, tally)
-        job_hooks.append(cached.reuse)
-    if settings.dedupe:
-        dedupe = Dedupe(recorder, tally)
-        job_hooks.append(dedupe.follows)
-        outcome_hooks.append(dedupe.settled)
-    if cached is not None:
-        outcome_hooks.append(cached.keep)
-    return Hooks(job=job_hooks, outcome=outcome_hooks)
 
 
 def _permit(

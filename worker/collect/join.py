@@ -18,7 +18,7 @@ from worker.collect.index import OUTCOME_COLUMNS, OutcomeIndex
 from worker.collect.rows import RowWriter, open_row_writer
 from worker.domain.prices import PriceBook
 from worker.errors import ConfigError
-from worker.files.jobs import read_line
+from worker.files.jobs import Rules, read_line
 
 COLUMNS = (
     "line",
@@ -58,7 +58,7 @@ def _lines(source: Path) -> Iterator[tuple[int, bytes]]:
 
 def _parse(raw: bytes, line_no: int, default_model: str) -> tuple[str | None, str, Any]:
     """(job id, requested model, metadata) of an input line, as far as it reads."""
-    line = read_line(raw, line_no, default_model=default_model)
+    line = read_line(raw, line_no, Rules(model=default_model))
     return line.job_id, line.model, line.metadata
 
 

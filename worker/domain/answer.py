@@ -33,26 +33,47 @@ class Answer:
     streamed: bool = False
 
 
+def choices_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's choices that are objects, in order."""
+    choices = body.get("choices")
+    if not isinstance(choices, list):
+        return []
+    return [choice for choice in choices if isinstance(choice, dict)]
+
+
+def message_of(choice: dict[str, Any]) -> dict[str, Any]:
+    """A choice's message (empty when it has none)."""
+    message = choice.get("message")
+    return message if isinstance(message, dict) else {}
+
+
 def check_answer(body: dict[str, Any], status: int, request_id: str | None) -> None:
-    """Raise unless `body` holds a real answer.
+    """Raise unless every choice of `body` holds a real answer: text, or tool
+    calls (whose message may carry no content, as OpenAI's do).
 
     Raises:
-        UpstreamError: the answer is the server's upstream-error text (retried).
-        ContentFilteredError: moderation replaced the answer (the job fails).
-        EmptyAnswerError: no choices, or a choice with no content (retried).
+        UpstreamError: an answer is the server's upstream-error text (retried).
+        ContentFilteredError: moderation replaced an answer (the job fails).
+        EmptyAnswerError: no choices, or a choice with neither content nor tool
+            calls (retried).
     """
-    choices = body.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices else None
-    message = first.get("message") if isinstance(first, dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
     kw: Origin = {"status": status, "request_id": request_id, "body": body}
-    if not isinstance(content, str) or not content.strip():
+    choices = choices_of(body)
+    if not choices:
         raise EmptyAnswerError("a 200 with no answer in it", **kw)
-    text = content.lstrip()
-    if text.startswith(UPSTREAM_ERROR_PREFIXES):
-        raise UpstreamError(f"the server's upstream failed: {text[:200]}", **kw)
-    if text.rstrip() == MODERATED:
-        raise ContentFilteredError(
-            f"the answer was withheld by the server's moderation ({MODERATED!r})",
-            **kw,
-        )
+    for choice in choices:
+        message = message_of(choice)
+        content = message.get("content")
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls and not content:
+            continue  # a call for a tool, with nothing to say besides
+        if not isinstance(content, str) or not content.strip():
+            raise EmptyAnswerError("a 200 with no answer in it", **kw)
+        text = content.lstrip()
+        if text.startswith(UPSTREAM_ERROR_PREFIXES):
+            raise UpstreamError(f"the server's upstream failed: {text[:200]}", **kw)
+        if text.rstrip() == MODERATED:
+            raise ContentFilteredError(
+                f"the answer was withheld by the server's moderation ({MODERATED!r})",
+                **kw,
+            )

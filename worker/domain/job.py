@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from worker.domain.schema import Schema
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -20,6 +22,7 @@ class Job:
     system_messages: int = 0  # sent as such: Mira drops them
     fingerprint: str = ""  # the request as sent, hashed (CONTRACT section 14)
     line: int = 0  # the input line (or row) it came from
+    schema: Schema | None = None  # what its answer must meet, if anything
 
     @property
     def tokens_est(self) -> int:

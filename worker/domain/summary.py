@@ -117,6 +117,9 @@ class RunSummary(_Part):
     invalid: int = 0
     jobs_with_system_messages: int = 0
     deduplicated: int = 0
+    reasks: int = 0  # requests that asked again for usable JSON
+    invalid_output: int = 0  # jobs failed so, after the last re-ask
+    truncated: int = 0  # answers cut at max_tokens
     cache_hits: int = 0
     cache_misses: int = 0
     succeeded_before: int = 0

@@ -8,9 +8,11 @@ from typing import Any
 
 import orjson
 
+from worker.config import Settings
 from worker.domain.job import Job
+from worker.domain.schema import Schema, SchemaError, from_response_format, make_schema
 from worker.domain.usage import words
-from worker.errors import InvalidJobError
+from worker.errors import ConfigError, InvalidJobError
 from worker.files.shapes import (
     body_from_line,
     check_messages,
@@ -48,45 +50,86 @@ def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True, slots=True)
+class Rules:
+    """How a line becomes a request: the run's settings that shape every one."""
+
+    model: str = "mira"  # for jobs that name none
+    system_as_user: bool = False  # fold system messages in (Mira drops them)
+    schema: Schema | None = None  # --json-schema, for jobs without their own
+
+
+DEFAULT_RULES = Rules()
+
+
+def rules_for(settings: Settings) -> Rules:
+    """The rules the settings give, the --json-schema file read and checked.
+
+    Raises:
+        ConfigError: the schema file cannot be read, or is no JSON Schema.
+    """
+    schema = None
+    if (path := settings.json_schema) is not None:
+        try:
+            document = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read --json-schema {path}: {exc.strerror}"
+            ) from None
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"--json-schema {path} is not JSON: {exc}") from None
+        try:
+            schema = make_schema(path.stem, document)
+        except SchemaError as exc:
+            raise ConfigError(f"--json-schema {path}: {exc}") from None
+    return Rules(settings.model, settings.system_as_user, schema)
+
+
+@dataclass(frozen=True, slots=True)
 class Line:
     """What an input line says, as far as it reads: its id, model and metadata,
-    and the request body it asks for, or why it is no job."""
+    the request body it asks for and the schema its answer must meet, or why
+    it is no job."""
 
     job_id: str | None
     model: str
     metadata: dict[str, Any] | None
     body: dict[str, Any] | None = None
     error: InvalidJobError | None = None
+    schema: Schema | None = None
 
 
-def read_line(
-    raw: bytes, line_no: int, *, default_model: str, system_as_user: bool = False
-) -> Line:
+def read_line(raw: bytes, line_no: int, rules: Rules = DEFAULT_RULES) -> Line:
     """The one reader of an input line: run and validate build the job from it
-    (parse_job), collect reads its id, model and metadata."""
+    (parse_job), collect reads its id, model, metadata and schema."""
     try:
         obj = load_object(raw, line_no)
     except InvalidJobError as exc:
-        return Line(None, default_model, None, error=exc)
+        return Line(None, rules.model, None, error=exc)
     job_id, problem = read_job_id(obj, line_no)
     metadata = obj.get("metadata")
     body, body_problem = body_from_line(obj)
     model = (body or obj).get("model")
-    model = model if isinstance(model, str) and model else default_model
+    model = model if isinstance(model, str) and model else rules.model
     problem = problem or body_problem
     if problem is None and body is not None:
         problem = check_messages(body.get("messages"))
     if metadata is not None and not isinstance(metadata, dict):
         problem = problem or "metadata must be an object"
         metadata = None
+    schema = rules.schema
+    if body is not None and "response_format" in body:
+        try:
+            schema = from_response_format(body["response_format"])
+        except SchemaError as exc:
+            problem = problem or f"response_format: {exc}"
     if problem is not None or body is None or job_id is None:
         error = InvalidJobError(
             problem or "invalid job", line_no=line_no, job_id=job_id
         )
-        return Line(job_id, model, metadata, error=error)
-    if system_as_user:
+        return Line(job_id, model, metadata, error=error, schema=schema)
+    if rules.system_as_user:
         body["messages"] = fold_system(body["messages"])
-    return Line(job_id, model, metadata, body)
+    return Line(job_id, model, metadata, body, schema=schema)
 
 
 def read_id(raw: bytes, line_no: int) -> str | None:
@@ -98,46 +141,66 @@ def read_id(raw: bytes, line_no: int) -> str | None:
         return None
 
 
-def parse_job(
-    raw: bytes, line_no: int, *, default_model: str, system_as_user: bool = False
-) -> Job:
+def parse_job(raw: bytes, line_no: int, rules: Rules = DEFAULT_RULES) -> Job:
     """Parse one non-blank input line into the request it asks for.
 
     Raises:
         InvalidJobError: the line cannot become a request; carries its line number.
     """
-    line = read_line(
-        raw, line_no, default_model=default_model, system_as_user=system_as_user
-    )
+    line = read_line(raw, line_no, rules)
     if line.error is not None:
         raise line.error
     assert line.job_id is not None
     assert line.body is not None
-    return _job(
-        line.job_id, line.body, line.metadata, line_no, default_model=default_model
+    return build_job(
+        line.job_id, line.body, line.metadata, line_no, rules, schema=line.schema
     )
 
 
-def _job(
+def ask_for_schema(body: dict[str, Any], schema: Schema) -> None:
+    """Ask for the schema where Mira listens, the end of the last user message
+    (it ignores `response_format` and drops system messages), and in
+    `response_format` too, for servers that honour it."""
+    body.setdefault("response_format", schema.response_format())
+    messages = body["messages"]
+    last = next(
+        (i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"),
+        None,
+    )
+    if last is None:
+        messages.append({"role": "user", "content": schema.instruction().lstrip()})
+        return
+    message = messages[last] = dict(messages[last])
+    content = message["content"]
+    if isinstance(content, str):
+        message["content"] = content + schema.instruction()
+    else:
+        message["content"] = [*content, {"type": "text", "text": schema.instruction()}]
+
+
+def build_job(
     job_id: str,
     body: dict[str, Any],
     metadata: dict[str, Any] | None,
     line_no: int,
+    rules: Rules,
     *,
-    default_model: str,
+    schema: Schema | None = None,
 ) -> Job:
-    """The request a valid line asks for.
+    """The request a valid line (or row) asks for, as it will be sent.
 
     Raises:
         InvalidJobError: a bad model, or a body that cannot be sent or recorded.
     """
     model = body.get("model")
     if model is None:
-        body["model"] = model = default_model
+        body["model"] = model = rules.model
     elif not isinstance(model, str) or not model:
         raise InvalidJobError("model must be a string", line_no=line_no, job_id=job_id)
     # A batch client wants one JSON body, never a stream without usage.
     body.pop("stream", None)
+    if schema is not None:
+        ask_for_schema(body, schema)
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     completion_est = (
         max_tokens
@@ -166,4 +229,5 @@ def _job(
         system_messages=sum(1 for m in body["messages"] if m["role"] == "system"),
         fingerprint=hashlib.sha256(canonical).hexdigest(),
         line=line_no,
+        schema=schema,
     )

@@ -6,17 +6,20 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from worker.domain.answer import Answer
 from worker.domain.job import Job
 from worker.errors import (
     InvalidJobError,
+    InvalidOutputError,
     JobError,
     RequestRejectedError,
     WorkerError,
 )
 from worker.files.writer import ResultWriter
+
+MAX_PROBLEMS_KEPT = 20  # an invalid answer's validation errors, in its record
 
 
 class RecordIds:
@@ -48,12 +51,14 @@ NO_EFFORT = Effort()  # an outcome that sent nothing: cached, or shared
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A job's written outcome, its answer or its error, for the jobs that asked
-    the same request (--dedupe): `leader` is the job that asked it."""
+    """A job's written outcome, its answer or its error, and what its record
+    added (parsed JSON), for the jobs that asked the same request (--dedupe):
+    `leader` is the job that asked it."""
 
     leader: str
     answer: Answer | None = None
     error: JobError | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
 
 
 def error_code(error: WorkerError) -> str:
@@ -166,9 +171,15 @@ def _error_record(
             "request_id": error.request_id,
             "body": error.body,
         }
+    said: dict[str, object] = {"code": error_code(error), "message": error.message}
+    if isinstance(error, InvalidOutputError) and error.problems:
+        said["details"] = [
+            {"path": path, "message": message}
+            for path, message in error.problems[:MAX_PROBLEMS_KEPT]
+        ]
     return {
         "id": record_id,
         "custom_id": job_id,
         "response": response,
-        "error": {"code": error_code(error), "message": error.message},
+        "error": said,
     }

@@ -55,6 +55,13 @@ def _jobs(summary: RunSummary) -> str:
         )
     if summary.deduplicated:
         reused.append(f"{summary.deduplicated} shared a duplicate's request")
+    if summary.reasks or summary.invalid_output:
+        reused.append(
+            f"{summary.reasks} re-asked for usable JSON, "
+            f"{summary.invalid_output} invalid output"
+        )
+    if summary.truncated:
+        reused.append(f"{summary.truncated} answers cut at max_tokens")
     if summary.jobs_with_system_messages:
         reused.append(
             f"{summary.jobs_with_system_messages} sent system messages, which "

@@ -92,6 +92,9 @@ class RunStats:
     untrusted_usage_seen: bool = False
     jobs_with_system: int = 0
     deduplicated: int = 0
+    reasks: int = 0  # requests that asked again for usable JSON
+    invalid_output: int = 0  # jobs failed for it, after the last re-ask
+    truncated: int = 0  # answers cut at max_tokens
     cache_hits: int = 0
     cache_misses: int = 0
     # model -> [prompt tokens, completion tokens], for the run's cost

@@ -144,9 +144,19 @@ class Tally:
         """A job's answer was written."""
         self.stats.succeeded += 1
 
-    def failed(self) -> None:
-        """A job's failure was written."""
+    def failed(self, code: str = "") -> None:
+        """A job's failure was written (with its error code)."""
         self.stats.failed += 1
+        if code == "invalid_output":
+            self.stats.invalid_output += 1
+
+    def reasked(self) -> None:
+        """An answer its schema refused was asked for again."""
+        self.stats.reasks += 1
+
+    def cut(self) -> None:
+        """An answer came cut at max_tokens (finish_reason: length)."""
+        self.stats.truncated += 1
 
     def cache_hit(self) -> None:
         """A job's answer came from the cache: written, sent nothing, cost nothing."""

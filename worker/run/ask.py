@@ -41,13 +41,19 @@ class Tries:
     """One job's requests so far: how many, what they cost, and how the next
     one is sent."""
 
-    __slots__ = ("kopecks", "number", "retried", "stream")
+    __slots__ = ("before", "kopecks", "number", "retried", "stream")
 
     def __init__(self, *, stream: bool) -> None:
         self.number = 0  # the attempt under way (a free retry does not count)
+        self.before = 0  # attempts of the job's earlier requests (re-asks)
         self.kopecks = 0.0  # what its answers were billed, as priced
         self.retried = False
         self.stream = stream
+
+    def asked(self) -> None:
+        """A request was answered and the job asks another (a re-ask)."""
+        self.before += self.number
+        self.number = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from worker.domain.job import Job, Shard
 from worker.errors import InvalidJobError, OutputError
 from worker.files.idset import IdSet, fingerprint64
-from worker.files.jobs import parse_job, read_id
+from worker.files.jobs import Rules, parse_job, read_id
 from worker.files.jsonl import count_lines, is_regular_file, iter_lines, lines_after
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
@@ -45,20 +45,18 @@ class Intake:
     def __init__(
         self,
         *,
-        default_model: str,
+        rules: Rules,
         shard: Shard | None,
         resume: ResumeState,
         tally: Tally,
         recorder: Recorder,
         hooks: Hooks | None = None,
         expected_lines: int = 0,
-        system_as_user: bool = False,
         redo_changed: bool = False,
     ) -> None:
-        self._default_model = default_model
+        self._rules = rules
         self._hooks = hooks or Hooks()
         self._redo_changed = redo_changed
-        self._system_as_user = system_as_user
         self._shard = shard
         self._resume = resume
         self.tally = tally
@@ -77,12 +75,7 @@ class Intake:
         """
         self.last_line = line_no
         try:
-            job = parse_job(
-                raw,
-                line_no,
-                default_model=self._default_model,
-                system_as_user=self._system_as_user,
-            )
+            job = parse_job(raw, line_no, self._rules)
         except InvalidJobError as exc:
             self._reject(exc)
             return None
@@ -227,13 +220,12 @@ def count_unread(source: BinaryIO, intake: Intake, *, budget_s: float) -> None:
 def make_intake(
     source: BinaryIO,
     *,
-    default_model: str,
+    rules: Rules,
     shard: Shard | None,
     resume: ResumeState,
     tally: Tally,
     recorder: Recorder,
     hooks: Hooks | None = None,
-    system_as_user: bool = False,
     redo_changed: bool = False,
 ) -> Intake:
     """An Intake sized from the file's line count (0 for a pipe)."""
@@ -242,13 +234,12 @@ def make_intake(
     # the shard split make it an estimate.
     tally.expect(lines // (shard.count if shard else 1))
     return Intake(
-        default_model=default_model,
+        rules=rules,
         shard=shard,
         resume=resume,
         tally=tally,
         recorder=recorder,
         hooks=hooks,
         expected_lines=lines,
-        system_as_user=system_as_user,
         redo_changed=redo_changed,
     )

@@ -16,23 +16,33 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
+from worker.domain.answer import Answer
 from worker.domain.job import Job
 from worker.files.cache import AnswerCache
 from worker.files.records import NO_EFFORT, Outcome, Recorder
 from worker.report.tally import Tally
 
 REMEMBERED = 10_000  # settled outcomes kept for later duplicates
-CACHED = {"cached": True}
+CACHED: Mapping[str, object] = {"cached": True}
 
 
 class CachedAnswers:
-    """The answer cache as a job hook (`reuse`) and an outcome hook (`keep`)."""
+    """The answer cache as a job hook (`reuse`) and an outcome hook (`keep`);
+    `describe` says what a reused answer's record adds (its parsed JSON)."""
 
-    def __init__(self, cache: AnswerCache, recorder: Recorder, tally: Tally) -> None:
+    def __init__(
+        self,
+        cache: AnswerCache,
+        recorder: Recorder,
+        tally: Tally,
+        describe: Callable[[Job, Answer], Mapping[str, object]],
+    ) -> None:
         self._cache = cache
         self._recorder = recorder
         self._tally = tally
+        self._describe = describe
 
     def reuse(self, job: Job) -> bool:
         """Write the job's cached answer, if the cache has one.
@@ -44,7 +54,8 @@ class CachedAnswers:
         if answer is None:
             self._tally.cache_miss()
             return False
-        self._recorder.answer(job, answer, NO_EFFORT, extra=CACHED)
+        extra = {**self._describe(job, answer), **CACHED}
+        self._recorder.answer(job, answer, NO_EFFORT, extra=extra)
         self._tally.cache_hit()
         return True
 
@@ -97,13 +108,21 @@ class Dedupe:
         tally, leader = self._tally, outcome.leader
         if outcome.answer is not None:
             self._recorder.answer(
-                job, outcome.answer, NO_EFFORT, deduplicated_from=leader
+                job,
+                outcome.answer,
+                NO_EFFORT,
+                deduplicated_from=leader,
+                extra=outcome.extra,
             )
             tally.succeeded()
         else:
             assert outcome.error is not None
             self._recorder.failure(
-                job, outcome.error, NO_EFFORT, deduplicated_from=leader
+                job,
+                outcome.error,
+                NO_EFFORT,
+                deduplicated_from=leader,
+                extra=outcome.extra,
             )
-            tally.failed()
+            tally.failed(outcome.error.code)
         tally.deduplicated()

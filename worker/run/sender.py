@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -27,7 +28,7 @@ from worker.errors import (
 from worker.files.records import Effort, Outcome, Recorder
 from worker.report.tally import Tally
 from worker.run.ask import Asker, Tries, Unsent, log_attempt
-from worker.run.hooks import Hooks
+from worker.run.hooks import AskAgain, Conversation, Hooks, Reject
 from worker.run.queue import JobQueue
 from worker.run.stop import StopController
 
@@ -65,23 +66,47 @@ class Sender:
         """Bring one job to its outcome; False when this worker must end."""
         parts = self._parts
         tries = Tries(stream=parts.asker.stream == "always")
-        try:
-            answer, latency_s = await parts.asker.ask(job, job.payload, tries, task)
-        except Unsent:
-            return False
-        except FatalError as exc:
-            parts.stop.request(exc.stop_reason, str(exc))
-            return False
-        except JobError as exc:
-            return self._fail(job, exc, _effort(tries))
-        return self._succeed(job, answer, _effort(tries, latency_s))
+        talk = Conversation.of(job)
+        while True:
+            try:
+                answer, latency_s = await parts.asker.ask(
+                    job, talk.payload, tries, task
+                )
+            except Unsent:
+                return False
+            except FatalError as exc:
+                parts.stop.request(exc.stop_reason, str(exc))
+                return False
+            except JobError as exc:
+                return self._fail(job, exc, _effort(tries), _reasks(talk))
+            verdict = parts.hooks.judged(talk, answer)
+            if isinstance(verdict, AskAgain):
+                if verdict.reask:
+                    talk.reasks += 1
+                    parts.tally.reasked()
+                else:
+                    talk.widened = True
+                talk.payload = verdict.payload
+                tries.asked()
+                continue
+            effort = _effort(tries, latency_s)
+            if isinstance(verdict, Reject):
+                return self._fail(job, verdict.error, effort, verdict.extra)
+            extra = {} if verdict is None else verdict.extra
+            return self._succeed(job, answer, effort, extra)
 
-    def _succeed(self, job: Job, answer: Answer, effort: Effort) -> bool:
+    def _succeed(
+        self,
+        job: Job,
+        answer: Answer,
+        effort: Effort,
+        extra: Mapping[str, object],
+    ) -> bool:
         """Write the result; False when the writer failed."""
         parts = self._parts
         try:
-            parts.recorder.answer(job, answer, effort)
-            parts.hooks.settled(job, Outcome(job.id, answer=answer))
+            parts.recorder.answer(job, answer, effort, extra=extra)
+            parts.hooks.settled(job, Outcome(job.id, answer=answer, extra=extra))
         except OutputError:
             return False
         except orjson.JSONEncodeError as exc:
@@ -97,16 +122,22 @@ class Sender:
         parts.tally.succeeded()
         return True
 
-    def _fail(self, job: Job, exc: JobError, effort: Effort) -> bool:
+    def _fail(
+        self,
+        job: Job,
+        exc: JobError,
+        effort: Effort,
+        extra: Mapping[str, object] | None = None,
+    ) -> bool:
         """Write the failure; False when the writer failed."""
         parts = self._parts
         log_attempt(logging.WARNING, job, exc, effort.attempts, failed=True)
         try:
-            parts.recorder.failure(job, exc, effort)
-            parts.hooks.settled(job, Outcome(job.id, error=exc))
+            parts.recorder.failure(job, exc, effort, extra=extra)
+            parts.hooks.settled(job, Outcome(job.id, error=exc, extra=extra or {}))
         except OutputError:
             return False
-        parts.tally.failed()
+        parts.tally.failed(exc.code)
         self._consecutive_failures += 1
         limit = parts.max_consecutive_failures
         if limit and self._consecutive_failures >= limit:
@@ -120,5 +151,9 @@ class Sender:
 
 
 def _effort(tries: Tries, latency_s: float = 0.0) -> Effort:
-    """What the job's outcome took."""
-    return Effort(tries.number, latency_s, tries.kopecks / 100)
+    """What the job's outcome took: every attempt of every request."""
+    return Effort(tries.before + tries.number, latency_s, tries.kopecks / 100)
+
+
+def _reasks(talk: Conversation) -> Mapping[str, object]:
+    return {"reasks": talk.reasks} if talk.reasks else {}
