@@ -147,7 +147,9 @@ def extract(content: str) -> tuple[object, Form] | None:
     try:
         return orjson.loads(text), "json"
     except orjson.JSONDecodeError as exc:
-        whole_error = exc
+        # Meant as JSON, and broken: not to be read piece by piece as prose.
+        if text.startswith(("{", "[")):
+            raise ValueError(f"it is not valid JSON: {exc}") from None
     fenced = _FENCE.findall(text)
     if len(fenced) == 1:
         try:
@@ -155,11 +157,7 @@ def extract(content: str) -> tuple[object, Form] | None:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"the fenced block is not valid JSON: {exc}") from None
     found = _values_in_prose(text)
-    if len(found) == 1:
-        return found[0], "prose"
-    if text[:1] in "{[":
-        raise ValueError(f"it is not valid JSON: {whole_error}")
-    return None
+    return (found[0], "prose") if len(found) == 1 else None
 
 
 def _values_in_prose(text: str) -> list[object]:

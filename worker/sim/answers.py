@@ -109,25 +109,41 @@ def timed_out(faults: Faults) -> web.Response:
     return detail_response(408, "Request timed out")
 
 
-def completion(
-    body: dict[str, Any], faults: Faults, text: str | None = None
-) -> dict[str, Any]:
-    """An OpenAI-shaped completion that echoes the last user message (or says
-    `text`), with usage: whitespace-separated words as the source counts."""
+def echo(body: dict[str, Any]) -> str:
+    """What the simulator's model says: the last user message, echoed."""
     messages = body["messages"]
     last = next(
         (m["content"] for m in reversed(messages) if m.get("role") == "user"),
         messages[-1]["content"],
     )
-    content = f"Echo: {last[:400]}" if text is None else text
+    return f"Echo: {last[:400]}"
+
+
+Choice = tuple[str | None, str, list[dict[str, Any]] | None]
+
+
+def completion(
+    body: dict[str, Any],
+    faults: Faults,
+    text: str | None = None,
+    *,
+    choices: list[Choice] | None = None,
+) -> dict[str, Any]:
+    """An OpenAI-shaped completion that echoes the last user message (or says
+    `text`, or gives these choices: content, finish reason, tool calls), with
+    usage: whitespace-separated words as the source counts."""
+    messages = body["messages"]
+    if choices is None:
+        choices = [(echo(body) if text is None else text, "stop", None)]
+    said = " ".join(content or "" for content, _, _ in choices)
     if faults.behaviour == "source":
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        completion_tokens = len(content.split())
+        completion_tokens = len(said.split())
     else:
         prompt_tokens = (
             sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages) + 3
         )
-        completion_tokens = max(1, len(content) // 4)
+        completion_tokens = max(1, len(said) // 4)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -135,10 +151,15 @@ def completion(
         "model": body.get("model", "mira"),
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "index": index,
+                "message": {
+                    "role": "assistant",
+                    "content": content,
+                    **({"tool_calls": calls} if calls else {}),
+                },
+                "finish_reason": finish,
             }
+            for index, (content, finish, calls) in enumerate(choices)
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,

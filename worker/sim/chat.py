@@ -15,15 +15,18 @@ from aiohttp import web
 from worker.sim.answers import (
     BAD_ANSWERS,
     CUT,
+    Choice,
     break_connection,
     completion,
     detail_response,
+    echo,
     fault_response,
     peek,
     read_body,
     timed_out,
 )
 from worker.sim.faults import Faults, SimStats, charge_kopecks, latency_s, pick_fault
+from worker.sim.forms import conversation_key, pick_form, requested_schema, shaped
 from worker.sim.ledger import Ledger
 from worker.sim.limits import (
     GPU_QUEUE_RETRY_AFTER_S,
@@ -189,7 +192,10 @@ class Chat:
         body = read_body(raw, request, faults.plan)
         if isinstance(body, web.Response):
             return body
-        answer = completion(body, faults, BAD_ANSWERS.get(outcome or ""))
+        if outcome is None:
+            answer = completion(body, faults, choices=self._in_kind(body, draw))
+        else:
+            answer = completion(body, faults, BAD_ANSWERS[outcome])
         self._count_answer(body, answer, outcome, faults)
         request[_ANSWERED] = outcome is None
         if stream:
@@ -198,6 +204,39 @@ class Chat:
                 request, answer, delay_s=delay_s, sleep=self._sleep
             )
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    def _in_kind(self, body: dict[str, Any], draw: tuple[object, ...]) -> list[Choice]:
+        """The answer's choices in the form the schema, the script or the
+        draw gives (forms.py); the conversations it goes on counted."""
+        ledger, stats = self._sim.ledger, self._sim.stats
+        schema = requested_schema(body)
+        turn = ledger.conversations[conversation_key(body)]
+        ledger.conversations[conversation_key(body)] += 1
+        # A re-ask carries one more of the model's answers than the request
+        # before it (a widened max_tokens carries as many).
+        said = sum(1 for m in body["messages"] if m.get("role") == "assistant")
+        if said > ledger.answers_in[conversation_key(body)]:
+            ledger.answers_in[conversation_key(body)] = said
+            stats.reasks += 1
+        script = body.get("x_sim_forms")
+        scripted = (
+            script[min(turn, len(script) - 1)]
+            if isinstance(script, list) and script
+            else None
+        )
+        count = body.get("n")
+        count = count if isinstance(count, int) and 1 <= count <= 8 else 1
+        choices = []
+        for index in range(count):
+            form = pick_form(
+                self._sim.faults,
+                (*draw, index),
+                schema=schema is not None,
+                scripted=scripted if isinstance(scripted, str) else None,
+            )
+            stats.forms[form] += 1
+            choices.append(shaped(schema, form, echo(body)))
+        return choices
 
     def _count_answer(
         self,

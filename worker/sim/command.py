@@ -43,6 +43,12 @@ _HELP = {
     "text ('Ошибка: ...')",
     "p_moderated": "probability of a 200 whose answer moderation withheld",
     "p_empty": "probability of a 200 with no content",
+    "p_prose": "with a schema in the request: probability of an answer in prose, "
+    "no JSON in it",
+    "p_fenced": "with a schema: probability of the JSON in a ```json fence",
+    "p_broken_json": "with a schema: probability of JSON that does not parse",
+    "p_missing_field": "with a schema: probability of JSON missing a required field",
+    "p_length": "probability of an answer cut at max_tokens (finish_reason length)",
     "max_in_flight": "requests in flight per user before 429s (Mira: 3); 0 = no limit",
     "in_flight_retry_after": "Retry-After of those 429s, seconds (Mira: 5)",
     "slot_ttl_s": "with --behaviour source: leaked in-flight slots are freed this "

@@ -69,6 +69,11 @@ class Faults:
     p_upstream_error: float = 0.0
     p_moderated: float = 0.0
     p_empty: float = 0.0
+    p_prose: float = 0.0
+    p_fenced: float = 0.0
+    p_broken_json: float = 0.0
+    p_missing_field: float = 0.0
+    p_length: float = 0.0
     max_in_flight: int = 0
     in_flight_retry_after: float = 5.0
     slot_ttl_s: float = 300.0
@@ -122,6 +127,10 @@ class SimStats:
     # daily messages used, slots leaked, streams served, bad answers sent, system
     # messages dropped: what the backend source does that a client pays for
     account: Counter[str] = field(default_factory=Counter)
+    # answers by form (valid, prose, fenced, broken, missing, length,
+    # tool_calls), and requests that went on a conversation (re-asks)
+    forms: Counter[str] = field(default_factory=Counter)
+    reasks: int = 0
     duplicate_successes: int = 0
     undelivered: int = 0
     first_arrival_at: float | None = None
@@ -135,6 +144,7 @@ class SimStats:
         data["by_status"] = {str(k): v for k, v in sorted(self.by_status.items())}
         data["limited"] = dict(self.limited)
         data["account"] = dict(self.account)
+        data["forms"] = dict(self.forms)
         return data
 
 

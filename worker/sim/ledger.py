@@ -16,13 +16,24 @@ _PAUSES_KEPT = 64
 class Ledger:
     """The simulator's counts (`stats`) and the memory they need."""
 
-    __slots__ = ("_pauses", "_succeeded", "seen", "stats")
+    __slots__ = (
+        "_pauses",
+        "_succeeded",
+        "answers_in",
+        "conversations",
+        "seen",
+        "stats",
+    )
 
     def __init__(self, limited: Counter[str], account: Counter[str]) -> None:
         self.stats = SimStats()
         self.stats.limited = limited
         self.stats.account = account
         self.seen: Counter[bytes] = Counter()
+        # requests per conversation (a job's first user message): the turn a
+        # scripted answer (x_sim_forms) is on
+        self.conversations: Counter[bytes] = Counter()
+        self.answers_in: Counter[bytes] = Counter()  # the most it carried
         self._succeeded: set[bytes] = set()
         self._pauses: list[tuple[float, float]] = []
 

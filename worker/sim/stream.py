@@ -55,12 +55,13 @@ async def stream_answer(
     response = await _open(request)
     if delay_s > 0:
         await sleep(delay_s)
-    content = answer["choices"][0]["message"]["content"]
+    content = answer["choices"][0]["message"]["content"] or ""
+    finish = answer["choices"][0]["finish_reason"]
     words = content.split(" ")
     for index, word in enumerate(words):
         piece = word if index == 0 else " " + word
         await response.write(_chunk(answer, {"content": piece}, None))
-    await response.write(_chunk(answer, {}, "stop"))
+    await response.write(_chunk(answer, {}, finish))
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
