@@ -103,7 +103,7 @@ async def test_the_demo_runs_as_non_root_on_a_read_only_root(
     )
     assert code == 0, out
     results = data / "demo-output" / "example.results.jsonl"
-    assert len(ids(results)) == 50
+    assert len(ids(results)) == 51
     assert results.stat().st_uid == APP_UID
 
 

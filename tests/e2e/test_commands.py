@@ -36,7 +36,8 @@ def test_validate_reports_counts_models_tokens_and_cost(
         monkeypatch=monkeypatch,
     )
     assert result.code == 0, result.stderr
-    assert "50 jobs, 50 valid, 0 invalid" in result.stdout
+    assert "51 jobs, 51 valid, 0 invalid" in result.stdout
+    assert "schemas: 1 jobs must answer as JSON" in result.stdout
     assert "model mira-pro:" in result.stdout
     assert "input tokens" in result.stdout
     assert re.search(r"estimated cost: about [\d,.]+ RUB", result.stdout)
@@ -94,7 +95,9 @@ async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     results = read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")
     valid = [line for line in example_jobs().read_text().splitlines() if line.strip()]
-    assert len(results) == len(valid) == 50
+    assert len(results) == len(valid) == 51
+    (extract,) = [r for r in results if r["custom_id"] == "extract-051"]
+    assert set(extract["parsed"]) == {"city", "year"}  # answered in kind
     assert read_jsonl(tmp_path / "demo-output" / "example.errors.jsonl") == []
     assert "retries" in result.stderr
     summary = json.loads(
@@ -104,7 +107,7 @@ async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
     # A second demo over the first one's files starts over (in-process: the
     # process was the point of the first run only).
     assert await asyncio.to_thread(run_demo, tmp_path / "demo-output") == 0
-    assert len(read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")) == 50
+    assert len(read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")) == 51
 
 
 def test_help_lists_every_option_with_its_default(

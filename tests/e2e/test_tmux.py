@@ -79,7 +79,7 @@ async def test_the_demo_in_tmux_leaves_one_bar_and_no_glued_log_line(
         lines = screen.splitlines()
         bars = [line for line in lines if BAR.search(line)]
         assert len(bars) == 1, (columns, screen)
-        assert "done 50/50 100%" in bars[0]
+        assert "done 51/51 100%" in bars[0]
         for line in lines:
             found = LOG_LINE.search(line)
             if "INFO" in line or "WARNING" in line:

@@ -57,7 +57,6 @@ async def test_edited_jobs_are_reported_then_redone_with_one_record_per_id(
         results=batch.files.results,
         errors=batch.files.errors,
         prices=PriceBook(per_million={}),
-        default_model="mira",
     )
     assert report.rows == 20
     rows = read_jsonl(tmp_path / "table.jsonl")

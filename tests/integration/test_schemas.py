@@ -13,6 +13,7 @@ import pytest
 
 from tests.batch import Batch
 from tests.helpers import call_main, cli_env, simple_jobs, write_jobs
+from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -281,3 +282,74 @@ async def test_a_bad_response_format_is_an_invalid_line_named_by_number(
     assert "response_format" in errors[2]["error"]["message"]
     assert errors[3]["error"]["code"] == "invalid_input"
     assert sim.stats.requests == 1
+
+
+async def test_the_report_shows_outcomes_by_cause_and_the_failing_answers(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    lines: list[dict[str, Any]] = [
+        {"id": "good", "prompt": "a"},
+        {"id": "late", "prompt": "b", "x_sim_forms": ["prose", "valid"]},
+        {"id": "never", "prompt": "c", "x_sim_forms": ["missing"]},
+    ]
+    batch = Batch(sim, tmp_path)
+    batch.files = RunFiles.default(str(tmp_path / "jobs.jsonl"), directory=tmp_path)
+    write_jobs(tmp_path / "jobs.jsonl", lines)
+    await batch.run(json_schema=schema_file(tmp_path), max_reasks=1)
+    page = (tmp_path / "jobs.report.html").read_text()
+    assert "Answers as data" in page
+    assert "usable JSON after re-asks" in page
+    assert "usable JSON at once" in page
+    assert "never became usable JSON" in page
+    assert "&quot;title&quot; is a required property" in page
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
+async def test_collect_makes_one_column_per_top_level_property(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    batch = Batch(sim, tmp_path)
+    write_jobs(batch.dir / "jobs.jsonl", simple_jobs(12))
+    schema_file(tmp_path)
+    await batch.run(json_schema=tmp_path / "answer.schema.json")
+    done = call_main(
+        "collect",
+        "jobs.jsonl",
+        "--format",
+        kind,
+        cwd=tmp_path,
+        env=cli_env(),
+        monkeypatch=monkeypatch,
+    )
+    assert done.code == 0, done.stderr
+    out = tmp_path / f"jobs.collected.{kind}"
+    parsed = {r["custom_id"]: r["parsed"] for r in batch.results}
+    if kind == "jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["custom_id"] for r in rows] == [f"job-{i}" for i in range(12)]
+        assert all(r["parsed"] == parsed[r["custom_id"]] for r in rows)
+        return
+    if kind == "csv":
+        import csv
+
+        with open(out, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        header = list(rows[0])
+    else:
+        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+
+        table = pq.read_table(out)
+        rows = table.to_pylist()
+        header = table.column_names
+        types = {f.name: str(f.type) for f in table.schema}
+        assert types["parsed.title"] == "string"
+        assert types["parsed.score"] == "double"
+        assert types["parsed.flag"] == "bool"
+        assert types["parsed.tags"] == "string"  # nested: JSON text
+    columns = [c for c in header if c.startswith("parsed.")]
+    assert columns == [f"parsed.{name}" for name in SCHEMA["properties"]]
+    assert [r["custom_id"] for r in rows] == [f"job-{i}" for i in range(12)]
+    for row in rows:
+        value = parsed[row["custom_id"]]
+        assert row["parsed.title"] == value["title"]
+        assert json.loads(row["parsed.tags"]) == value["tags"]

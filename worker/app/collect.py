@@ -14,10 +14,12 @@ from pathlib import Path
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from worker.collect.join import collect
+from worker.config import Settings
 from worker.domain.prices import PriceBook
 from worker.domain.summary import RunSummary
 from worker.errors import ConfigError
 from worker.files.cache import AnswerCache
+from worker.files.jobs import Rules, rules_for
 from worker.files.outputs import RunFiles
 from worker.logs import emit
 from worker.page.report import write_report
@@ -25,27 +27,45 @@ from worker.page.report import write_report
 log = logging.getLogger("worker.collect")
 
 
-def run_prices(summary: Path, overrides: Sequence[str] = ()) -> PriceBook:
-    """The prices the run that wrote `summary` used, else the list prices;
+def _kept(summary: Path) -> RunSummary | None:
+    """The summary the run left, if it left one that reads."""
+    try:
+        return RunSummary.from_bytes(summary.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def run_prices(kept: RunSummary | None, overrides: Sequence[str] = ()) -> PriceBook:
+    """The prices the run used (its summary keeps them), else the list prices;
     `--price` over either.
 
     Raises:
         ConfigError: an override is malformed.
     """
     book = PriceBook.build(None, overrides)  # a bad --price fails first
-    try:
-        kept = RunSummary.from_bytes(summary.read_bytes()).cost.book
-    except (OSError, ValueError):
-        kept = None
-    run_book = PriceBook.from_json(kept)
+    run_book = None if kept is None else PriceBook.from_json(kept.cost.book)
     return book if run_book is None else run_book.overridden(overrides)
+
+
+def run_rules(kept: RunSummary | None, settings: Settings) -> Rules:
+    """How the run made its requests: the settings', with the run's own
+    --json-schema when none is given here (its properties become columns).
+
+    Raises:
+        ConfigError: a schema file cannot be read, or is no JSON Schema.
+    """
+    schema = kept.files.get("json_schema") if kept is not None else None
+    if settings.json_schema is None and schema is not None:
+        settings = settings.model_copy(update={"json_schema": Path(schema)})
+    return rules_for(settings)
 
 
 def collect_table(
     files: RunFiles,
     to: Path | None,
     *,
-    default_model: str,
+    settings: Settings,
+    kind: str | None = None,
     price_overrides: Sequence[str] = (),
     show_progress: bool = False,
 ) -> int:
@@ -54,9 +74,11 @@ def collect_table(
     Raises:
         ConfigError: a missing input, a bad --to or --price, or foreign outputs.
     """
-    to = to or Path(f"{files.stem}.collected.csv")
+    to = to or Path(f"{files.stem}.collected.{kind or 'csv'}")
     source = Path(files.input)
-    prices = run_prices(files.summary, price_overrides)
+    kept = _kept(files.summary)
+    prices = run_prices(kept, price_overrides)
+    rules = run_rules(kept, settings)
     size = source.stat().st_size if source.is_file() else 0
     with Progress(
         "collect",
@@ -73,7 +95,8 @@ def collect_table(
             results=files.results,
             errors=files.errors,
             prices=prices,
-            default_model=default_model,
+            rules=rules,
+            kind=kind,
             progress=lambda n: progress.advance(task, n) if show_progress else None,
         )
     counts = ", ".join(

@@ -97,7 +97,7 @@ def plan_batch(
     """The plan: messages needed, days at the daily cap, cost against the balance,
     and the warnings they call for."""
     jobs = report.valid - (report.identical if dedupe else 0)
-    messages = math.ceil(jobs * (1 + RETRY_ALLOWANCE))
+    messages = math.ceil(jobs * (1 + RETRY_ALLOWANCE) + report.reasks_expected)
     cost = report.total_cost(prices)
     days, finish = _days(account, messages, today)
     return Plan(
@@ -203,7 +203,8 @@ def render_plan(plan: Plan) -> list[str]:
         + {True: "on", False: "off", None: "unknown"}[plan.overage_billing],
         f"  prices: {plan.prices} ({_prices(plan.prices_per_1k_rub)})",
         f"  messages needed: about {plan.messages_needed:,} (one per job, "
-        f"+{plan.retry_allowance:.0%} for refusals and retries)",
+        f"+{plan.retry_allowance:.0%} for refusals and retries, and re-asks "
+        "for JSON where a schema asks)",
         "  days at the daily cap: "
         + known(plan.days, f"{plan.days}, finishing {plan.finish_date} (UTC)"),
         f"  estimated cost: about {plan.estimated_cost_rub:,.2f} RUB"

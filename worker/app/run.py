@@ -89,12 +89,13 @@ async def _drive(run: Run, source: BinaryIO, files: RunFiles, out: TextIO) -> No
 
 
 def _summary(run: Run, files: RunFiles, *, elapsed_s: float) -> RunSummary:
-    stop, live = run.stop, run.live
+    stop, live, schema = run.stop, run.live, run.settings.json_schema
     return summarize(
         run.tally.stats,
         ending=Ending(stop.reason, stop.message, stop.at, stop.abandoned),
         elapsed_s=elapsed_s,
-        files=files.listing(),
+        # The schema file too: collect makes its properties columns.
+        files=files.listing() | ({"json_schema": str(schema)} if schema else {}),
         concurrency=live.concurrency(),
         learned=live.learned(),
         cost=live.cost(),

@@ -13,6 +13,9 @@ from worker.files.jsonl import iter_lines, open_input
 from worker.run.reader import SYSTEM_DROPPED
 
 MAX_PROBLEMS_SHOWN = 200
+# Jobs with a schema whose answer is asked for again, in the estimate: each
+# re-ask sends the conversation so far (the prompt and the refused answer).
+REASK_ALLOWANCE = 0.10
 
 
 @dataclass(slots=True)
@@ -30,6 +33,10 @@ class ValidationReport:
     # and their estimated tokens by model: what --dedupe would not send.
     identical: int = 0
     identical_tokens: dict[str, list[int]] = field(default_factory=dict)
+    # Valid jobs whose answer must meet a JSON Schema, and the tokens their
+    # re-asks may add, by model (REASK_ALLOWANCE of them asked once more).
+    with_schema: int = 0
+    reask_tokens: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def invalid(self) -> int:
@@ -40,10 +47,22 @@ class ValidationReport:
         """Each model's estimated cost, RUB, in model order (None: no price)."""
         return {
             model: prices.rubles(
-                model, self.prompt_tokens[model], self.completion_tokens[model]
+                model,
+                round(self.prompt_tokens[model] + self.reasks(model)[0]),
+                round(self.completion_tokens[model] + self.reasks(model)[1]),
             )
             for model in sorted(self.models)
         }
+
+    def reasks(self, model: str) -> tuple[float, float]:
+        """The prompt and completion tokens a model's re-asks may add."""
+        tokens = self.reask_tokens.get(model, [0.0, 0.0])
+        return tokens[0], tokens[1]
+
+    @property
+    def reasks_expected(self) -> float:
+        """The re-asks the estimate allows for: each is one more message."""
+        return self.with_schema * REASK_ALLOWANCE
 
     def total_cost(self, prices: PriceBook) -> float:
         """The estimated cost of the models with a price, RUB."""
@@ -79,6 +98,13 @@ async def validate_file(source: str, rules: Rules) -> ValidationReport:
             report.prompt_tokens[job.model] += job.prompt_tokens_est
             report.completion_tokens[job.model] += job.completion_tokens_est
             report.with_system += job.system_messages > 0
+            if job.schema is not None:
+                report.with_schema += 1
+                reask = report.reask_tokens.setdefault(job.model, [0.0, 0.0])
+                # The prompt again, the refused answer in it, and a new answer.
+                asked = job.prompt_tokens_est + job.completion_tokens_est
+                reask[0] += REASK_ALLOWANCE * asked
+                reask[1] += REASK_ALLOWANCE * job.completion_tokens_est
             if not requests.add(job.fingerprint):
                 report.identical += 1
                 tokens = report.identical_tokens.setdefault(job.model, [0, 0])
@@ -130,6 +156,13 @@ def render_report(source: str, report: ValidationReport, prices: PriceBook) -> s
     )
     if report.with_system:
         lines.append("  warning: " + SYSTEM_DROPPED % report.with_system)
+    if report.with_schema:
+        lines.append(
+            f"  schemas: {report.with_schema} jobs must answer as JSON under a "
+            "schema (each answer checked; re-asked up to --max-reasks times); the "
+            f"estimate allows {REASK_ALLOWANCE:.0%} of them one re-ask, a paid "
+            "request"
+        )
     lines.append(_identical(report, prices))
     for line_no, message in report.problems[:MAX_PROBLEMS_SHOWN]:
         lines.append(f"line {line_no}: {message}")
@@ -173,6 +206,8 @@ def report_object(
         "valid": report.valid,
         "invalid": report.invalid,
         "with_system": report.with_system,
+        "with_schema": report.with_schema,
+        "reask_allowance": REASK_ALLOWANCE,
         "identical": report.identical,
         "prices": prices.source,
         "estimated_cost_rub": round(report.total_cost(prices), 6),

@@ -13,8 +13,15 @@ from worker.files.outputs import RunFiles
 from worker.logs import setup_logging
 
 # The settings each command reads from its flags (the rest: environment, .env).
-VALIDATE_SETTINGS = ("model", "system_as_user", "dedupe", "base_url", "ca_bundle")
-COLLECT_SETTINGS = ("model",)
+VALIDATE_SETTINGS = (
+    "model",
+    "system_as_user",
+    "dedupe",
+    "base_url",
+    "ca_bundle",
+    "json_schema",
+)
+COLLECT_SETTINGS = ("model", "json_schema")
 
 
 def _settings(args: argparse.Namespace, fields: tuple[str, ...] = ()) -> Settings:
@@ -56,7 +63,8 @@ def collect_command(args: argparse.Namespace) -> int:
     return collect_table(
         files,
         args.to,
-        default_model=settings.model,
+        settings=settings,
+        kind=args.format,
         price_overrides=args.price,
         show_progress=sys.stderr.isatty() and settings.log_format == "text",
     )

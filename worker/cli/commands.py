@@ -61,10 +61,17 @@ def _add_collect(sub: Subparsers) -> None:
     col.add_argument(
         "--to",
         type=Path,
-        help="the table; .csv, .jsonl or .parquet (default: <stem>.collected.csv)",
+        help="the table; .csv, .jsonl or .parquet (default: <stem>.collected.csv, "
+        "or the --format's extension)",
+    )
+    col.add_argument(
+        "-f",
+        "--format",
+        choices=("csv", "jsonl", "parquet"),
+        help="the table's format (default: from --to's extension, else csv)",
     )
     _add_run_files(col, "results", "errors", "summary")
-    _add_settings(col, "model")
+    _add_settings(col, "model", "json_schema")
     for name in ("--base-url", "--ca-bundle"):  # once for prices; kept for scripts
         col.add_argument(name, help=argparse.SUPPRESS)
     add_price_flag(
@@ -102,7 +109,9 @@ def _add_validate(sub: Subparsers) -> None:
         default="text",
         help="text for people, or one JSON object (default: text)",
     )
-    _add_settings(val, "model", "system_as_user", "dedupe", "base_url", "ca_bundle")
+    _add_settings(
+        val, "model", "system_as_user", "dedupe", "base_url", "ca_bundle", "json_schema"
+    )
     add_price_flag(val)
 
 

@@ -14,7 +14,7 @@ from worker.files.resume import read_records
 OUTCOME_COLUMNS = (
     "custom_id, status, content, finish_reason, model, prompt_tokens, "
     "completion_tokens, total_tokens, cost_rub, error_code, error_message, "
-    "attempts, latency_s, request_id, request_fingerprint"
+    "attempts, latency_s, request_id, request_fingerprint, parsed"
 )
 _BATCH = 5_000
 
@@ -56,6 +56,7 @@ def _outcome(record: dict[str, Any], failed: bool) -> tuple[Any, ...]:
         record.get("latency_s"),
         response.get("request_id"),
         record.get("request_fingerprint"),
+        orjson.dumps(record["parsed"]).decode() if "parsed" in record else None,
     )
 
 
@@ -101,7 +102,7 @@ class OutcomeIndex:
     def _insert(self, batch: list[tuple[Any, ...]]) -> None:
         self._db.executemany(
             f"INSERT INTO outcome ({OUTCOME_COLUMNS}, line) "
-            f"VALUES ({', '.join('?' * 16)})",
+            f"VALUES ({', '.join('?' * 17)})",
             batch,
         )
         batch.clear()

@@ -63,7 +63,7 @@ def render_page(stem: str, summary: RunSummary, outcomes: Outcomes) -> str:
         f"{_header(stem, summary)}"
         f'<section><h2>Over time</h2><div class="charts">{figures}</div>'
         f'<p class="note">{_step_note(timeline)}</p></section>'
-        f"{_slowest(outcomes)}{_failed(outcomes)}"
+        f"{_as_data(summary, outcomes)}{_slowest(outcomes)}{_failed(outcomes)}"
         f'<script type="application/json" id="timeline">{data}</script>'
         f"<script>{_asset('uPlot.iife.min.js')}</script>"
         f"<script>{_asset('report.js')}</script></body></html>\n"
@@ -100,6 +100,45 @@ def _header(stem: str, summary: RunSummary) -> str:
         + (f"<p>{_e(message)}</p>" if message else "")
         + f'<p class="next">Next step: {_e(summary.next_step or "")}</p>'
         f'<dl class="totals">{items}</dl></header>'
+    )
+
+
+def _as_data(summary: RunSummary, outcomes: Outcomes) -> str:
+    """Answers as data: outcomes by cause, then the first answers that never
+    became usable JSON, with what was wrong (only when a schema or a cut
+    answer came into the run)."""
+    data = any(c.startswith("usable") for c in outcomes.causes) or any(
+        (summary.reasks, summary.invalid_output, summary.truncated)
+    )
+    if not data:
+        return ""
+    causes = "".join(
+        f'<tr><td>{_e(cause)}</td><td class="num">{count:,}</td></tr>'
+        for cause, count in sorted(outcomes.causes.items(), key=lambda kv: -kv[1])
+    )
+    examples = "".join(
+        f"<li><code>{_e(bad.job)}</code>: <q>{_e(bad.answer)}</q><ul>"
+        + "".join(
+            f"<li><code>{_e(path)}</code>: {_e(message)}</li>"
+            for path, message in bad.problems
+        )
+        + "</ul></li>"
+        for bad in outcomes.invalid
+    )
+    return (
+        "<section><h2>Answers as data</h2>"
+        f"<p>{summary.reasks:,} re-asks for usable JSON, {summary.invalid_output:,} "
+        f"jobs with invalid output, {summary.truncated:,} answers cut at "
+        "max_tokens.</p>"
+        '<table><thead><tr><th>outcome</th><th class="num">jobs</th></tr></thead>'
+        f"<tbody>{causes}</tbody></table>"
+        + (
+            "<h3>The first answers that never became usable JSON</h3>"
+            f"<ul>{examples}</ul>"
+            if examples
+            else ""
+        )
+        + "</section>"
     )
 
 
