@@ -336,7 +336,7 @@ async def test_collect_makes_one_column_per_top_level_property(
             rows = list(csv.DictReader(fh))
         header = list(rows[0])
     else:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+        import pyarrow.parquet as pq
 
         table = pq.read_table(out)
         rows = table.to_pylist()

@@ -131,8 +131,8 @@ class _Jsonl:
 
 class _Parquet:
     def __init__(self, path: Path, layout: Layout) -> None:
-        import pyarrow as pa  # type: ignore[import-not-found]
-        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         self._pa = pa
         self._layout = layout
