@@ -1,7 +1,7 @@
 """Benchmark mira-batch against the leanest aiohttp client and the openai SDK.
 
-    python bench/run.py [throughput|latency|memory|pacing|mira|all] [--jobs N]
-                        [--rounds R]
+    python bench/run.py [throughput|latency|memory|pacing|mira|schema|all]
+                        [--jobs N] [--rounds R]
 
 `mira` runs default flags against Mira's real limits on the bundled simulator
 (bench/mira.py): no nginx, about seven minutes of real time.
@@ -57,6 +57,10 @@ REPLY = json.dumps(
     separators=(",", ":"),
 )
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+from bench.schema import reply_body, validation_cost, write_schema  # noqa: E402
+
+JSON_REPLY = reply_body()  # a 1 KB JSON answer, for the schema runs
 
 
 @dataclass
@@ -138,6 +142,11 @@ http {{
             default_type application/json;
             add_header x-request-id bench;
             return 200 '{REPLY}';
+        }}
+        location /json/v1/chat/completions {{
+            default_type application/json;
+            add_header x-request-id bench;
+            return 200 '{JSON_REPLY.replace(chr(92), chr(92) * 2)}';
         }}
         location /slow/v1/chat/completions {{
             default_type application/json;
@@ -344,6 +353,37 @@ def throughput(
     return report
 
 
+def schema_runs(
+    endpoint: Endpoint, work: Path, jobs: int, rounds: int
+) -> dict[str, Any]:
+    """Validation cost per answer, then nginx answering 1 KB of JSON: mira-batch
+    with --json-schema and without, beside the lean client, concurrency 64."""
+    print("\nvalidation cost per answer (microseconds)")
+    report: dict[str, Any] = {"validation_us": validation_cost()}
+    path = work / f"jobs-{jobs}.jsonl"
+    write_jobs(path, jobs)
+    schema = write_schema(work)
+    url = endpoint.url("json")
+    runs: dict[str, list[Measure]] = {
+        "mira-batch --json-schema": [],
+        "mira-batch": [],
+        "aiohttp-lean": [],
+    }
+    for _ in range(rounds):
+        checked = run_mira_batch(path, url, 64, work, ["--json-schema", str(schema)])
+        checked.client = "mira-batch --json-schema"
+        runs["mira-batch --json-schema"].append(checked)
+        runs["mira-batch"].append(run_mira_batch(path, url, 64, work))
+        runs["aiohttp-lean"].append(run_reference("lean", path, url, 64, work))
+    medians = {name: median_of(r) for name, r in runs.items()}
+    lean = medians["aiohttp-lean"]["requests_per_s"]
+    for m in medians.values():
+        m["ratio_to_lean"] = round(m["requests_per_s"] / lean, 3)
+    report["throughput"] = medians
+    print_table(f"nginx answering 1 KB of JSON, {jobs} jobs, concurrency 64", medians)
+    return report
+
+
 def latency(endpoint: Endpoint, work: Path, concurrency: int) -> dict[str, Any]:
     # 40 rounds: the adaptive limit starts at 3 and doubles each round trip, so
     # the first ~7 round trips (1.4 s) run below the ceiling.
@@ -499,6 +539,7 @@ def main() -> None:
             "collect",
             "cache",
             "report",
+            "schema",
             "all",
         ],
     )
@@ -565,6 +606,8 @@ def main() -> None:
                     args.concurrency,
                     not args.no_openai,
                 )
+            if args.what in ("schema", "all"):
+                results["schema"] = schema_runs(endpoint, work, args.jobs, args.rounds)
             if args.what in ("latency", "all"):
                 results["latency"] = latency(endpoint, work, 256)
             if args.what in ("pacing", "all"):
