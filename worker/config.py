@@ -132,6 +132,36 @@ class Settings(BaseSettings):
     system_as_user: bool = Field(
         False, description="system messages into the first user one (Mira drops them)"
     )
+    template: Path | None = Field(
+        None,
+        description="a Jinja2 template (sandboxed) each table row renders into "
+        "its user message; the input is then a table: CSV, TSV, Parquet or JSONL "
+        "records",
+    )
+    input_format: Literal["jsonl", "csv", "tsv", "parquet"] | None = Field(
+        None,
+        description="the input's format (default: from its extension; jsonl for "
+        "standard input)",
+    )
+    id_column: str | None = Field(
+        None,
+        min_length=1,
+        description="the table column that holds each job's id (default: the row "
+        "number, stable only while rows are only appended)",
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=16_384,
+        description="max_tokens of every request that sets none (Mira: 4,096 when "
+        "unset, 16,384 at most)",
+    )
+    temperature: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="temperature of every request that sets none (0 to 2)",
+    )
     json_schema: Path | None = Field(
         None,
         description="a JSON Schema (Draft 2020-12) every answer must meet; a "

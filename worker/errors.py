@@ -21,6 +21,7 @@
     │   └── EmptyAnswerError        a 200 with no answer in it
     └── JobError                    permanent for this job; written to the errors file
         ├── InvalidJobError         a bad input line; carries line_no
+        │   └── KeyInPromptError    a line whose messages carry an API key
         ├── RequestRejectedError    other 4xx and redirects
         ├── ContentFilteredError    a 200 whose answer moderation withheld
         ├── InvalidOutputError      no JSON, or JSON its schema refuses, after
@@ -216,6 +217,13 @@ class InvalidJobError(JobError):
         super().__init__(message)
         self.line_no = line_no
         self.job_id = job_id
+
+
+class KeyInPromptError(InvalidJobError):
+    """An input line whose messages carry a string shaped like a Mira key: it
+    is never sent, and the string is never printed."""
+
+    code = "key_in_prompt"
 
 
 class RequestRejectedError(JobError):

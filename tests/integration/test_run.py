@@ -163,22 +163,22 @@ async def test_refused_jobs_are_sent_once_and_land_in_errors(
         {"id": "r400", "prompt": "x", "model": "no-such-model"},
         {"id": "r403", "prompt": "x", "model": "mira-max"},
         {"id": "r404", "prompt": "x", "x_sim_status": 404},
-        {"id": "r422", "prompt": "x" * 32_001},
         {"id": "r413", "prompt": "x", "x_sim_status": 413},
     ]
     write_jobs(batch.dir / "jobs.jsonl", [*simple_jobs(20), *refused])
     assert await batch.run() == 1
     errors = {e["custom_id"]: e for e in batch.errors}
-    assert set(errors) == {"r400", "r403", "r404", "r422", "r413"}
+    assert set(errors) == {"r400", "r403", "r404", "r413"}
     for job_id, record in errors.items():
         status = int(job_id[1:])
         assert record["response"]["status_code"] == status
         assert record["error"]["code"] == f"http_{status}"
         assert record["error"]["message"]
         assert record["attempts"] == 1
-    assert sim.stats.requests == 25
+        assert record["line"] > 20  # a refused job names its input line
+    assert sim.stats.requests == 24
     assert len(batch.results) == 20
-    assert batch.summary["failed"] == 5
+    assert batch.summary["failed"] == 4
 
 
 async def test_broken_lines_are_recorded_and_the_rest_runs(

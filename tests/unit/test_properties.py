@@ -38,6 +38,7 @@ from worker.files.jobs import Rules
 from worker.files.outputs import RunFiles
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
+from worker.files.sources import JobLines
 from worker.files.writer import ResultWriter, dumps_line
 from worker.report.tally import Tally
 from worker.run.reader import Intake
@@ -117,7 +118,7 @@ lines = st.one_of(
 def test_every_line_becomes_a_request_or_one_invalid_record(raw: list[bytes]) -> None:
     writer = CapturingWriter()
     intake = Intake(
-        rules=Rules(),
+        source=JobLines(io.BytesIO(), Rules()),
         shard=None,
         resume=ResumeState(),
         tally=Tally(),

@@ -20,6 +20,7 @@ from worker.exits import StopReason
 from worker.files.jobs import Rules, parse_job
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
+from worker.files.sources import JobLines
 from worker.files.writer import ResultWriter
 from worker.flow.throttle import FlowLimits, Throttle
 from worker.report.tally import Tally
@@ -136,16 +137,18 @@ async def test_a_cancelled_reader_still_posts_every_end_marker(
     try:
         tally = Tally()
         stats = tally.stats
-        intake = Intake(
-            rules=Rules(),
-            shard=None,
-            resume=ResumeState(),
-            tally=tally,
-            recorder=Recorder(ResultWriter(tmp_path / "r.jsonl", tmp_path / "e.jsonl")),
-        )
         queue = JobQueue(4)
         with os.fdopen(read_end, "rb", closefd=False) as source:
-            reading = asyncio.create_task(feed(source, intake, queue, workers=4))
+            intake = Intake(
+                source=JobLines(source, Rules()),
+                shard=None,
+                resume=ResumeState(),
+                tally=tally,
+                recorder=Recorder(
+                    ResultWriter(tmp_path / "r.jsonl", tmp_path / "e.jsonl")
+                ),
+            )
+            reading = asyncio.create_task(feed(intake, queue, workers=4))
             os.write(write_end, b'{"id": "a", "prompt": "x"}\n')
             first = await asyncio.wait_for(queue.get(), 5)
             assert first is not None

@@ -22,7 +22,6 @@ from worker.app.validate import (
 )
 from worker.config import Settings, load_api_key
 from worker.domain.prices import PriceBook, charged_prices
-from worker.files.jobs import rules_for
 from worker.logs import emit, register_secret
 
 # Requests beyond one per job: on Mira every refusal uses one of the day's
@@ -222,6 +221,7 @@ def validate(
     online: bool = False,
     as_json: bool = False,
     price_overrides: Sequence[str] = (),
+    show: int | None = None,
 ) -> int:
     """`mira-batch validate`: the report on stdout; 1 when lines are invalid.
 
@@ -237,7 +237,7 @@ def validate(
         if settings.api_key is not None or settings.api_key_file is not None:
             key = load_api_key(settings)
             register_secret(key)
-    report = asyncio.run(validate_file(source, rules_for(settings)))
+    report = asyncio.run(validate_file(source, settings, show=show))
     plan = None
     if online:
         today = datetime.now(UTC).date()

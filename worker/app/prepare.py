@@ -8,13 +8,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import Literal
 
 from worker.api.network import check_base_url_security
 from worker.config import Settings, load_api_key
 from worker.domain.summary import RunSummary
 from worker.files.cache import AnswerCache
-from worker.files.jobs import DEFAULT_RULES, Rules, rules_for
+from worker.files.jobs import rules_for
 from worker.files.jsonl import open_input
 from worker.files.outputs import RunFiles, RunLock, check_output_paths
 from worker.files.resume import (
@@ -23,6 +23,7 @@ from worker.files.resume import (
     release_failed,
     start_fresh,
 )
+from worker.files.sources import JobSource, open_source
 from worker.logs import register_secret
 
 log = logging.getLogger("worker.run")
@@ -35,10 +36,9 @@ class Prepared:
     """What a run starts from."""
 
     api_key: str
-    source: BinaryIO
+    source: JobSource  # the input, opened as what it is
     resume: ResumeState
     unclean: bool  # the last run on these files did not end with its summary
-    rules: Rules = DEFAULT_RULES  # how a line becomes a request
     cache: AnswerCache | None = None  # --cache, open for the run
 
 
@@ -61,14 +61,15 @@ def prepared(
     )
     cache = AnswerCache(settings.cache) if settings.cache is not None else None
     with RunLock(files.results), cache or nullcontext():
-        source = open_input(files.input)
+        fh = open_input(files.input)
         try:
+            source = open_source(fh, files.input, settings, rules)
             unclean = ended_uncleanly(files)
             resume = _resume_state(files, mode, force=force)
-            yield Prepared(api_key, source, resume, unclean, rules, cache)
+            yield Prepared(api_key, source, resume, unclean, cache)
         finally:
-            if source is not sys.stdin.buffer:
-                source.close()
+            if fh is not sys.stdin.buffer:
+                fh.close()
 
 
 def _resume_state(files: RunFiles, mode: ResumeMode, *, force: bool) -> ResumeState:

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 from worker.api.account import read_prices
 from worker.api.client import Client, make_client
@@ -65,12 +65,12 @@ async def execute_run(
             sleep=sleep,
         )
         started = time.monotonic()
-        await _drive(run, ready.source, files, out)
+        await _drive(run, files, out)
         summary = _summary(run, files, elapsed_s=time.monotonic() - started)
         return await _finish(run, summary, files, out)
 
 
-async def _drive(run: Run, source: BinaryIO, files: RunFiles, out: TextIO) -> None:
+async def _drive(run: Run, files: RunFiles, out: TextIO) -> None:
     """The pipeline over the input, with the writer syncing, the metrics, the
     timeline and the progress display around it, and the signals handled; then
     one current record per id again when jobs were sent again."""
@@ -83,7 +83,7 @@ async def _drive(run: Run, source: BinaryIO, files: RunFiles, out: TextIO) -> No
             run.client,
             live.progress(out),
         ):
-            reading = await run.pipeline.run(source)
+            reading = await run.pipeline.run()
     if reading.redone:  # under the run's lock still
         set_aside_redone(files.results, files.errors, reading.redone)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from worker.config import Settings
+from worker.domain.job import Job
 from worker.domain.prices import PriceBook
-from worker.errors import InvalidJobError
+from worker.errors import InvalidJobError, KeyInPromptError
 from worker.files.idset import IdSet
-from worker.files.jobs import Rules, parse_job
-from worker.files.jsonl import iter_lines, open_input
+from worker.files.jobs import last_user_message, rules_for
+from worker.files.jsonl import open_input
+from worker.files.sources import open_source
 from worker.run.reader import SYSTEM_DROPPED
 
 MAX_PROBLEMS_SHOWN = 200
@@ -38,10 +41,32 @@ class ValidationReport:
     with_schema: int = 0
     reask_tokens: dict[str, list[float]] = field(default_factory=dict)
 
+    unit: str = "line"  # what the input's items are: lines, or a table's rows
+    notice: str | None = None  # said once of the input (row-number ids)
+    keys_in_prompts: int = 0  # invalid: a key-shaped string in the messages
+    shown: list[tuple[int, str]] = field(default_factory=list)  # --show N
+
     @property
     def invalid(self) -> int:
         """Lines that would get an invalid_input record."""
         return len(self.problems)
+
+    def add(self, job: Job, *, shown: bool = False) -> None:
+        """Count a valid job; keep its prompt when it is one to show."""
+        self.valid += 1
+        self.models[job.model] += 1
+        self.prompt_tokens[job.model] += job.prompt_tokens_est
+        self.completion_tokens[job.model] += job.completion_tokens_est
+        self.with_system += job.system_messages > 0
+        if job.schema is not None:
+            self.with_schema += 1
+            reask = self.reask_tokens.setdefault(job.model, [0.0, 0.0])
+            # The prompt again, the refused answer in it, and a new answer.
+            asked = job.prompt_tokens_est + job.completion_tokens_est
+            reask[0] += REASK_ALLOWANCE * asked
+            reask[1] += REASK_ALLOWANCE * job.completion_tokens_est
+        if shown:
+            self.shown.append((job.line, last_user_message(job)))
 
     def costs(self, prices: PriceBook) -> dict[str, float | None]:
         """Each model's estimated cost, RUB, in model order (None: no price)."""
@@ -69,42 +94,41 @@ class ValidationReport:
         return sum(cost or 0.0 for cost in self.costs(prices).values())
 
 
-async def validate_file(source: str, rules: Rules) -> ValidationReport:
-    """Check every line of `source` as `run` would.
+async def validate_file(
+    source: str, settings: Settings, *, show: int | None = None
+) -> ValidationReport:
+    """Check every line (or row) of `source` as `run` would; keep the prompts
+    of the first `show` jobs (by default a table's first, a job file's none).
 
     Raises:
-        ConfigError: the file cannot be opened.
+        ConfigError: the file cannot be opened, a --json-schema unusable, or (a
+            table) its template or header unusable.
     """
     report = ValidationReport()
     seen, requests = IdSet(), IdSet()
+    rules = rules_for(settings)
     fh = open_input(source)
     try:
-        async for line_no, raw in iter_lines(fh):
+        jobs = open_source(fh, source, settings, rules)
+        report.unit, report.notice = jobs.unit, jobs.notice
+        if show is None:
+            show = 1 if jobs.unit == "row" else 0
+        async for number, item in jobs.items():
             report.lines += 1
             try:
-                job = parse_job(raw, line_no, rules)
+                job = jobs.job(number, item)
             except InvalidJobError as exc:
-                report.problems.append((line_no, exc.message))
+                report.problems.append((number, exc.message))
+                report.keys_in_prompts += isinstance(exc, KeyInPromptError)
                 if exc.job_id is not None:
                     seen.add(exc.job_id)
                 continue
             if not seen.add(job.id):
                 report.problems.append(
-                    (line_no, f"id {job.id!r} repeats an earlier line's id")
+                    (number, f"id {job.id!r} repeats an earlier {jobs.unit}'s id")
                 )
                 continue
-            report.valid += 1
-            report.models[job.model] += 1
-            report.prompt_tokens[job.model] += job.prompt_tokens_est
-            report.completion_tokens[job.model] += job.completion_tokens_est
-            report.with_system += job.system_messages > 0
-            if job.schema is not None:
-                report.with_schema += 1
-                reask = report.reask_tokens.setdefault(job.model, [0.0, 0.0])
-                # The prompt again, the refused answer in it, and a new answer.
-                asked = job.prompt_tokens_est + job.completion_tokens_est
-                reask[0] += REASK_ALLOWANCE * asked
-                reask[1] += REASK_ALLOWANCE * job.completion_tokens_est
+            report.add(job, shown=len(report.shown) < show)
             if not requests.add(job.fingerprint):
                 report.identical += 1
                 tokens = report.identical_tokens.setdefault(job.model, [0, 0])
@@ -122,6 +146,11 @@ def render_report(source: str, report: ValidationReport, prices: PriceBook) -> s
         f"{source}: {report.lines} jobs, {report.valid} valid, "
         f"{report.invalid} invalid",
     ]
+    for number, shown in report.shown:
+        lines.append(f"  the prompt of {report.unit} {number}:")
+        lines += [f"    | {text}" for text in shown.splitlines() or [""]]
+    if report.notice:
+        lines.append(f"  note: {report.notice}")
     costs = report.costs(prices)
     for model, cost in costs.items():
         count = report.models[model]
@@ -156,6 +185,12 @@ def render_report(source: str, report: ValidationReport, prices: PriceBook) -> s
     )
     if report.with_system:
         lines.append("  warning: " + SYSTEM_DROPPED % report.with_system)
+    if report.keys_in_prompts:
+        lines.append(
+            f"  warning: {report.keys_in_prompts} {report.unit}s carry a string "
+            "shaped like a Mira API key: they are not sent (key_in_prompt); treat "
+            "those keys as leaked and revoke them"
+        )
     if report.with_schema:
         lines.append(
             f"  schemas: {report.with_schema} jobs must answer as JSON under a "
@@ -165,10 +200,10 @@ def render_report(source: str, report: ValidationReport, prices: PriceBook) -> s
         )
     lines.append(_identical(report, prices))
     for line_no, message in report.problems[:MAX_PROBLEMS_SHOWN]:
-        lines.append(f"line {line_no}: {message}")
+        lines.append(f"{report.unit} {line_no}: {message}")
     if report.invalid > MAX_PROBLEMS_SHOWN:
         lines.append(
-            f"... and {report.invalid - MAX_PROBLEMS_SHOWN} more invalid lines"
+            f"... and {report.invalid - MAX_PROBLEMS_SHOWN} more invalid {report.unit}s"
         )
     return "\n".join(lines)
 
@@ -207,6 +242,9 @@ def report_object(
         "invalid": report.invalid,
         "with_system": report.with_system,
         "with_schema": report.with_schema,
+        "keys_in_prompts": report.keys_in_prompts,
+        "unit": report.unit,
+        "shown": [{report.unit: n, "prompt": text} for n, text in report.shown],
         "reask_allowance": REASK_ALLOWANCE,
         "identical": report.identical,
         "prices": prices.source,

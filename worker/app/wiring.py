@@ -112,7 +112,6 @@ def build_run(
     )
     intake = make_intake(
         ready.source,
-        rules=ready.rules,
         shard=shard,
         resume=ready.resume,
         tally=tally,

@@ -7,21 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from worker.cli.flags import RUN_FLAGS
+from worker.cli.flags import COLLECT_SETTINGS, RUN_FLAGS, VALIDATE_SETTINGS
 from worker.config import Settings, load_settings
 from worker.files.outputs import RunFiles
 from worker.logs import setup_logging
 
 # The settings each command reads from its flags (the rest: environment, .env).
-VALIDATE_SETTINGS = (
-    "model",
-    "system_as_user",
-    "dedupe",
-    "base_url",
-    "ca_bundle",
-    "json_schema",
-)
-COLLECT_SETTINGS = ("model", "json_schema")
 
 
 def _settings(args: argparse.Namespace, fields: tuple[str, ...] = ()) -> Settings:
@@ -49,6 +40,7 @@ def validate_command(args: argparse.Namespace) -> int:
         online=args.online,
         as_json=args.format == "json",
         price_overrides=args.price,
+        show=args.show,
     )
 
 

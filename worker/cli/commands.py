@@ -7,7 +7,13 @@ import argparse
 from pathlib import Path
 from typing import Any, Protocol
 
-from worker.cli.flags import RUN_FLAGS, add_flag, add_price_flag
+from worker.cli.flags import (
+    COLLECT_SETTINGS,
+    RUN_FLAGS,
+    VALIDATE_SETTINGS,
+    add_flag,
+    add_price_flag,
+)
 
 
 class Subparsers(Protocol):
@@ -71,7 +77,7 @@ def _add_collect(sub: Subparsers) -> None:
         help="the table's format (default: from --to's extension, else csv)",
     )
     _add_run_files(col, "results", "errors", "summary")
-    _add_settings(col, "model", "json_schema")
+    _add_settings(col, *COLLECT_SETTINGS)
     for name in ("--base-url", "--ca-bundle"):  # once for prices; kept for scripts
         col.add_argument(name, help=argparse.SUPPRESS)
     add_price_flag(
@@ -109,8 +115,13 @@ def _add_validate(sub: Subparsers) -> None:
         default="text",
         help="text for people, or one JSON object (default: text)",
     )
-    _add_settings(
-        val, "model", "system_as_user", "dedupe", "base_url", "ca_bundle", "json_schema"
+    _add_settings(val, *VALIDATE_SETTINGS)
+    val.add_argument(
+        "--show",
+        type=int,
+        metavar="N",
+        help="print the prompts of the first N jobs, as they will be sent "
+        "(default: a table's first, none of a job file)",
     )
     add_price_flag(val)
 

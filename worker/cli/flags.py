@@ -82,6 +82,11 @@ RUN_FLAGS = (
     Flag("dedupe", "--dedupe", "API"),
     Flag("redo_changed", "--redo-changed", "API"),
     Flag("cache", "--cache", "API", Path),
+    Flag("template", "--template", "tables", Path),
+    Flag("input_format", "--input-format", "tables"),
+    Flag("id_column", "--id-column", "tables", str),
+    Flag("max_tokens", "--max-tokens", "API", int),
+    Flag("temperature", "--temperature", "API", float),
     Flag("json_schema", "--json-schema", "answers", Path),
     Flag("max_reasks", "--max-reasks", "answers", int),
     Flag("on_truncated", "--on-truncated", "answers"),
@@ -103,6 +108,26 @@ RUN_FLAGS = (
     Flag("metrics_file", "--metrics-file", "output", Path),
     Flag("metrics_push", "--metrics-push", "output", str),
 )
+
+
+# A table is read as run reads it: its template, format, ids and parameters.
+TABLE_SETTINGS = (
+    "template",
+    "input_format",
+    "id_column",
+    "max_tokens",
+    "temperature",
+)
+VALIDATE_SETTINGS = (
+    "model",
+    "system_as_user",
+    "dedupe",
+    "base_url",
+    "ca_bundle",
+    "json_schema",
+    *TABLE_SETTINGS,
+)
+COLLECT_SETTINGS = ("model", "json_schema", *TABLE_SETTINGS)
 
 
 def _default_text(value: object) -> str:

@@ -1,27 +1,36 @@
-"""One input line -> one Job: both line shapes, validated (CONTRACT section 4)."""
+"""One input line (or table row) -> one Job: both line shapes, a row through its
+template, validated as Mira validates a request (CONTRACT section 4): a body of
+at most 2 MiB, messages of at most 32,000 characters, and no API key in them."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
 
-from worker.config import Settings
+from worker.config import KEY_PATTERN, Settings
 from worker.domain.job import Job
 from worker.domain.schema import Schema, SchemaError, from_response_format, make_schema
 from worker.domain.usage import words
-from worker.errors import ConfigError, InvalidJobError
+from worker.errors import ConfigError, InvalidJobError, KeyInPromptError
 from worker.files.shapes import (
     body_from_line,
     check_messages,
     load_object,
     read_job_id,
 )
+from worker.files.tables import EXTRA_FIELDS, RowShapeError
+from worker.files.template import RowError, Template
 
 # Mira caps output at 16,384 tokens; a job that says nothing is assumed to ask for less.
 DEFAULT_COMPLETION_ESTIMATE = 256
+# Mira refuses a body over 2 MiB (413) and a message over 32,000 characters (422).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_CONTENT_CHARS = 32_000
 
 
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
@@ -56,6 +65,8 @@ class Rules:
     model: str = "mira"  # for jobs that name none
     system_as_user: bool = False  # fold system messages in (Mira drops them)
     schema: Schema | None = None  # --json-schema, for jobs without their own
+    max_tokens: int | None = None  # --max-tokens, for jobs that set none
+    temperature: float | None = None  # --temperature, likewise
 
 
 DEFAULT_RULES = Rules()
@@ -81,7 +92,13 @@ def rules_for(settings: Settings) -> Rules:
             schema = make_schema(path.stem, document)
         except SchemaError as exc:
             raise ConfigError(f"--json-schema {path}: {exc}") from None
-    return Rules(settings.model, settings.system_as_user, schema)
+    return Rules(
+        settings.model,
+        settings.system_as_user,
+        schema,
+        settings.max_tokens,
+        settings.temperature,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +214,16 @@ def build_job(
         body["model"] = model = rules.model
     elif not isinstance(model, str) or not model:
         raise InvalidJobError("model must be a string", line_no=line_no, job_id=job_id)
+    if rules.max_tokens is not None and "max_completion_tokens" not in body:
+        body.setdefault("max_tokens", rules.max_tokens)
+    if rules.temperature is not None:
+        body.setdefault("temperature", rules.temperature)
     # A batch client wants one JSON body, never a stream without usage.
     body.pop("stream", None)
     if schema is not None:
         ask_for_schema(body, schema)
+    if (problem := _as_mira_checks(body["messages"])) is not None:
+        raise problem(line_no=line_no, job_id=job_id)
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     completion_est = (
         max_tokens
@@ -219,6 +242,13 @@ def build_job(
         raise InvalidJobError(
             f"cannot be sent or recorded: {exc}", line_no=line_no, job_id=job_id
         ) from None
+    if len(payload) > MAX_BODY_BYTES:
+        raise InvalidJobError(
+            f"the request is {len(payload):,} bytes; Mira refuses a body over "
+            f"{MAX_BODY_BYTES:,} (413): it was not sent",
+            line_no=line_no,
+            job_id=job_id,
+        )
     return Job(
         id=job_id,
         model=model,
@@ -231,3 +261,98 @@ def build_job(
         line=line_no,
         schema=schema,
     )
+
+
+def _as_mira_checks(
+    messages: list[dict[str, Any]],
+) -> Callable[..., InvalidJobError] | None:
+    """What Mira would refuse in these messages, as the error to raise: a
+    message over 32,000 characters, or a string shaped like an API key (which
+    must never leave in a prompt: it would sit in Mira's logs and the model's
+    context, and could be echoed into the results)."""
+    for index, message in enumerate(messages):
+        for text in _texts(message.get("content")):
+            if KEY_PATTERN.search(text):
+                return partial(
+                    KeyInPromptError,
+                    f"messages[{index}] carries a string shaped like a Mira API key "
+                    "(sk-mira-...); it was not sent, and a key seen in a prompt is "
+                    "to be treated as leaked",
+                )
+            if len(text) > MAX_CONTENT_CHARS:
+                return partial(
+                    InvalidJobError,
+                    f"messages[{index}].content is {len(text):,} characters; Mira "
+                    f"refuses over {MAX_CONTENT_CHARS:,} (422): it was not sent",
+                )
+    return None
+
+
+def _texts(content: object) -> Iterator[str]:
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str):
+                yield text
+
+
+def row_job(
+    number: int,
+    row: Mapping[str, object],
+    template: Template,
+    rules: Rules,
+    *,
+    id_column: str | None = None,
+) -> Job:
+    """The request a table row asks for: its template rendered into the user
+    message, at the run's model and parameters.
+
+    Raises:
+        InvalidJobError: no id in the id column, a variable missing or empty, a
+            template that cannot render it, or a request Mira would refuse.
+    """
+    job_id = row_id(number, row, id_column)
+    if job_id is None:
+        raise InvalidJobError(
+            f"row {number}: no id in the column {id_column!r}",
+            line_no=number,
+            job_id=None,
+        )
+    if isinstance(extra := row.get(EXTRA_FIELDS), RowShapeError):
+        raise InvalidJobError(
+            f"row {number} has {extra.fields} fields; the header has "
+            f"{extra.columns} columns",
+            line_no=number,
+            job_id=job_id,
+        )
+    try:
+        text = template.render(row)
+    except RowError as exc:
+        raise InvalidJobError(
+            f"row {number}: {exc}", line_no=number, job_id=job_id
+        ) from None
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": text}]}
+    return build_job(job_id, body, None, number, rules, schema=rules.schema)
+
+
+def row_id(number: int, row: Mapping[str, object], id_column: str | None) -> str | None:
+    """A row's id: its id column's value (None when it has none), else
+    `row-N`, its number."""
+    if id_column is None:
+        return f"row-{number}"
+    value = row.get(id_column)
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def last_user_message(job: Job) -> str:
+    """The text of the last user message a job sends (what a template rendered)."""
+    messages = orjson.loads(job.payload).get("messages") or []
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return "\n".join(_texts(message.get("content")))
+    return ""

@@ -14,6 +14,7 @@ from worker.errors import (
     InvalidJobError,
     InvalidOutputError,
     JobError,
+    KeyInPromptError,
     RequestRejectedError,
     WorkerError,
 )
@@ -63,6 +64,8 @@ class Outcome:
 
 def error_code(error: WorkerError) -> str:
     """The errors file's `error.code`; a refusal is named by its status (`http_404`)."""
+    if isinstance(error, KeyInPromptError):
+        return error.code
     if isinstance(error, InvalidJobError):
         return "invalid_input"
     if isinstance(error, RequestRejectedError) and error.status is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import BinaryIO
 
 from worker.domain.job import Job
 from worker.domain.prices import PriceBook
@@ -146,12 +145,12 @@ class Pipeline:
         self._grace_s = grace_s
         self._reading: asyncio.Task[None] | None = None
 
-    async def run(self, source: BinaryIO) -> Reading:
-        """Process every job of `source` until done or stopped; return what the
+    async def run(self) -> Reading:
+        """Process every job of the input until done or stopped; return what the
         reader learned. How the run ended is left on the StopController (no
         reason = completed).
         """
-        work = asyncio.create_task(self._work(source), name="mira-batch work")
+        work = asyncio.create_task(self._work(), name="mira-batch work")
         try:
             await self._supervise(work)
         finally:
@@ -162,14 +161,14 @@ class Pipeline:
         if not work.cancelled() and (error := work.exception()) is not None:
             raise error  # a bug: the caller reports it with its traceback
         if not self._intake.tally.stats.input_complete:
-            count_unread(source, self._intake, budget_s=COUNT_UNREAD_S)
+            count_unread(self._intake, budget_s=COUNT_UNREAD_S)
         return self._intake.reading()
 
-    async def _work(self, source: BinaryIO) -> None:
+    async def _work(self) -> None:
         queue = JobQueue(self._workers)
         async with asyncio.TaskGroup() as group:
             self._reading = group.create_task(
-                feed(source, self._intake, queue, workers=self._workers)
+                feed(self._intake, queue, workers=self._workers)
             )
             for _ in range(self._workers):
                 self._crew.start(group, self._sender.work(queue))

@@ -1,7 +1,10 @@
-"""The reader: input lines -> jobs on a bounded queue, for the workers to take.
+"""The reader: the input's items (lines, or a table's rows) -> jobs on a bounded
+queue, for the workers to take.
 
-Line by line it parses, keeps this shard's jobs, and drops repeats and done ids;
-an invalid line is answered here with its error record (CONTRACT section 4).
+Item by item it builds the job, keeps this shard's, and drops repeats and done
+ids; an invalid item is answered here with its error record (CONTRACT section
+4). What the input's content calls for is said when the first such job is
+read, not after the whole file.
 """
 
 from __future__ import annotations
@@ -9,15 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from worker.domain.job import Job, Shard
 from worker.errors import InvalidJobError, OutputError
 from worker.files.idset import IdSet, fingerprint64
-from worker.files.jobs import Rules, parse_job, read_id
-from worker.files.jsonl import count_lines, is_regular_file, iter_lines, lines_after
 from worker.files.records import Recorder
 from worker.files.resume import ResumeState
+from worker.files.sources import JobSource
 from worker.report.tally import Tally
 from worker.run.hooks import Hooks
 from worker.run.queue import JobQueue
@@ -37,15 +38,21 @@ SYSTEM_DROPPED = (
     "them: their instructions never arrive (--system-as-user folds them into "
     "the first user message)"
 )
+FIRST_SYSTEM = (
+    "%s %d carries system messages, which Mira drops before the model sees "
+    "them: their instructions never arrive (--system-as-user folds them into "
+    "the first user message; the summary counts every such job)"
+)
 
 
 class Intake:
-    """Admits input lines one at a time; keeps the ids seen so far (compactly)."""
+    """Admits the input's items one at a time; keeps the ids seen so far
+    (compactly)."""
 
     def __init__(
         self,
         *,
-        rules: Rules,
+        source: JobSource,
         shard: Shard | None,
         resume: ResumeState,
         tally: Tally,
@@ -54,7 +61,7 @@ class Intake:
         expected_lines: int = 0,
         redo_changed: bool = False,
     ) -> None:
-        self._rules = rules
+        self.source = source
         self._hooks = hooks or Hooks()
         self._redo_changed = redo_changed
         self._shard = shard
@@ -66,8 +73,8 @@ class Intake:
         self._redone: dict[str, str] = {}
         self.last_line = 0  # the last input line admitted or turned away
 
-    def admit(self, line_no: int, raw: bytes) -> Job | None:
-        """The job to run for this line, or None (other shard, done, invalid,
+    def admit(self, line_no: int, item: object) -> Job | None:
+        """The job to run for this item, or None (other shard, done, invalid,
         or given its outcome by a hook).
 
         Raises:
@@ -75,7 +82,7 @@ class Intake:
         """
         self.last_line = line_no
         try:
-            job = parse_job(raw, line_no, self._rules)
+            job = self.source.job(line_no, item)
         except InvalidJobError as exc:
             self._reject(exc)
             return None
@@ -100,14 +107,16 @@ class Intake:
         if self._hooks.settled_elsewhere(job):
             return None  # from the cache, or from a job asking the same request
         if job.system_messages:
+            if not tally.stats.jobs_with_system:
+                log.warning(FIRST_SYSTEM, self.source.unit, line_no)
             tally.carries_system()
         return job
 
-    def unread(self, line_no: int, raw: bytes) -> None:
-        """Count a line the run never got to read (it stopped first): this
+    def unread(self, line_no: int, item: object) -> None:
+        """Count an item the run never got to read (it stopped first): this
         shard's, and done before or not attempted."""
         self.last_line = line_no
-        job_id = read_id(raw, line_no)
+        job_id = self.source.job_id(line_no, item)
         owner = job_id if job_id is not None else f"line-{line_no}"
         if self._shard is not None and not self._shard.holds(owner):
             return
@@ -162,7 +171,8 @@ class Intake:
     def _write_invalid(self, exc: InvalidJobError, *, job_id: str | None) -> None:
         self.tally.invalid()
         log.warning(
-            "line %d is not a valid job: %s",
+            "%s %d is not a valid job: %s",
+            self.source.unit,
             exc.line_no,
             exc.message,
             extra={"job_id": job_id, "line": exc.line_no},
@@ -178,22 +188,20 @@ class Reading:
     redone: dict[str, str] = field(default_factory=dict)
 
 
-async def feed(
-    source: BinaryIO, intake: Intake, queue: JobQueue, *, workers: int
-) -> None:
-    """Put every job of `source` on the queue, then the workers' end markers.
+async def feed(intake: Intake, queue: JobQueue, *, workers: int) -> None:
+    """Put every job of the input on the queue, then the workers' end markers.
 
     A graceful stop cancels this task wherever it waits (an idle pipe, a full
     queue); the end markers are posted all the same, so the workers finish.
     """
     try:
-        async for line_no, raw in iter_lines(source):
-            job = intake.admit(line_no, raw)
+        if intake.source.notice:
+            log.info("%s", intake.source.notice)
+        async for line_no, item in intake.source.items():
+            job = intake.admit(line_no, item)
             if job is not None:
                 await queue.put(job)
         intake.tally.input_read()
-        if jobs := intake.tally.stats.jobs_with_system:
-            log.warning(SYSTEM_DROPPED, jobs)
         intake.report_changed()
     except OutputError:
         return  # an invalid line's record could not be written: the run stops
@@ -201,16 +209,16 @@ async def feed(
         queue.end(workers)
 
 
-def count_unread(source: BinaryIO, intake: Intake, *, budget_s: float) -> None:
-    """After a stop, count the lines the reader never got to, so the summary's
+def count_unread(intake: Intake, *, budget_s: float) -> None:
+    """After a stop, count the items the reader never got to, so the summary's
     total is the whole input's. A pipe cannot be read further; a file is read
-    again past the last line read, within `budget_s` seconds.
+    again past the last item read, within `budget_s` seconds.
     """
-    if not is_regular_file(source):
+    if not intake.source.rereadable():
         return
     started = time.monotonic()
-    for line_no, raw in lines_after(source, intake.last_line):
-        intake.unread(line_no, raw)
+    for line_no, item in intake.source.unread(intake.last_line):
+        intake.unread(line_no, item)
         if time.monotonic() - started > budget_s:
             log.info("the rest of the input was not counted: it is too long")
             return
@@ -218,9 +226,8 @@ def count_unread(source: BinaryIO, intake: Intake, *, budget_s: float) -> None:
 
 
 def make_intake(
-    source: BinaryIO,
+    source: JobSource,
     *,
-    rules: Rules,
     shard: Shard | None,
     resume: ResumeState,
     tally: Tally,
@@ -228,13 +235,13 @@ def make_intake(
     hooks: Hooks | None = None,
     redo_changed: bool = False,
 ) -> Intake:
-    """An Intake sized from the file's line count (0 for a pipe)."""
-    lines = count_lines(source)
+    """An Intake sized from the input's count (0 for a pipe)."""
+    lines = source.expected()
     # For the progress ETA before the whole file is read: blank lines and
     # the shard split make it an estimate.
     tally.expect(lines // (shard.count if shard else 1))
     return Intake(
-        rules=rules,
+        source=source,
         shard=shard,
         resume=resume,
         tally=tally,
