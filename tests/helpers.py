@@ -318,3 +318,30 @@ def need_tool(what: str, package: str) -> NoReturn:
     if os.environ.get("MIRA_REQUIRE_TOOLS"):
         raise AssertionError(message + " (.ci/run installs it)")
     pytest.skip(message)
+
+
+def collect_file(
+    source: Path,
+    to: Path,
+    *,
+    results: Path,
+    errors: Path,
+    prices: Any,
+    settings: Settings | None = None,
+) -> Any:
+    """collect over a job file (or a table, with the settings' template), as
+    `mira-batch collect` reads it."""
+    from worker.collect.join import collect
+    from worker.files.jobs import rules_for
+    from worker.files.jsonl import open_input
+    from worker.files.sources import open_source
+
+    settings = settings or Settings()
+    fh = open_input(str(source))
+    try:
+        jobs = open_source(fh, str(source), settings, rules_for(settings))
+        return collect(
+            jobs, str(source), to, results=results, errors=errors, prices=prices
+        )
+    finally:
+        fh.close()

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from tests.batch import Batch
-from tests.helpers import read_jsonl, simple_jobs, write_jobs
-from worker.collect.join import collect
+from tests.helpers import collect_file, read_jsonl, simple_jobs, write_jobs
 from worker.domain.prices import PriceBook
 from worker.sim.server import Simulator
 
@@ -51,7 +50,7 @@ async def test_edited_jobs_are_reported_then_redone_with_one_record_per_id(
     replaced = read_jsonl(tmp_path / "jobs.replaced.jsonl")
     assert sorted(r["custom_id"] for r in replaced) == [f"job-{n}" for n in range(3, 8)]
 
-    report = collect(
+    report = collect_file(
         tmp_path / "jobs.jsonl",
         tmp_path / "table.jsonl",
         results=batch.files.results,

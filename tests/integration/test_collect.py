@@ -13,9 +13,15 @@ import pytest
 
 from tests.batch import Batch
 from tests.fakes import FakeClock
-from tests.helpers import call_main, cli_env, read_jsonl, run_settings, write_jobs
+from tests.helpers import (
+    call_main,
+    cli_env,
+    collect_file,
+    read_jsonl,
+    run_settings,
+    write_jobs,
+)
 from worker.app.run import execute_run
-from worker.collect.join import collect
 from worker.domain.prices import ChargedPrice, PriceBook
 from worker.errors import ConfigError
 from worker.files.outputs import RunFiles
@@ -72,7 +78,7 @@ async def run(sim: Simulator, tmp_path: Path, **overrides: Any) -> RunFiles:
 
 def collected(tmp_path: Path, files: RunFiles, name: str) -> list[dict[str, Any]]:
     to = tmp_path / name
-    collect(
+    collect_file(
         Path(files.input),
         to,
         results=files.results,
@@ -149,7 +155,7 @@ async def test_outputs_of_another_input_are_refused(
     files = await run(sim, tmp_path)
     write_jobs(tmp_path / "other.jsonl", [{"id": "z", "prompt": "z"}])
     with pytest.raises(ConfigError, match="another input"):
-        collect(
+        collect_file(
             tmp_path / "other.jsonl",
             tmp_path / "out.csv",
             results=files.results,
@@ -161,7 +167,7 @@ async def test_outputs_of_another_input_are_refused(
 
 def test_a_missing_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot open input"):
-        collect(
+        collect_file(
             tmp_path / "none.jsonl",
             tmp_path / "out.csv",
             results=tmp_path / "r",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from worker.collect.join import collect
 from worker.config import Settings
@@ -20,7 +20,9 @@ from worker.domain.summary import RunSummary
 from worker.errors import ConfigError
 from worker.files.cache import AnswerCache
 from worker.files.jobs import Rules, rules_for
+from worker.files.jsonl import open_input
 from worker.files.outputs import RunFiles
+from worker.files.sources import open_source
 from worker.logs import emit
 from worker.page.report import write_report
 
@@ -69,36 +71,41 @@ def collect_table(
     price_overrides: Sequence[str] = (),
     show_progress: bool = False,
 ) -> int:
-    """Write one row per line of the run's input, in input order; return 0.
+    """Write one row per item of the run's input, in input order; return 0.
 
     Raises:
-        ConfigError: a missing input, a bad --to or --price, or foreign outputs.
+        ConfigError: a missing input, a bad --to or --price, a table that cannot
+            be read, or foreign outputs.
     """
     to = to or Path(f"{files.stem}.collected.{kind or 'csv'}")
-    source = Path(files.input)
     kept = _kept(files.summary)
     prices = run_prices(kept, price_overrides)
     rules = run_rules(kept, settings)
-    size = source.stat().st_size if source.is_file() else 0
-    with Progress(
-        "collect",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("collect", total=size)
-        report = collect(
-            source,
-            to,
-            results=files.results,
-            errors=files.errors,
-            prices=prices,
-            rules=rules,
-            kind=kind,
-            progress=lambda n: progress.advance(task, n) if show_progress else None,
-        )
+    fh = open_input(files.input)
+    try:
+        source = open_source(fh, files.input, settings, rules)
+        with Progress(
+            "collect",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not show_progress,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("collect", total=source.expected() or None)
+            report = collect(
+                source,
+                files.input,
+                to,
+                results=files.results,
+                errors=files.errors,
+                prices=prices,
+                kind=kind,
+                progress=lambda n: progress.advance(task, n) if show_progress else None,
+            )
+    finally:
+        if files.input != "-":
+            fh.close()
     counts = ", ".join(
         f"{n} {status}" for status, n in sorted(report.by_status.items())
     )

@@ -1,15 +1,17 @@
-"""`mira-batch collect`: one row per input line, in input order, with its outcome.
+"""`mira-batch collect`: one row per input item (a line, or a table's row), in
+input order, with its outcome.
 
 The results and errors files are in completion order, so they are first loaded
-into an index on disk (the stdlib's sqlite3); the input is then streamed twice,
-once to match it against the index (and find the metadata columns), once to
-write the rows. Memory stays flat at any size.
+into an index on disk (the stdlib's sqlite3); the input is then read twice,
+once to match it against the index (and find the metadata keys, a table's
+columns and the schemas' properties), once to write the rows. Memory stays
+flat at any size.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from worker.collect.rows import Layout, Row, RowWriter, format_of, open_row_writ
 from worker.domain.prices import PriceBook
 from worker.domain.schema import Schema
 from worker.errors import ConfigError
-from worker.files.jobs import DEFAULT_RULES, Line, Rules, read_line
+from worker.files.sources import JobSource
 
 COLUMNS = (
     "line",
@@ -52,71 +54,68 @@ class CollectReport:
     cost_rub: float = 0.0
 
 
-def _lines(source: Path) -> Iterator[tuple[int, bytes]]:
-    with open(source, "rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if raw.strip():
-                yield line_no, raw
-
-
-def _parse(raw: bytes, line_no: int, rules: Rules) -> Line:
-    """An input line, as far as it reads: its id, model, metadata, schema."""
-    return read_line(raw, line_no, rules)
-
-
 def collect(
-    source: Path,
+    source: JobSource,
+    name: str,
     to: Path,
     *,
     results: Path,
     errors: Path,
     prices: PriceBook,
-    rules: Rules = DEFAULT_RULES,
     kind: str | None = None,
-    progress: Any = None,
+    progress: Callable[[int], object] | None = None,
 ) -> CollectReport:
-    """Write one row per non-blank line of `source`, in order, to `to` (in the
-    format `kind` names, else its extension).
+    """Write one row per item of `source` (the input `name`), in order, to
+    `to` (in the format `kind` names, else its extension).
 
     Raises:
-        ConfigError: the input is missing, the format unknown, or the outputs
-            belong to another input.
+        ConfigError: the input cannot be read again (a pipe), the format is
+            unknown, or the outputs belong to another input.
     """
     kind = format_of(to, kind)
-    if not source.is_file():
-        raise ConfigError(f"cannot open input {source}: no such file")
+    if not source.rereadable():
+        raise ConfigError(f"collect reads {name} twice: name a file, not a pipe")
     with tempfile.TemporaryDirectory(prefix="mira-collect-") as tmp:
         index = OutcomeIndex(Path(tmp))
         try:
             index.load(results, errors)
-            layout = _match(source, index, rules)
+            layout = _match(source, index)
             unmatched, example = index.unmatched()
             if unmatched:
                 raise ConfigError(
-                    f"{unmatched} records in {results} or {errors} belong to no line "
-                    f"of {source} (for example {example!r}): are they another "
-                    "input's outputs? Name them with --results and --errors"
+                    f"{unmatched} records in {results} or {errors} belong to no "
+                    f"{source.unit} of {name} (for example {example!r}): are they "
+                    "another input's outputs? Name them with --results and --errors"
                 )
             with open_row_writer(to, kind, layout) as writer:
-                return _write_rows(source, index, writer, prices, rules, progress)
+                return _write_rows(source, index, writer, prices, progress)
         finally:
             index.close()
 
 
-def _match(source: Path, index: OutcomeIndex, rules: Rules) -> Layout:
-    """Claim each line's outcome; return the columns: the metadata keys seen,
-    and the top-level properties of the object schemas the lines ask for."""
+def _match(source: JobSource, index: OutcomeIndex) -> Layout:
+    """Claim each item's outcome; return the columns: the table's own, the
+    metadata keys seen, and the top-level properties of the object schemas the
+    items ask for."""
     keys: set[str] = set()
     parsed: dict[str, str | None] = {}
-    for line_no, raw in _lines(source):
-        line = _parse(raw, line_no, rules)
-        index.find(line_no, line.job_id, claim=True)
-        if line.metadata:
-            keys.update(line.metadata)
-        if line.schema is not None:
-            for name in line.schema.properties:
-                parsed.setdefault(name, _json_type(line.schema, name))
-    return Layout(COLUMNS, metadata=sorted(keys), parsed=list(parsed.items()))
+    inputs: dict[str, Any] = dict(source.columns())
+    for number, item in source.unread(0):
+        facts = source.describe(number, item)
+        index.find(number, facts.job_id, claim=True)
+        if facts.metadata:
+            keys.update(facts.metadata)
+        for column in facts.values:  # records: their keys, as they come
+            inputs.setdefault(column, None)
+        if facts.schema is not None:
+            for name in facts.schema.properties:
+                parsed.setdefault(name, _json_type(facts.schema, name))
+    outcome = set(COLUMNS)
+    # An input column named like an outcome column keeps its value as input.<name>.
+    named = [(f"input.{c}" if c in outcome else c, t) for c, t in inputs.items()]
+    return Layout(
+        COLUMNS, inputs=named, metadata=sorted(keys), parsed=list(parsed.items())
+    )
 
 
 def _json_type(schema: Schema, name: str) -> str | None:
@@ -128,36 +127,40 @@ def _json_type(schema: Schema, name: str) -> str | None:
 
 
 def _write_rows(
-    source: Path,
+    source: JobSource,
     index: OutcomeIndex,
     writer: RowWriter,
     prices: PriceBook,
-    rules: Rules,
-    progress: Any,
+    progress: Callable[[int], object] | None,
 ) -> CollectReport:
     report = CollectReport()
-    for line_no, raw in _lines(source):
-        line = _parse(raw, line_no, rules)
-        found = index.find(line_no, line.job_id)
+    outcome_names = set(COLUMNS)
+    for number, item in source.unread(0):
+        facts = source.describe(number, item)
+        found = index.find(number, facts.job_id)
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
-        row.update(line=line_no, custom_id=line.job_id, status="pending")
+        row.update(line=number, custom_id=facts.job_id, status="pending")
         parsed = None
         if found is not None:
             row.update(zip(OUTCOME_COLUMNS.split(", "), found, strict=True))
-            row["custom_id"] = row["custom_id"] or line.job_id
+            row["custom_id"] = row["custom_id"] or facts.job_id
             text = row.pop("parsed")
             parsed = None if text is None else orjson.loads(text)
         row.pop("parsed", None)
         if row["cost_rub"] is None and row["status"] == "succeeded":
             # A record of an earlier version: priced as the run priced.
             cost = prices.rubles(
-                line.model, row["prompt_tokens"] or 0, row["completion_tokens"] or 0
+                facts.model, row["prompt_tokens"] or 0, row["completion_tokens"] or 0
             )
             row["cost_rub"] = None if cost is None else round(cost, 8)
         report.cost_rub += row["cost_rub"] or 0.0
-        writer.write(Row({}, row, line.metadata, parsed))
+        values = {
+            (f"input.{k}" if k in outcome_names else k): v
+            for k, v in facts.values.items()
+        }
+        writer.write(Row(values, row, facts.metadata, parsed))
         report.rows += 1
         report.by_status[row["status"]] = report.by_status.get(row["status"], 0) + 1
         if progress is not None:
-            progress(len(raw))
+            progress(1)
     return report

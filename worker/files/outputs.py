@@ -149,7 +149,7 @@ class RunFiles:
         """`<input stem>[.shard-K-of-N].results.jsonl` etc. in `directory` (by
         default the working directory); `report` True for the default report,
         beside the summary, False for none."""
-        stem = "stdin" if source == "-" else Path(source).name.removesuffix(".jsonl")
+        stem = "stdin" if source == "-" else _stem(Path(source))
         if shard is not None:
             stem = f"{stem}.shard-{shard.index}-of-{shard.count}"
         summary = summary or directory / f"{stem}.summary.json"
@@ -163,6 +163,25 @@ class RunFiles:
             shard=shard,
             report=report or None,
         )
+
+
+# An input's own extension is left out of its outputs' names.
+INPUT_SUFFIXES = (
+    ".jsonl",
+    ".ndjson",
+    ".json",
+    ".csv",
+    ".tsv",
+    ".tab",
+    ".parquet",
+    ".pq",
+)
+
+
+def _stem(path: Path) -> str:
+    """`data` for `data.csv` or `data.jsonl`: the name the outputs share."""
+    suffix = path.suffix.lower()
+    return path.name[: -len(suffix)] if suffix in INPUT_SUFFIXES else path.name
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -7,16 +7,18 @@ cache, shards and the cost cap work the same on both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
 from worker.config import Settings
 from worker.domain.job import Job
+from worker.domain.schema import Schema
 from worker.errors import ConfigError, InvalidJobError
-from worker.files.jobs import Rules, parse_job, read_id, row_id, row_job
+from worker.files.jobs import Rules, parse_job, read_id, read_line, row_id, row_job
 from worker.files.jsonl import (
     MAX_LINE_BYTES,
     Oversized,
@@ -25,7 +27,7 @@ from worker.files.jsonl import (
     iter_lines,
     lines_after,
 )
-from worker.files.tables import CsvTable, ParquetTable, Table
+from worker.files.tables import EXTRA_FIELDS, CsvTable, ParquetTable, Table
 from worker.files.template import Template, load_template
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet")
@@ -44,6 +46,18 @@ ROW_IDS = (
     "while rows are only appended to the table; --id-column NAME takes ids from a "
     "column"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What collect reads of an item: its id, model, metadata and schema, and
+    (a table's row) its own columns' values."""
+
+    job_id: str | None
+    model: str
+    metadata: dict[str, object] | None = None
+    schema: Schema | None = None
+    values: Mapping[str, object] = field(default_factory=dict)
 
 
 class JobSource(Protocol):
@@ -74,6 +88,14 @@ class JobSource(Protocol):
     def rereadable(self) -> bool:
         """Whether the input can be read again (a file, not a pipe)."""
 
+    def describe(self, number: int, item: object) -> Facts:
+        """An item's facts, as far as it reads (collect)."""
+
+    def columns(self) -> list[tuple[str, Any]]:
+        """A table's columns and their Parquet types (None: unknown), as its
+        header names them; none for job lines (and for records, whose keys
+        collect gathers as it reads them)."""
+
 
 class JobLines:
     """A JSONL file of job lines (CONTRACT section 4)."""
@@ -102,6 +124,15 @@ class JobLines:
 
     def rereadable(self) -> bool:
         return is_regular_file(self._fh)
+
+    def describe(self, number: int, item: object) -> Facts:
+        if isinstance(item, Oversized):
+            return Facts(None, self._rules.model)
+        line = read_line(_bytes(item), number, self._rules)
+        return Facts(line.job_id, line.model, line.metadata, line.schema)
+
+    def columns(self) -> list[tuple[str, Any]]:
+        return []
 
 
 def _bytes(item: object) -> bytes:
@@ -158,6 +189,16 @@ class TableRows:
 
     def rereadable(self) -> bool:
         return self.table.rereadable()
+
+    def describe(self, number: int, item: object) -> Facts:
+        assert isinstance(item, dict)
+        job_id = row_id(number, item, self._id_column)
+        if EXTRA_FIELDS in item:
+            item = {k: v for k, v in item.items() if k != EXTRA_FIELDS}
+        return Facts(job_id, self._rules.model, None, self._rules.schema, item)
+
+    def columns(self) -> list[tuple[str, Any]]:
+        return list(zip(self.table.columns, self.table.types, strict=True))
 
 
 class RecordLines:
@@ -219,6 +260,17 @@ class RecordLines:
 
     def rereadable(self) -> bool:
         return is_regular_file(self._fh)
+
+    def describe(self, number: int, item: object) -> Facts:
+        try:
+            record = self.record(number, item)
+        except InvalidJobError:
+            return Facts(None, self._rules.model)
+        job_id = row_id(number, record, self._id_column)
+        return Facts(job_id, self._rules.model, None, self._rules.schema, record)
+
+    def columns(self) -> list[tuple[str, Any]]:
+        return []
 
 
 def input_format(source: str, given: str | None) -> str:
