@@ -540,6 +540,7 @@ def main() -> None:
             "cache",
             "report",
             "schema",
+            "tables",
             "all",
         ],
     )
@@ -556,6 +557,9 @@ def main() -> None:
         help="A/B/C rounds; medians are reported (default: 5)",
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows of the tables run"
+    )
     parser.add_argument(
         "--memory-sizes", type=int, nargs="+", default=[10_000, 1_000_000]
     )
@@ -605,6 +609,13 @@ def main() -> None:
                     args.rounds,
                     args.concurrency,
                     not args.no_openai,
+                )
+            if args.what == "tables":
+                from bench.tables import run_tables
+
+                print("\nlarge tables (the real command, nginx fast endpoint)")
+                results["tables"] = run_tables(
+                    work, endpoint.url("fast"), args.rows, KEY
                 )
             if args.what in ("schema", "all"):
                 results["schema"] = schema_runs(endpoint, work, args.jobs, args.rounds)

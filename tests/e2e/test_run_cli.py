@@ -15,6 +15,7 @@ from tests.helpers import (
     SENTINEL_KEY,
     assert_no_key,
     assert_outputs_clean,
+    cli_command,
     cli_env,
     finish_cli,
     read_jsonl,
@@ -231,3 +232,33 @@ async def test_a_401_that_quotes_the_key_leaks_it_nowhere_in_json_mode(
     summary = json.loads((tmp_path / "jobs.summary.json").read_text())
     assert "[REDACTED]" in summary["message"]
     assert_outputs_clean(tmp_path)  # run_batch already checked both streams
+
+
+async def test_a_csv_table_on_standard_input(sim: Simulator, tmp_path: Path) -> None:
+    (tmp_path / "t.j2").write_text("Say {{ word }}")
+    table = 'word,note\nhello,"a, note"\n"two\nlines",x\n'
+    env = cli_env(base_url=sim.base_url)
+    proc = await asyncio.create_subprocess_exec(
+        *cli_command(
+            "run",
+            "-",
+            "--input-format",
+            "csv",
+            "--template",
+            "t.j2",
+            "--progress",
+            "off",
+        ),
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(table.encode()), 30)
+    assert proc.returncode == 0, err
+    answers = sorted(
+        r["response"]["body"]["choices"][0]["message"]["content"]
+        for r in read_jsonl(tmp_path / "stdin.results.jsonl")
+    )
+    assert answers == ["Echo: Say hello", "Echo: Say two\nlines"]

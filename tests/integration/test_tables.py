@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tests.batch import Batch
-from tests.helpers import call_main, cli_env, write_jobs
+from tests.helpers import call_main, cli_env, run_cli, write_jobs
 from worker.files.outputs import RunFiles
 from worker.sim.server import Simulator
 
@@ -149,8 +149,7 @@ async def test_an_empty_variable_fails_its_row_and_the_others_run(
     assert error["line"] == 5
     assert error["custom_id"] == "row-5"
     assert error["error"]["code"] == "invalid_input"
-    assert "row 5" in error["error"]["message"]
-    assert "'text' is empty" in error["error"]["message"]
+    assert error["error"]["message"] == "the variable 'text' is empty"
     assert "row 5 is not a valid job" in caplog.text
     assert len(batch.results) == 7
     assert "row number" in caplog.text  # ids are row numbers: said once
@@ -292,3 +291,62 @@ async def test_a_key_in_a_prompt_is_never_sent_nor_printed(
     for path in tmp_path.glob("jobs.*"):
         if path.name != "jobs.jsonl":  # the input holds it, of course
             assert leaked.encode() not in path.read_bytes()
+
+
+def test_validate_shows_the_rendered_prompts_counts_and_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = rows(6)
+    table[2]["language"] = ""
+    write_csv(tmp_path / "data.csv", table)
+    (tmp_path / "t.j2").write_text(TEMPLATE)
+    done = call_main(
+        "validate",
+        "data.csv",
+        "--template",
+        "t.j2",
+        "--show",
+        "2",
+        cwd=tmp_path,
+        env=cli_env(),
+        monkeypatch=monkeypatch,
+    )
+    assert done.code == 1
+    out = done.stdout
+    assert "data.csv: 6 jobs, 5 valid, 1 invalid" in out
+    assert "the prompt of row 1:\n    | Translate into French: plain words #0" in out
+    assert "the prompt of row 2:" in out
+    assert "the prompt of row 4:" not in out
+    assert "row 3: the variable 'language' is empty" in out
+    assert "row number" in out  # ids are row numbers: said once
+    assert "estimated cost: about" in out
+
+
+async def test_the_example_table_runs_as_the_readme_says(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    jobs = Path(__file__).resolve().parents[2] / "jobs"
+    flags = ("--template", str(jobs / "example.j2"), "--id-column", "id")
+    schema = ("--json-schema", str(jobs / "example.schema.json"))
+    shown = await run_cli(
+        "validate",
+        str(jobs / "example.csv"),
+        *flags,
+        *schema,
+        cwd=tmp_path,
+        env=cli_env(),
+        in_process=True,
+    )
+    assert shown.code == 0, shown.stderr
+    assert "8 jobs, 8 valid, 0 invalid" in shown.stdout
+    assert "Review: Boils fast and quietly." in shown.stdout
+    batch = batch_for(sim, tmp_path, "example.csv")
+    batch.files = RunFiles.default(str(jobs / "example.csv"), directory=tmp_path)
+    code = await batch.run(
+        template=jobs / "example.j2",
+        id_column="id",
+        json_schema=jobs / "example.schema.json",
+    )
+    assert code == 0
+    sentiments = {r["parsed"]["sentiment"] for r in batch.results}
+    assert sentiments <= {"positive", "negative", "neutral"}

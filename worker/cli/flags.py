@@ -153,12 +153,10 @@ def add_flag(parser: argparse._ActionsContainer, flag: Flag) -> None:
             help=help_text,
         )
     else:
-        parser.add_argument(
-            flag.name,
-            dest=flag.field,
-            choices=get_args(info.annotation),
-            help=help_text,
-        )
+        choices = get_args(info.annotation)
+        if type(None) in choices:  # an optional Literal: the Literal's values
+            choices = get_args(choices[0])
+        parser.add_argument(flag.name, dest=flag.field, choices=choices, help=help_text)
 
 
 def add_price_flag(parser: argparse._ActionsContainer, purpose: str = "") -> None:

@@ -316,23 +316,20 @@ def row_job(
     job_id = row_id(number, row, id_column)
     if job_id is None:
         raise InvalidJobError(
-            f"row {number}: no id in the column {id_column!r}",
+            f"no id in the column {id_column!r}",
             line_no=number,
             job_id=None,
         )
     if isinstance(extra := row.get(EXTRA_FIELDS), RowShapeError):
         raise InvalidJobError(
-            f"row {number} has {extra.fields} fields; the header has "
-            f"{extra.columns} columns",
+            f"{extra.fields} fields where the header has {extra.columns} columns",
             line_no=number,
             job_id=job_id,
         )
     try:
         text = template.render(row)
     except RowError as exc:
-        raise InvalidJobError(
-            f"row {number}: {exc}", line_no=number, job_id=job_id
-        ) from None
+        raise InvalidJobError(str(exc), line_no=number, job_id=job_id) from None
     body: dict[str, Any] = {"messages": [{"role": "user", "content": text}]}
     return build_job(job_id, body, None, number, rules, schema=rules.schema)
 

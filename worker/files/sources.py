@@ -239,11 +239,11 @@ class RecordLines:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidJobError(
-                f"row {number}: not valid JSON: {exc}", line_no=number, job_id=None
+                f"not valid JSON: {exc}", line_no=number, job_id=None
             ) from None
         if not isinstance(record, dict):
             raise InvalidJobError(
-                f"row {number}: a record must be a JSON object",
+                "a record must be a JSON object",
                 line_no=number,
                 job_id=None,
             )
