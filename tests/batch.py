@@ -36,7 +36,7 @@ class Batch:
         *,
         mode: ResumeMode = "resume",
         force: bool = False,
-        key: str = SENTINEL_KEY,
+        key: str | None = SENTINEL_KEY,
         real_time: bool = False,
         prices: PriceBook | None = None,
         **overrides: Any,
@@ -44,7 +44,7 @@ class Batch:
         overrides.setdefault("concurrency", 4)
         settings = run_settings(
             overrides.pop("base_url", None) or self.sim.base_url,
-            api_key=SecretStr(key),
+            api_key=None if key is None else SecretStr(key),
             **overrides,
         )
         if real_time:
@@ -64,6 +64,7 @@ class Batch:
             out=io.StringIO(),
             clock=self.clock,
             sleep=self.clock.sleep,
+            wall=self.clock.wall,
             prices=prices,
         )
 

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 from aiohttp import ClientResponse
 from aioresponses import aioresponses
 
+WALL_START = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
 
 class FakeClock:
-    """`clock()` reads the time; `await clock.sleep(s)` moves it and records s."""
+    """`clock()` reads the time; `await clock.sleep(s)` moves it and records s;
+    `wall()` is the UTC wall clock that moves with it."""
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(
+        self, start: float = 1000.0, *, wall_start: datetime = WALL_START
+    ) -> None:
         self.now = start
         self.sleeps: list[float] = []
+        self._start = start
+        self.wall_start = wall_start
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> datetime:
+        return self.wall_start + timedelta(seconds=self.now - self._start)
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)

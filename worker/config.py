@@ -101,6 +101,20 @@ class Settings(BaseSettings):
     token_budget: int | None = Field(
         None, gt=0, description="stop resumably once this many tokens were used, exit 5"
     )
+    until_done: bool = Field(
+        False,
+        description="at Mira's daily message cap (or the --daily-reserve), wait for "
+        "the reset at 00:00 UTC and go on, in the same process, until every job "
+        "has an outcome; the monthly budget and --deadline still stop the run",
+    )
+    daily_reserve: int | None = Field(
+        None,
+        ge=0,
+        description="leave this many of the day's messages to the people on the "
+        "account: read from the usage route, counted per request (refusals too); "
+        "reached, the run stops (exit 5, daily_reserve) or, with --until-done, "
+        "waits for the reset",
+    )
     max_consecutive_failures: int = Field(
         50,
         ge=0,

@@ -45,7 +45,14 @@ class StopReason(Enum):
         "daily_cap",
         5,
         "Mira's daily message cap was reached; it resets at 00:00 UTC: run the "
-        "same command after that",
+        "same command after that, or with --until-done to wait for it",
+    )
+    DAILY_RESERVE = (
+        "daily_reserve",
+        5,
+        "only the --daily-reserve of the day's messages is left, for the people "
+        "on the account; Mira's day resets at 00:00 UTC: run the same command "
+        "after that, or with --until-done to wait for it",
     )
     MONTHLY_BUDGET = (
         "monthly_budget",
@@ -74,6 +81,12 @@ class StopReason(Enum):
         143,
         "stopped by a signal: run the same command to continue",
     )
+    SIGHUP = (
+        "interrupted",
+        129,
+        "stopped by a hang-up (the terminal or SSH session closed): run the same "
+        "command to continue, under nohup, tmux or a scheduler to outlive it",
+    )
 
     def __init__(self, label: str, exit_code: int, next_step: str) -> None:
         self.label = label
@@ -98,6 +111,7 @@ _SEVERITY = {
     "systematic_failure": 3,
     "rate_limit_budget": 2,
     "daily_cap": 2,
+    "daily_reserve": 2,
     "monthly_budget": 2,
     "deadline": 2,
     "token_budget": 2,

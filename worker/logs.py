@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -132,3 +133,89 @@ def emit(stream: TextIO, text: str) -> None:
     if not text.endswith("\n"):
         stream.write("\n")
     stream.flush()
+
+
+class QuietStream:
+    """stdout or stderr, for a process whose output may go away: a closed
+    pipe (`| head`), a closed terminal, a full disk under a redirect. The first
+    failed write makes it quiet for good; the descriptor is pointed at
+    /dev/null, so that nothing later (the interpreter's last flush included)
+    fails on it. The run's exit code and files never depend on its output."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    @property
+    def gone(self) -> bool:
+        """True once the output went away (or was never there)."""
+        return self._stream is None
+
+    def write(self, text: str) -> int:
+        if (stream := self._stream) is not None:
+            try:
+                return stream.write(text)
+            except (OSError, ValueError):
+                self._go_quiet(stream)
+        return len(text)
+
+    def flush(self) -> None:
+        if (stream := self._stream) is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                self._go_quiet(stream)
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream is not None and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def __getattr__(self, name: str) -> Any:
+        # fileno, encoding, errors...: what rich and logging may ask.
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+    def _go_quiet(self, stream: TextIO) -> None:
+        self._stream = None
+        try:
+            fd = stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):
+            return
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
+        finally:
+            os.close(devnull)
+
+
+def _open_standard_descriptors() -> None:
+    """A process started with 0, 1 or 2 closed gets /dev/null there: else the
+    next file opened (a results file) would take the number, and anything
+    written to standard output or error would land in it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
+@contextmanager
+def quiet_standard_streams() -> Iterator[None]:
+    """While the block lasts, stdout and stderr are QuietStreams."""
+    _open_standard_descriptors()
+    saved = sys.stdout, sys.stderr
+    sys.stdout = QuietStream(saved[0])
+    sys.stderr = QuietStream(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved

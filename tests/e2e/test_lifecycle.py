@@ -6,7 +6,6 @@ import asyncio
 import json
 import random
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,11 @@ from tests.helpers import (
     cli_command,
     cli_env,
     finish_cli,
+    read_summary,
     run_cli,
     simple_jobs,
     start_cli,
+    wait_for,
     write_jobs,
 )
 from worker.files.jobs import parse_job
@@ -65,21 +66,12 @@ def summary(cwd: Path) -> dict[str, Any]:
 
 
 def summary_file(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    return read_summary(path)
 
 
 def _grown_by(path: Path, nbytes: int) -> Callable[[], bool]:
     start = path.stat().st_size if path.exists() else 0
     return lambda: path.exists() and path.stat().st_size > start + nbytes
-
-
-async def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 async def test_sigkill_at_random_instants_then_resume_until_done(
@@ -135,12 +127,16 @@ async def test_sigkill_at_random_instants_then_resume_until_done(
     assert_outputs_clean(tmp_path)  # every line of both files parses
 
 
-async def test_sigterm_drains_in_flight_jobs_then_resume_completes(
-    sim: Simulator, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["sigterm", "sighup"],
+)
+async def test_a_signal_drains_in_flight_jobs_then_resume_completes(
+    sim: Simulator, tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
-    # SIGINT and the grace period's edge cases run in-process:
-    # tests/integration/test_lifecycle.py.
-    signum, code = signal.SIGTERM, 143
+    # A hang-up (a closed SSH session) stops as SIGTERM does. SIGINT and the
+    # grace period's edge cases run in-process: tests/integration/test_lifecycle.py.
     sim.faults = Faults(seed=2, latency_ms=400)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(60))
     env = cli_env(base_url=sim.base_url)

@@ -129,6 +129,16 @@ async def test_validate_online_plans_the_batch_against_the_account(
     assert document["prices"] == "charged"
     assert any("will not cover" in w for w in account["warnings"])
 
+    # 100 of each day left to people: 400 today, then 400, 400 and 36.
+    reserved = await validate(
+        tmp_path, sim.base_url, monkeypatch, "--daily-reserve", "100"
+    )
+    later = datetime.now(UTC).date() + timedelta(days=3)
+    assert (
+        f"days at the daily cap: 4, finishing {later.isoformat()} (UTC); 100 of "
+        "each day left to the people on the account (--daily-reserve)"
+    ) in reserved.stdout
+
 
 async def test_validate_online_warns_of_a_model_above_the_plan(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from tests.fakes import FakeClock
 from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
 from worker.api.client import ChatClient
+from worker.api.keys import KeyRing
 from worker.app.run import execute_run
 from worker.config import Settings
 from worker.domain.answer import Answer
@@ -51,7 +52,7 @@ def files_in(tmp_path: Path) -> RunFiles:
 class RecordingClient(ChatClient):
     """A real ChatClient noting, on the fake clock, its sends and its 429s."""
 
-    def __init__(self, settings: Settings, key: str, clock: FakeClock) -> None:
+    def __init__(self, settings: Settings, key: KeyRing, clock: FakeClock) -> None:
         super().__init__(
             settings.base_url, key, timeout_s=10, max_connections=settings.concurrency
         )
@@ -77,7 +78,7 @@ async def test_retry_after_pauses_every_worker_on_the_injected_clock(
     clock = FakeClock()
     clients: list[RecordingClient] = []
 
-    def make(settings: Settings, key: str) -> ChatClient:
+    def make(settings: Settings, key: KeyRing) -> ChatClient:
         clients.append(RecordingClient(settings, key, clock))
         return clients[-1]
 

@@ -13,8 +13,10 @@ import pytest
 
 from tests.batch import Batch
 from tests.helpers import call_main, cli_env, simple_jobs, write_jobs
+from worker.domain.prices import PriceBook, charged_prices
 from worker.files.outputs import RunFiles
 from worker.sim.faults import Faults
+from worker.sim.routes import pricing_table
 from worker.sim.server import Simulator
 
 SCHEMA: dict[str, Any] = {
@@ -54,7 +56,9 @@ async def test_a_schema_run_writes_parsed_answers_asks_again_and_counts_it_all(
     sim.faults = FAULTY
     batch = Batch(sim, tmp_path)
     write_jobs(batch.dir / "jobs.jsonl", simple_jobs(200))
-    code = await batch.run(json_schema=schema_file(tmp_path))
+    # The prices Mira charges, known from the start: each record has its cost.
+    charged = PriceBook.build(charged_prices(pricing_table()), ())
+    code = await batch.run(json_schema=schema_file(tmp_path), prices=charged)
     assert code in (0, 1)
     results, errors = batch.results, batch.errors
     assert len(results) + len(errors) == 200

@@ -6,8 +6,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "deploy").glob("*.yaml"))
@@ -37,3 +39,49 @@ def test_requests_in_flight_stay_within_one_mira_account(manifest: Path) -> None
     pods = int(parallelism.group(1)) if parallelism else 1
     assert int(concurrency.group(1)) * pods <= MIRA_IN_FLIGHT
     assert "in flight" in text  # the comment that says why
+
+
+def _spec(manifest: Path) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(manifest.read_text())
+    return document
+
+
+def _job_spec(document: dict[str, Any]) -> dict[str, Any]:
+    if document["kind"] == "CronJob":
+        job: dict[str, Any] = document["spec"]["jobTemplate"]["spec"]
+        return job
+    spec: dict[str, Any] = document["spec"]
+    return spec
+
+
+@pytest.mark.parametrize(
+    "manifest", [m for m in MANIFESTS if "cronjob" in m.name], ids=lambda p: p.name
+)
+def test_a_cronjob_starts_just_after_miras_daily_reset(manifest: Path) -> None:
+    spec = _spec(manifest)["spec"]
+    minute, hour, *_ = spec["schedule"].split()
+    assert (hour, spec["timeZone"]) == ("0", "Etc/UTC")
+    assert int(minute) <= 15
+    assert "Exit 5" in manifest.read_text()  # what a stop at the cap means
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_a_job_that_retries_fails_at_once_on_the_key_or_the_balance(
+    manifest: Path,
+) -> None:
+    job = _job_spec(_spec(manifest))
+    retries = job.get("backoffLimit", 6) or job.get("backoffLimitPerIndex", 0)
+    if not retries:
+        return  # nothing is retried: exit 3 or 4 fails it already
+    rules = job["podFailurePolicy"]["rules"]
+    fail = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+    assert fail, "exit 3 (the key) and 4 (the balance) must not be retried"
+    assert {3, 4} <= set(fail[0]["onExitCodes"]["values"])
+
+
+def test_a_one_shot_job_waits_for_each_day() -> None:
+    job = _spec(ROOT / "deploy" / "job-until-done.yaml")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert "--until-done" in container["args"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert "MIRA_API_KEY_FILE" in env  # a rotated Secret is read again

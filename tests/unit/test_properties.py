@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from tests.fakes import SessionlessClient
 from tests.helpers import run_settings, simple_jobs, write_jobs
+from worker.api.keys import KeyRing
 from worker.app.run import execute_run
 from worker.config import Settings
 from worker.domain.answer import Answer
@@ -199,7 +200,7 @@ async def run_until_done(directory: Path, plan: dict[int, str], jobs: int) -> No
     for attempt in range(6):
         client = ScriptedClient(plan if attempt == 0 else {})
 
-        def factory(s: Settings, key: str, c: ScriptedClient = client) -> Any:
+        def factory(s: Settings, key: KeyRing, c: ScriptedClient = client) -> Any:
             return c
 
         codes.append(

@@ -95,6 +95,8 @@ def test_each_reason_has_its_exit_code_and_a_next_step() -> None:
         StopReason.TOKEN_BUDGET: 5,
         StopReason.SIGINT: 130,
         StopReason.SIGTERM: 143,
+        StopReason.SIGHUP: 129,
+        StopReason.DAILY_RESERVE: 5,
     }
     assert all(reason.next_step for reason in StopReason)
 

@@ -17,6 +17,7 @@ import orjson
 from worker.api.body import read_at_most
 from worker.api.network import new_session, route_for
 from worker.config import Settings
+from worker.domain.day import DayCount
 from worker.domain.prices import PriceBook, charged_prices
 
 # Under the API host's root, not the base URL's /v1.
@@ -31,7 +32,6 @@ ACCOUNT_ROUTES = tuple(ROUTES)
 CODE_DAILY_MESSAGES = {"free": 20, "pro": 500, "max": -1, "enterprise": -1}
 KEYLESS = frozenset({"pricing"})
 _MAX_BODY_BYTES = 1024 * 1024
-PRICING_TIMEOUT_S = 10.0
 
 log = logging.getLogger("worker.run")
 
@@ -72,7 +72,8 @@ class Account:
         """The facts of whichever routes answered; a note for each that did not."""
         account = cls(notes=[r.note for r in replies.values() if r.note])
         usage, me, balance, pricing = (
-            replies[name].data or {} for name in ACCOUNT_ROUTES
+            replies[name].data or {} if name in replies else {}
+            for name in ACCOUNT_ROUTES
         )
         found = usage.get("quota")
         quota: dict[str, object] = found if isinstance(found, dict) else {}
@@ -195,9 +196,28 @@ class AccountReader:
         return RouteReply(data)
 
 
+async def read_day(settings: Settings, api_key: str) -> DayCount:
+    """The day's messages left, and the cap, from the usage and `me` routes
+    (within --timeout).
+
+    Raises:
+        ConfigError: the CA bundle is unusable.
+    """
+    reader = AccountReader(
+        settings.base_url,
+        api_key,
+        ca_bundle=settings.ca_bundle,
+        timeout_s=settings.request_timeout_s,
+    )
+    replies = await reader.read_all(("usage", "me"))
+    account = Account.read(replies)
+    note = "; ".join(account.notes) or None
+    return DayCount(account.daily_left, account.daily_limit, note)
+
+
 async def read_prices(settings: Settings, overrides: Sequence[str] = ()) -> PriceBook:
-    """The prices Mira's pricing route says it charges, else the list prices;
-    `--price` over either.
+    """The prices Mira's pricing route says it charges (within --timeout),
+    else the list prices; `--price` over either.
 
     Raises:
         ConfigError: an override is malformed, or the CA bundle is unusable.
@@ -207,7 +227,7 @@ async def read_prices(settings: Settings, overrides: Sequence[str] = ()) -> Pric
         settings.base_url,
         None,
         ca_bundle=settings.ca_bundle,
-        timeout_s=PRICING_TIMEOUT_S,
+        timeout_s=settings.request_timeout_s,
     )
     reply = (await reader.read_all(("pricing",)))["pricing"]
     charged = charged_prices(reply.data) if reply.data is not None else {}

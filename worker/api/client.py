@@ -15,6 +15,7 @@ from worker.api.body import (
     parse_answer,
     read_at_most,
 )
+from worker.api.keys import KeyRing
 from worker.api.network import new_session, route_for
 from worker.api.status import error_for_status
 from worker.api.stream import as_stream, read_stream
@@ -32,14 +33,15 @@ __all__ = ["ChatClient", "Client", "make_client"]
 class ChatClient:
     """Sends chat-completion requests; knows HTTP, not queues or retries.
 
-    The Authorization header lives on the session and is never logged; redirects
-    are never followed, so it cannot travel to another host.
+    The Authorization header is the key ring's, read at each request (a
+    rotated key is used from the next one), and never logged; redirects are
+    never followed, so it cannot travel to another host.
     """
 
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | KeyRing,
         *,
         timeout_s: float,
         max_connections: int,
@@ -50,7 +52,7 @@ class ChatClient:
         self._ca_bundle = ca_bundle
         self._route = route_for(self._url)
         # The key goes on each request, never on the session: see new_session.
-        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self.keys = api_key if isinstance(api_key, KeyRing) else KeyRing(api_key)
         self._through = self._route.through
         self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -124,7 +126,7 @@ class ChatClient:
             session,
             "POST",
             self._url,
-            self._headers,
+            self.keys.headers,
             data=payload,
             timeout=self._timeout,
         ) as resp:
@@ -153,7 +155,7 @@ class ChatClient:
         )
         body, request = as_stream(payload)
         async with self._route.request(
-            session, "POST", self._url, self._headers, data=body, timeout=timeout
+            session, "POST", self._url, self.keys.headers, data=body, timeout=timeout
         ) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")
@@ -187,11 +189,11 @@ class Client(Protocol):
     async def complete(self, payload: bytes, *, stream: bool = False) -> Answer: ...
 
 
-def make_client(settings: Settings, api_key: str) -> ChatClient:
+def make_client(settings: Settings, keys: KeyRing) -> ChatClient:
     """The real client, as the settings ask."""
     return ChatClient(
         settings.base_url,
-        api_key,
+        keys,
         timeout_s=settings.request_timeout_s,
         max_connections=settings.concurrency,
         max_response_bytes=settings.max_response_bytes,

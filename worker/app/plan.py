@@ -48,6 +48,7 @@ class Plan:
     estimated_cost_rub: float
     days: int | None = None
     finish_date: str | None = None
+    daily_reserve: int | None = None  # of each day, left to the account's people
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -81,7 +82,14 @@ async def read_plan(
     book = PriceBook.build(
         charged_prices(pricing) or None if pricing else None, overrides
     )
-    plan = plan_batch(report, account, book, dedupe=settings.dedupe, today=today)
+    plan = plan_batch(
+        report,
+        account,
+        book,
+        dedupe=settings.dedupe,
+        today=today,
+        reserve=settings.daily_reserve,
+    )
     return book, plan
 
 
@@ -92,13 +100,14 @@ def plan_batch(
     *,
     dedupe: bool,
     today: date,
+    reserve: int | None = None,
 ) -> Plan:
-    """The plan: messages needed, days at the daily cap, cost against the balance,
-    and the warnings they call for."""
+    """The plan: messages needed, days at the daily cap (less --daily-reserve
+    each day), cost against the balance, and the warnings they call for."""
     jobs = report.valid - (report.identical if dedupe else 0)
     messages = math.ceil(jobs * (1 + RETRY_ALLOWANCE) + report.reasks_expected)
     cost = report.total_cost(prices)
-    days, finish = _days(account, messages, today)
+    days, finish = _days(account, messages, today, reserve or 0)
     return Plan(
         plan=account.plan,
         daily_limit=account.daily_limit,
@@ -117,37 +126,52 @@ def plan_batch(
         estimated_cost_rub=round(cost, 2),
         days=days,
         finish_date=finish,
-        warnings=_warnings(report, account, messages, cost),
+        daily_reserve=reserve,
+        warnings=_warnings(report, account, messages, cost, reserve or 0),
         notes=account.notes,
     )
 
 
 def _days(
-    account: Account, messages: int, today: date
+    account: Account, messages: int, today: date, reserve: int
 ) -> tuple[int | None, str | None]:
-    """Days at the daily cap (it resets at 00:00 UTC), and the finishing date;
-    unknown without the cap."""
+    """Days at the daily cap (it resets at 00:00 UTC) with `reserve` of each
+    day left to people, and the finishing date; unknown without the cap, and
+    never with a reserve that leaves nothing."""
     limit = account.daily_limit
     if limit is None:
         return None, None
-    left = account.daily_left or 0
+    left = max(0, (account.daily_left or 0) - reserve)
     days = 1
     if limit >= 0 and not account.overage and messages > left:
-        days += math.ceil((messages - left) / max(1, limit))
+        per_day = limit - reserve
+        if per_day <= 0:
+            return None, None
+        days += math.ceil((messages - left) / per_day)
     return days, (today + timedelta(days=days - 1)).isoformat()
 
 
 def _warnings(
-    report: ValidationReport, account: Account, messages: int, cost: float
+    report: ValidationReport,
+    account: Account,
+    messages: int,
+    cost: float,
+    reserve: int,
 ) -> list[str]:
     found = []
+    limit = account.daily_limit
+    if reserve and limit is not None and 0 <= limit <= reserve:
+        found.append(
+            f"--daily-reserve {reserve} leaves nothing of a day of {limit} "
+            "messages: the run would never send"
+        )
     balance = account.balance_kopecks
     if balance is not None and cost * 100 > balance:
         found.append(
             f"the balance ({balance / 100:,.2f} RUB) will not cover the batch "
             f"(about {cost:,.2f} RUB): top up, or cap the run with --max-cost"
         )
-    limit, left = account.daily_limit, account.daily_left
+    left = account.daily_left
     if account.overage and limit is not None and limit >= 0:
         past = messages - (left if left is not None else limit)
         if past > 0:
@@ -205,7 +229,13 @@ def render_plan(plan: Plan) -> list[str]:
         f"+{plan.retry_allowance:.0%} for refusals and retries, and re-asks "
         "for JSON where a schema asks)",
         "  days at the daily cap: "
-        + known(plan.days, f"{plan.days}, finishing {plan.finish_date} (UTC)"),
+        + known(plan.days, f"{plan.days}, finishing {plan.finish_date} (UTC)")
+        + (
+            f"; {plan.daily_reserve} of each day left to the people on the "
+            "account (--daily-reserve)"
+            if plan.daily_reserve
+            else ""
+        ),
         f"  estimated cost: about {plan.estimated_cost_rub:,.2f} RUB"
         + ("" if balance is None else f" of a {balance:,.2f} RUB balance"),
     ]

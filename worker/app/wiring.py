@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from worker.api.client import Client
+from worker.api.keys import KeyRing
+from worker.app.day import day_budget
 from worker.app.extensions import extensions
 from worker.app.prepare import Prepared
 from worker.config import Settings
 from worker.domain.prices import PriceBook
-from worker.exits import StopReason
 from worker.files.outputs import RunFiles
 from worker.files.records import Recorder
 from worker.files.writer import ResultWriter
@@ -29,6 +31,7 @@ from worker.run.stop import StopController
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+Wall = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,17 @@ class Run:
     pipeline: Pipeline
     live: LiveReport
     client: Client
+    keys: KeyRing
+
+
+@dataclass(frozen=True, slots=True)
+class Time:
+    """The run's clocks: monotonic for the flow control, the wall for Mira's
+    day, and the sleep that goes with them (all injected in tests)."""
+
+    clock: Clock
+    sleep: Sleep
+    wall: Wall
 
 
 def build_run(
@@ -49,10 +63,11 @@ def build_run(
     files: RunFiles,
     ready: Prepared,
     *,
+    stop: StopController,
+    keys: KeyRing,
     client: Client,
     prices: PriceBook,
-    clock: Clock,
-    sleep: Sleep,
+    time: Time,
 ) -> Run:
     """Everything one run needs, with the writer open (a write error stops the
     run, exit 7).
@@ -60,16 +75,25 @@ def build_run(
     Raises:
         ConfigError: an output file cannot be opened.
     """
-    stop, tally = StopController(), Tally(prices=prices)
+    clock, sleep = time.clock, time.sleep
+    tally = Tally(prices=prices)
     tally.resumed(succeeded=ready.resume.succeeded, failed=ready.resume.failed)
     writer = ResultWriter(
         files.results,
         files.errors,
-        on_failure=lambda exc: stop.request(StopReason.OUTPUT_FAILED, str(exc)),
+        on_failure=stop.cannot_write,
     )
     writer.open()
     recorder = Recorder(writer)
     shard = files.shard
+    day = day_budget(
+        settings,
+        stem=files.stem,
+        shard=shard,
+        keys=keys,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
     throttle = Throttle(
         FlowLimits(
             concurrency=settings.concurrency,
@@ -83,8 +107,11 @@ def build_run(
         sleep=sleep,
         remaining_jobs=tally.stats.remaining_jobs,
         progress=tally.stats.progress,
+        day=day,
     )
-    live = LiveReport(settings, tally.stats, throttle, prices, stem=files.stem)
+    live = LiveReport(
+        settings, tally.stats, throttle, lambda: tally.prices, stem=files.stem
+    )
     hooks = extensions(settings, ready.cache, recorder, tally)
     crew = Crew()
     asker = Asker(
@@ -98,6 +125,7 @@ def build_run(
         tally=tally,
         crew=crew,
         permit=_permit(settings, stop, tally, live),
+        keys=keys,
         stream=settings.stream,
     )
     sender = Sender(
@@ -128,7 +156,7 @@ def build_run(
         deadline_s=settings.deadline_s,
         grace_s=settings.shutdown_grace_s,
     )
-    return Run(settings, tally, stop, writer, pipeline, live, client)
+    return Run(settings, tally, stop, writer, pipeline, live, client, keys)
 
 
 def _permit(
@@ -138,6 +166,6 @@ def _permit(
     cost_cap = None
     if settings.max_cost_rub is not None:
         cost_cap = CostCap(
-            settings.max_cost_rub, spent=live.spent_rub, prices=tally.prices
+            settings.max_cost_rub, spent=live.spent_rub, prices=lambda: tally.prices
         )
     return Permit(stop, tally.stats, settings.token_budget, cost_cap)

@@ -99,6 +99,8 @@ RUN_FLAGS = (
     Flag("deadline_s", "--deadline", "budgets", positive_float),
     Flag("token_budget", "--token-budget", "budgets", int),
     Flag("max_cost_rub", "--max-cost", "budgets", positive_float),
+    Flag("until_done", "--until-done", "budgets"),
+    Flag("daily_reserve", "--daily-reserve", "budgets", int),
     Flag("max_consecutive_failures", "--max-consecutive-failures", "budgets", int),
     Flag("shutdown_grace_s", "--shutdown-grace", "budgets", non_negative_float),
     Flag("log_level", "--log-level", "output"),
@@ -125,6 +127,7 @@ VALIDATE_SETTINGS = (
     "base_url",
     "ca_bundle",
     "json_schema",
+    "daily_reserve",
     *TABLE_SETTINGS,
 )
 COLLECT_SETTINGS = ("model", "json_schema", *TABLE_SETTINGS)

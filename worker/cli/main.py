@@ -19,7 +19,7 @@ from worker.cli.parser import build_parser
 from worker.cli.run import run_command
 from worker.config import LOG_FORMATS, LOG_LEVELS
 from worker.errors import ConfigError
-from worker.logs import setup_logging
+from worker.logs import quiet_standard_streams, setup_logging
 
 log = logging.getLogger("worker")
 
@@ -37,7 +37,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `mira-batch` and `python -m worker`; returns the exit code."""
+    """Entry point of `mira-batch` and `python -m worker`; returns the exit code
+    (which output that went away never changes)."""
+    with quiet_standard_streams():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Until the settings are validated, log as the flag or environment asks, so a

@@ -12,9 +12,10 @@ and the counts all read; none of them works it out again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal, get_args
 
+from worker.domain.day import next_reset
 from worker.exits import StopReason
 
 MIRA_IN_FLIGHT = 3  # per user, across all of its keys
@@ -53,6 +54,7 @@ class Refusal:
     stop: StopReason | None = None
     uses_attempt: bool = True
     held_elsewhere: bool = False  # Mira's cap full with fewer than 3 of ours
+    waits_for_day: bool = False  # the daily cap, met with --until-done
 
 
 def judge(
@@ -63,6 +65,7 @@ def judge(
     proven: int,
     max_pause_s: float,
     held_streak: int = 0,
+    wait_for_day: bool = False,
 ) -> Refusal:
     """The decision for a retryable answer that carried a Retry-After; a 429
     (or a stream's queue_full event) when `rate_limited`.
@@ -70,12 +73,17 @@ def judge(
     `in_flight_at_send` counts the run's requests at the server when this one
     was sent (itself included); `proven` is the most in flight that a full round
     trip went through at; `held_streak` is how many refusals in a row already
-    found the slots held elsewhere.
+    found the slots held elsewhere; `wait_for_day` turns the daily cap from a
+    stop into a wait for the next day (--until-done, when --deadline allows).
     """
     if not rate_limited:
         stop = StopReason.RATE_LIMIT_BUDGET if retry_after_s > max_pause_s else None
         return Refusal(None, retry_after_s, retry_after_s, stop)
     if retry_after_s == DAILY_CAP_RETRY_AFTER_S:
+        if wait_for_day:
+            return Refusal(
+                "daily", retry_after_s, 0.0, uses_attempt=False, waits_for_day=True
+            )
         return Refusal("daily", retry_after_s, 0.0, StopReason.DAILY_CAP)
     if retry_after_s == MONTHLY_BUDGET_RETRY_AFTER_S:
         return Refusal("monthly", retry_after_s, 0.0, StopReason.MONTHLY_BUDGET)
@@ -105,13 +113,6 @@ def _kind(retry_after_s: float, in_flight_at_send: int, proven: int) -> RefusalK
     # A passing refusal at a level that went through before: the pause is all
     # it asks; cutting the limit for it would ratchet the run down.
     return "other"
-
-
-def next_reset(moment: datetime) -> datetime:
-    """The next 00:00 UTC, when Mira's daily cap resets."""
-    return (moment + timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
 
 
 def daily_cap_times(hit_at: datetime) -> dict[str, str]:

@@ -102,6 +102,15 @@ class DailyCap(_Part):
     resets_at: str
 
 
+class Wait(_Part):
+    """A wait for Mira's daily reset (--until-done): why, and from when until
+    when (UTC, ISO 8601)."""
+
+    reason: str
+    since: str
+    until: str
+
+
 class Timeline(_Part):
     """The run over time: one row per interval (see report/timeline.py)."""
 
@@ -140,6 +149,9 @@ class RunSummary(_Part):
     daily_messages_on_refusals: int = 0
     slots_left_held: int = 0
     daily_cap: DailyCap | None = None
+    waits: list[Wait] = Field(default_factory=list)
+    daily_messages_left: int | None = None  # as counted, with --daily-reserve
+    key_rotations: int = 0
     elapsed_s: float = 0.0
     requests_per_s: float = 0.0
     jobs_per_s: float = 0.0

@@ -40,11 +40,12 @@ class RecordIds:
 @dataclass(frozen=True, slots=True)
 class Effort:
     """What a job's outcome took: its requests, the last one's latency, and
-    what they cost (RUB, as the run priced each answer)."""
+    what they cost (RUB, as the run priced each answer; None when an answer
+    came before Mira's prices were known)."""
 
     attempts: int = 0
     latency_s: float = 0.0
-    cost_rub: float = 0.0
+    cost_rub: float | None = 0.0
 
 
 NO_EFFORT = Effort()  # an outcome that sent nothing: cached, or shared

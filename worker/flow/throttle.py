@@ -22,8 +22,9 @@ from types import TracebackType
 from worker.domain.job import Job
 from worker.domain.refusal import Refusal, judge
 from worker.domain.summary import Learned
-from worker.errors import RateLimitedError, RetryableError
+from worker.errors import QuotaError, RateLimitedError, RetryableError
 from worker.flow.clock import Clock, Sleep
+from worker.flow.day import DayBudget
 from worker.flow.gate import RetryAfterGate
 from worker.flow.learn import Learner
 from worker.flow.pacing import Pacer, WindowLimiter
@@ -58,8 +59,10 @@ class Throttle:
         sleep: Sleep,
         remaining_jobs: Callable[[], int | None] = lambda: None,
         progress: Callable[[], float] = lambda: 0.0,
+        day: DayBudget | None = None,
     ) -> None:
         self.clock = clock
+        self.day = day  # with --until-done or --daily-reserve
         self.gate = RetryAfterGate(clock=clock, sleep=sleep)
         self.limiter = AdaptiveLimiter(limits.concurrency, initial=1)
         self.learner = Learner(
@@ -122,8 +125,10 @@ class Throttle:
 
     async def admit(self, turn: Turn) -> None:
         """Wait until `turn` may start, then start it: slot held, rates charged."""
-        gate, limiter = self.gate, self.limiter
+        gate, limiter, day = self.gate, self.limiter, self.day
         while True:
+            if day is not None:
+                await day.ready()
             await gate.wait()
             paced = self._paced()
             for pacer in paced:
@@ -133,6 +138,7 @@ class Throttle:
                 gate.is_open()
                 and self._paced() is paced
                 and all(p.is_ready() for p in paced)
+                and (day is None or _day_allows(day, limiter))
             ):
                 break
             limiter.release()  # a 429 or another worker got there first
@@ -160,6 +166,8 @@ class Throttle:
             self._tokens_estimated += turn.job.tokens_est
             self._tokens_reported += tokens
         self.learner.on_success(turn.latency_s)
+        if self.day is not None:
+            self.day.answered()
 
     def finished(self, turn: Turn, exc: BaseException | None) -> None:
         """The hook for every end of a turn: the slot back, and a Retry-After
@@ -175,7 +183,7 @@ class Throttle:
         retry_after_s = exc.retry_after_s
         if retry_after_s is None or (retry_after_s <= 0 and not refused):
             return None
-        learner = self.learner
+        learner, day = self.learner, self.day
         refusal = judge(
             retry_after_s,
             rate_limited=refused,
@@ -183,8 +191,13 @@ class Throttle:
             proven=learner.proven,
             max_pause_s=self._max_pause_s,
             held_streak=learner.held_streak,
+            wait_for_day=day is not None and day.can_wait(),
         )
-        if refusal.stop is not None:
+        if day is not None and refusal.kind in ("daily", "monthly"):
+            day.give_back()  # refused before Mira counts the day's messages
+            if refusal.waits_for_day:
+                day.cap_reached()
+        if refusal.stop is not None or refusal.waits_for_day:
             return refusal
         if refused:
             learner.on_refusal(
@@ -244,6 +257,16 @@ class Turn:
         tb: TracebackType | None,
     ) -> None:
         self._throttle.finished(self, exc)
+
+
+def _day_allows(day: DayBudget, limiter: AdaptiveLimiter) -> bool:
+    """Count the request against the day, with its slot held; give the slot
+    back when the day stops the run."""
+    try:
+        return day.take()
+    except QuotaError:
+        limiter.release()
+        raise
 
 
 def _pacer(per_minute: float | None, clock: Clock, sleep: Sleep) -> Pacer | None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from worker.config import Settings
+from worker.domain.day import DayWait
 from worker.domain.prices import PriceBook
 from worker.domain.refusal import REFUSAL_KINDS
 from worker.domain.summary import Concurrency, Cost, Learned, Timeline
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
     from worker.report.metrics import Metrics
 
 TIMELINE_TICK_S = 0.25
+
+
+class DayView(Protocol):
+    """What reporting reads of the day's messages (--until-done,
+    --daily-reserve): the wait under way, the waits so far, what is left."""
+
+    @property
+    def left(self) -> int | None: ...
+
+    @property
+    def waits(self) -> Sequence[DayWait]: ...
+
+    def waiting(self) -> DayWait | None: ...
 
 
 class FlowView(Protocol):
@@ -41,6 +55,9 @@ class FlowView(Protocol):
     def paused_s(self) -> float: ...
 
     def learned(self) -> Learned: ...
+
+    @property
+    def day(self) -> DayView | None: ...
 
 
 @asynccontextmanager
@@ -69,14 +86,14 @@ class LiveReport:
         settings: Settings,
         stats: RunStats,
         flow: FlowView,
-        prices: PriceBook,
+        prices: Callable[[], PriceBook],
         *,
         stem: str,
     ) -> None:
         self._settings = settings
         self.stats = stats
         self._flow = flow
-        self.prices = prices
+        self._prices = prices  # the run's, as they are now (read late)
         self._timeline = TimelineSampler(REFUSAL_KINDS)
         self._started = time.monotonic()
         self._metrics = self._make_metrics(stem)
@@ -114,7 +131,7 @@ class LiveReport:
         """What the answers so far cost, by model, at the run's prices."""
         stats = self.stats
         tokens = {m: (p, c) for m, (p, c) in stats.tokens_by_model.items()}
-        return self.prices.summary(tokens, stats.kopecks_by_model)
+        return self._prices().summary(tokens, stats.kopecks_by_model)
 
     def spent_rub(self) -> float:
         """What the run has spent so far, RUB (cheap: read per request)."""
@@ -131,6 +148,26 @@ class LiveReport:
         """What the run learned of the account's limits."""
         return self._flow.learned()
 
+    def waiting(self) -> DayWait | None:
+        """The wait for Mira's daily reset under way, if any."""
+        day = self._flow.day
+        return None if day is None else day.waiting()
+
+    def _waiting_until(self) -> float:
+        """When the wait for the daily reset ends, Unix time; 0: no wait."""
+        wait = self.waiting()
+        return 0.0 if wait is None else wait.until.timestamp()
+
+    def waits(self) -> Sequence[DayWait]:
+        """The waits for Mira's daily reset so far."""
+        day = self._flow.day
+        return () if day is None else day.waits
+
+    def daily_left(self) -> int | None:
+        """The day's messages left, as counted (None: not counted)."""
+        day = self._flow.day
+        return None if day is None else day.left
+
     def _make_metrics(self, stem: str) -> Metrics | None:
         """The scheduler's metrics, when --metrics-file or --metrics-push asks."""
         settings = self._settings
@@ -139,7 +176,9 @@ class LiveReport:
         # prometheus_client is loaded only when metrics are asked for.
         from worker.report.metrics import Metrics, RunCollector
 
-        collector = RunCollector(stem, self.stats, self.spent_rub)
+        collector = RunCollector(
+            stem, self.stats, self.spent_rub, waiting_until=self._waiting_until
+        )
         return Metrics(
             collector,
             file=settings.metrics_file,
@@ -164,5 +203,10 @@ class LiveReport:
     def progress(self, out: TextIO) -> ProgressReporter:
         """The live display or status lines, as --progress asks."""
         return ProgressReporter(
-            self._settings, self.stats, self._flow, out, cost=self.spent_rub
+            self._settings,
+            self.stats,
+            self._flow,
+            out,
+            cost=self.spent_rub,
+            waiting=self.waiting,
         )

@@ -29,10 +29,18 @@ JOB = "mira-batch"
 class RunCollector(Collector):
     """The run's counters as Prometheus metrics, read when they are written."""
 
-    def __init__(self, stem: str, stats: RunStats, cost: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        stem: str,
+        stats: RunStats,
+        cost: Callable[[], float],
+        *,
+        waiting_until: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self._stem = stem
         self._stats = stats
         self._cost = cost
+        self._waiting_until = waiting_until
         self._started = time.monotonic()
         self.exit_code: int | None = None
         self.finished_at: float | None = None
@@ -74,6 +82,12 @@ class RunCollector(Collector):
             "Seconds the run has taken",
             stem,
             time.monotonic() - self._started,
+        )
+        yield _gauge(
+            "mira_batch_waiting_until_timestamp_seconds",
+            "When the wait for Mira's daily reset ends (Unix time; 0: no wait)",
+            stem,
+            self._waiting_until(),
         )
         if self.exit_code is not None:
             yield _gauge(

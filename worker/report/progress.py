@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO, cast
 
 from worker.config import Settings
+from worker.domain.day import DayWait
 from worker.logs import logs_into
 from worker.report.display import LiveView, Snapshot
 from worker.report.stats import RunStats
@@ -54,6 +55,7 @@ class ProgressReporter:
         out: TextIO,
         *,
         cost: Callable[[], float] | None = None,
+        waiting: Callable[[], DayWait | None] = lambda: None,
     ) -> None:
         mode = settings.progress
         if mode == "auto":
@@ -71,6 +73,7 @@ class ProgressReporter:
         self._last_time = self._started
         self._rate = 0.0
         self._cost = cost
+        self._waiting = waiting
         self._live: Live | None = None
         self._view = LiveView()
         self._failed = False
@@ -162,7 +165,14 @@ class ProgressReporter:
         )
 
     def _paused(self, before: str) -> str:
-        """`paused 4 s` while a Retry-After holds every request back."""
+        """`paused 4 s` while a Retry-After holds every request back; the
+        wait for Mira's daily reset, and why, while it lasts."""
+        if (wait := self._waiting()) is not None:
+            why = "daily cap" if wait.reason == "daily_cap" else "--daily-reserve"
+            return (
+                f"{before}waiting for the daily reset ({why}) until "
+                f"{wait.until:%Y-%m-%d %H:%M:%S} UTC"
+            )
         paused_s = self._limiter.paused_s()
         return f"{before}paused {paused_s:.0f} s" if paused_s >= 0.5 else ""
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+from worker.domain.day import DayWait
 from worker.domain.refusal import DAILY_MESSAGE_KINDS, daily_cap_times
 from worker.domain.summary import (
     COMPLETED,
@@ -22,6 +24,7 @@ from worker.domain.summary import (
     RunSummary,
     Timeline,
     Tokens,
+    Wait,
 )
 from worker.exits import StopReason, exit_code_for
 from worker.logs import emit
@@ -61,6 +64,9 @@ def summarize(
     learned: Learned,
     cost: Cost,
     timeline: Timeline,
+    waits: Sequence[DayWait] = (),
+    daily_messages_left: int | None = None,
+    key_rotations: int = 0,
 ) -> RunSummary:
     """The summary of one run."""
     reason = ending.reason
@@ -118,6 +124,12 @@ def summarize(
         daily_messages_on_refusals=sum(refusals[k] for k in DAILY_MESSAGE_KINDS),
         slots_left_held=ending.abandoned,
         daily_cap=daily_cap,
+        waits=[
+            Wait(reason=w.reason, since=w.since.isoformat(), until=w.until.isoformat())
+            for w in waits
+        ],
+        daily_messages_left=daily_messages_left,
+        key_rotations=key_rotations,
         elapsed_s=round(elapsed_s, 3),
         requests_per_s=round(stats.requests_sent / elapsed_s, 2)
         if elapsed_s > 0

@@ -15,10 +15,12 @@ log = logging.getLogger("worker.run")
 
 class Charge(NamedTuple):
     """What one answer counts for: its tokens, and its cost in kopecks at the
-    run's prices (0 when its model has no price)."""
+    run's prices (0 when its model has no price); not `final` while the prices
+    Mira charges are still being read (the cost is then set when they are)."""
 
     tokens: int
     kopecks: float
+    final: bool = True
 
 
 NOTHING = Charge(0, 0.0)
@@ -27,13 +29,38 @@ NOTHING = Charge(0, 0.0)
 class Tally:
     """Events of one run, counted into `stats` (which everyone else only reads)."""
 
-    __slots__ = ("prices", "stats")
+    __slots__ = ("_provisional", "prices", "stats")
 
     def __init__(
         self, stats: RunStats | None = None, prices: PriceBook | None = None
     ) -> None:
         self.stats = stats if stats is not None else RunStats()
         self.prices = prices if prices is not None else PriceBook()
+        # Answers priced before Mira's prices were read: (model, in, out,
+        # kopecks or None for no price); None once the prices are settled.
+        self._provisional: list[tuple[str, int, int, float | None]] | None = None
+
+    # -- the prices ------------------------------------------------------------
+
+    def prices_pending(self) -> None:
+        """Mira's prices are being read: answers until then are priced again."""
+        self._provisional = []
+
+    def priced(self, book: PriceBook | None) -> None:
+        """Mira's prices were read (`book`), or will not be (None: the prices
+        so far stand); the answers before are priced again at them."""
+        provisional, self._provisional = self._provisional, None
+        if book is None or provisional is None:
+            return
+        self.prices = book
+        stats = self.stats
+        for model, prompt, completion, old in provisional:
+            if old is not None:
+                self._add(model, -old)
+            if (new := book.kopecks(model, prompt, completion)) is not None:
+                self._add(model, new)
+            elif old is not None and not stats.kopecks_by_model.get(model):
+                del stats.kopecks_by_model[model]  # no price after all
 
     # -- before the run, and the reader --------------------------------------
 
@@ -122,11 +149,17 @@ class Tally:
         tokens[1] += completion
         # Priced answer by answer: Mira floors each charge to whole kopecks.
         kopecks = self.prices.kopecks(model, prompt, completion)
-        if kopecks is None:
-            return Charge(total, 0.0)
+        if kopecks is not None:
+            self._add(model, kopecks)
+        if (provisional := self._provisional) is not None:
+            provisional.append((model, prompt, completion, kopecks))
+            return Charge(total, kopecks or 0.0, final=False)
+        return Charge(total, kopecks or 0.0)
+
+    def _add(self, model: str, kopecks: float) -> None:
+        stats = self.stats
         stats.kopecks_by_model[model] = stats.kopecks_by_model.get(model, 0.0) + kopecks
         stats.kopecks += kopecks
-        return Charge(total, kopecks)
 
     def refusal(self, kind: str) -> None:
         """A request was refused (429), as the throttle judged it."""

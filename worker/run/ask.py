@@ -4,6 +4,8 @@ Each attempt waits its turn at the throttle, gets the supervisor's permit (none
 once the run is stopping), is sent once, and is counted; a transient failure
 goes to the retry policy with the throttle's decision about it. A stream is
 asked for after a 408, because Mira cuts a plain call at 30 s and not a stream.
+A 401 for a key that was rotated meanwhile (api/keys.py) sends the same request
+again with the new key, as if the refusal had not happened.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from worker.api.client import Client
+from worker.api.keys import KeyRing
 from worker.domain.answer import Answer
 from worker.domain.job import Job
-from worker.errors import RetryableError, WorkerError
+from worker.errors import AuthError, RetryableError, WorkerError
 from worker.flow.throttle import Throttle, Turn
-from worker.report.tally import Tally
+from worker.report.tally import Charge, Tally
 from worker.run.crew import Crew
 from worker.run.retry import Retry, RetryPolicy
 
@@ -37,18 +40,33 @@ class Unsent(Exception):
     """The run is stopping: this job's request was not started."""
 
 
+class _Rotated(Exception):
+    """A 401 for a key that has a successor: send the request again."""
+
+
 class Tries:
     """One job's requests so far: how many, what they cost, and how the next
     one is sent."""
 
-    __slots__ = ("before", "kopecks", "number", "retried", "stream")
+    __slots__ = ("before", "kopecks", "number", "priced", "retried", "stream")
 
     def __init__(self, *, stream: bool) -> None:
         self.number = 0  # the attempt under way (a free retry does not count)
         self.before = 0  # attempts of the job's earlier requests (re-asks)
         self.kopecks = 0.0  # what its answers were billed, as priced
+        self.priced = True  # False: an answer came before Mira's prices did
         self.retried = False
         self.stream = stream
+
+    def billed(self, charge: Charge) -> None:
+        """An answer (or a 200 that is none) was billed `charge`."""
+        self.kopecks += charge.kopecks
+        self.priced = self.priced and charge.final
+
+    def cost_rub(self) -> float | None:
+        """What the job's answers cost; None when one was priced before Mira's
+        prices were known (collect prices it at the summary's)."""
+        return self.kopecks / 100 if self.priced else None
 
     def asked(self) -> None:
         """A request was answered and the job asks another (a re-ask)."""
@@ -67,6 +85,7 @@ class Asker:
     tally: Tally
     crew: Crew
     permit: Admission
+    keys: KeyRing | None = None  # None: the key cannot change
     stream: str = "auto"  # auto: a stream after a 408; always; never
 
     async def ask(
@@ -108,19 +127,22 @@ class Asker:
         Raises:
             Retry: it failed transiently; with the throttle's decision about it.
         """
-        turn = self.throttle.turn(job)
-        try:
-            async with turn:
-                if not self.permit.grant(job):
-                    raise Unsent
-                try:
-                    return await self._send(job, payload, tries, task, turn)
-                finally:
-                    self.permit.done(job)
-        except RetryableError as exc:
-            if turn.refusal is not None and turn.refusal.kind is not None:
-                self.tally.refusal(turn.refusal.kind)
-            raise Retry(exc, turn.refusal) from exc
+        while True:
+            turn = self.throttle.turn(job)
+            try:
+                async with turn:
+                    if not self.permit.grant(job):
+                        raise Unsent
+                    try:
+                        return await self._send(job, payload, tries, task, turn)
+                    finally:
+                        self.permit.done(job)
+            except _Rotated:
+                continue  # the same request, with the new key
+            except RetryableError as exc:
+                if turn.refusal is not None and turn.refusal.kind is not None:
+                    self.tally.refusal(turn.refusal.kind)
+                raise Retry(exc, turn.refusal) from exc
 
     async def _send(
         self,
@@ -131,16 +153,22 @@ class Asker:
         turn: Turn,
     ) -> tuple[Answer, float]:
         """The request itself, inside its turn."""
-        tally, crew = self.tally, self.crew
+        tally, crew, keys = self.tally, self.crew, self.keys
+        generation = 0 if keys is None else keys.generation  # the key it carries
         tally.sent()
         crew.began(task)
         try:
             answer = await self.client.complete(payload, stream=tries.stream)
         except WorkerError as exc:
-            billed = tally.refused(exc.status, body=exc.body, model=job.model)
-            tries.kopecks += billed.kopecks
+            tries.billed(tally.refused(exc.status, body=exc.body, model=job.model))
             if isinstance(exc, RetryableError):
                 log_attempt(logging.DEBUG, job, exc, tries.number)
+            elif (
+                isinstance(exc, AuthError)
+                and keys is not None
+                and keys.renewed(since=generation)
+            ):
+                raise _Rotated from exc
             raise
         except BaseException:
             tally.refused(None)
@@ -150,7 +178,7 @@ class Asker:
         latency_s = turn.elapsed_s()
         usage = answer.body.get("usage")
         charge = tally.answered(answer.status, latency_s, usage, job.model)
-        tries.kopecks += charge.kopecks
+        tries.billed(charge)
         turn.succeeded(latency_s, charge.tokens)
         return answer, latency_s
 

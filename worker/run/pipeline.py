@@ -42,7 +42,11 @@ class CostCap:
     __slots__ = ("_cap_rub", "_pending_rub", "_prices", "_spent", "_warned")
 
     def __init__(
-        self, cap_rub: float, *, spent: Callable[[], float], prices: PriceBook
+        self,
+        cap_rub: float,
+        *,
+        spent: Callable[[], float],
+        prices: Callable[[], PriceBook],
     ) -> None:
         self._cap_rub = cap_rub
         self._spent = spent
@@ -53,7 +57,7 @@ class CostCap:
     def _estimate(self, job: Job) -> float:
         """What a request may cost at most, RUB, at its estimated tokens (0
         when its model has no price)."""
-        rubles = self._prices.rubles(
+        rubles = self._prices().rubles(
             job.model, job.prompt_tokens_est, job.completion_tokens_est
         )
         return rubles or 0.0

@@ -10,7 +10,8 @@
 - A refusal that stops the run (the daily cap, the monthly budget, a Retry-After
   longer than --max-retry-after) ends the job unwritten and the run resumably.
 - A refusal that was no fault of the job's (slots held elsewhere) uses up no
-  attempt, a bounded number of times.
+  attempt, a bounded number of times; the daily cap met with --until-done
+  uses up nothing: the job is asked again after the day's reset.
 - After `max_attempts` attempts the job fails with the last error as cause.
 """
 
@@ -94,6 +95,8 @@ class RetryPolicy:
                     raise QuotaError(
                         message, stop_reason=refusal.stop, status=exc.status
                     ) from exc
+                if refusal is not None and refusal.waits_for_day:
+                    continue  # the day's wait holds it back; nothing is used up
                 free_retry = refusal is not None and not refusal.uses_attempt
                 if free_retry and free < MAX_FREE_RETRIES:
                     free += 1  # the gate holds it back; no attempt is used up

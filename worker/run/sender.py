@@ -152,7 +152,7 @@ class Sender:
 
 def _effort(tries: Tries, latency_s: float = 0.0) -> Effort:
     """What the job's outcome took: every attempt of every request."""
-    return Effort(tries.before + tries.number, latency_s, tries.kopecks / 100)
+    return Effort(tries.before + tries.number, latency_s, tries.cost_rub())
 
 
 def _reasks(talk: Conversation) -> Mapping[str, object]:

@@ -1,4 +1,6 @@
-"""SIGTERM/SIGINT: the first asks the run to stop gracefully, the second cancels."""
+"""SIGTERM, SIGINT, SIGHUP: the first asks the run to stop gracefully, the
+second cancels. A hang-up (a closed terminal or SSH session) is a stop like
+the others: answers in flight land within the grace, the summary is written."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ from contextlib import contextmanager
 from worker.exits import StopReason
 from worker.run.stop import StopController
 
-_REASON_FOR = {signal.SIGINT: StopReason.SIGINT, signal.SIGTERM: StopReason.SIGTERM}
+_REASON_FOR = {
+    signal.SIGINT: StopReason.SIGINT,
+    signal.SIGTERM: StopReason.SIGTERM,
+    signal.SIGHUP: StopReason.SIGHUP,
+}
 
 
 @contextmanager

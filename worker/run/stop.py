@@ -49,6 +49,10 @@ class StopController:
         if reason is StopReason.OUTPUT_FAILED:
             self.cancelling.set()
 
+    def cannot_write(self, exc: BaseException) -> None:
+        """An output file cannot be written: stop at once (exit 7)."""
+        self.request(StopReason.OUTPUT_FAILED, str(exc))
+
     def cancel_now(self) -> None:
         """Cancel requests in flight without waiting out the grace (a second signal)."""
         self.cancelling.set()

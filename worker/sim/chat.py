@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any, Protocol
 
 import orjson
@@ -55,6 +56,8 @@ class Server(Protocol):
 
     @property
     def stats(self) -> SimStats: ...
+
+    def today(self) -> date: ...
 
 
 class Chat:
@@ -155,7 +158,7 @@ class Chat:
         key, unauthorised = sim.limits.authenticate(header, sim.keys, stats)
         if key is None:
             return self._refuse(unauthorised or REVOKED, 0.0)
-        refusal = sim.limits.admit(key, faults, now)
+        refusal = sim.limits.admit(key, faults, now, sim.today())
         if refusal is REVOKED:
             stats.revoked_at = stats.revoked_at or now
         elif refusal is UNPAID:

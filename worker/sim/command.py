@@ -64,9 +64,17 @@ _HELP = {
     "gpu_slots": "generations at once across all users; 0 = unlimited",
     "gpu_queue": "requests that may wait for a GPU slot; beyond, 429 Retry-After 10",
     "gpu_wait_s": "longest wait for a GPU slot before a 429 Retry-After 10, s",
-    "revoke_after": "revoke each key after N requests: 401 from then on; 0 = never",
+    "revoke_after": "revoke every key in use at the account's Nth request: 401 for "
+    "it from then on, while a key first used later (a rotation) stays good; "
+    "0 = never",
     "payment_after": "402 after N requests per key; 0 = never",
-    "daily_cap": "429 with Retry-After 3600 after N requests per user; 0 = no cap",
+    "daily_cap": "429 with Retry-After 3600 once N of the day's messages are used "
+    "per user (a request past the sliding window counts, refused or not); the day "
+    "turns at 00:00 UTC on the simulator's clock (faketime moves it); 0 = no cap",
+    "daily_used": "messages the account's people already used today, when the "
+    "simulator starts (counted against --daily-cap)",
+    "account_delay_s": "the account routes (usage, me, balance, pricing) answer "
+    "after this many seconds; longer than the client's timeout: never",
     "plan": "plan of every key: free, pro or max (gates models with 403)",
     "balance_kopecks": "the account's balance the account routes report, kopecks",
     "echo_key": "a careless server: 401/402 details quote the key, 'bearer' "

@@ -87,6 +87,8 @@ class Faults:
     revoke_after: int = 0
     payment_after: int = 0
     daily_cap: int = 0
+    daily_used: int = 0
+    account_delay_s: float = 0.0
     plan: str = "max"
     balance_kopecks: int = 100_000
     echo_key: str = ""  # "bearer" or "bare": 401/402 details quote the key

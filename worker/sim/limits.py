@@ -2,10 +2,11 @@
 
 Per key: revocation (401), payment (402). Per user: the monthly token budget
 (429, Retry-After 86400), a sliding window of N requests per W seconds (429,
-the whole seconds until the oldest leaves), the daily cap (3600), requests in
-flight (5); then the server's GPU queue (10). Each check answers None (go on)
-or the refusal Mira would send; every 429 reads the same, so a client can tell
-them apart only by the Retry-After (MIRA_API.md).
+the whole seconds until the oldest leaves), the daily cap (3600; the day turns
+at 00:00 UTC on the simulator's wall clock, as `completions.rs` compares UTC
+dates), requests in flight (5); then the server's GPU queue (10). Each check
+answers None (go on) or the refusal Mira would send; every 429 reads the same,
+so a client can tell them apart only by the Retry-After (MIRA_API.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import secrets
 from collections import Counter, deque
 from dataclasses import dataclass, replace
+from datetime import date
 
 from worker.config import KEY_PATTERN
 from worker.sim.faults import Faults, SimStats
@@ -63,6 +65,9 @@ class AccountLimits:
 
     def __init__(self) -> None:
         self._requests_by_key: Counter[str] = Counter()
+        self._requests = 0
+        self._first_request: dict[str, int] = {}  # each key's first, account-wide
+        self._day: date | None = None
         self._window: deque[float] = deque()
         self._in_flight = 0
         self._slots = Slots()
@@ -89,11 +94,29 @@ class AccountLimits:
             return None, UNPAID
         return key, None
 
-    def admit(self, key: str, faults: Faults, now: float) -> Refusal | None:
-        """Count one request; refuse it past a revocation, payment, or a quota."""
+    def daily_used(self, faults: Faults, today: date) -> int:
+        """The day's messages used: the people's (--daily-used) on the first
+        day, none on a new one."""
+        if self._day != today:
+            first = self._day is None
+            self.account["daily_messages"] = faults.daily_used if first else 0
+            self._day = today
+        return self.account["daily_messages"]
+
+    def admit(
+        self, key: str, faults: Faults, now: float, today: date
+    ) -> Refusal | None:
+        """Count one request; refuse it past a revocation, payment, or a quota.
+
+        A revocation at the account's Nth request revokes every key in use by
+        then; a key first used later is a rotated one, and stays good.
+        """
+        self._requests += 1
         self._requests_by_key[key] += 1
         count = self._requests_by_key[key]
-        if faults.revoke_after and count > faults.revoke_after:
+        first = self._first_request.setdefault(key, self._requests)
+        revoke_at = faults.revoke_after
+        if revoke_at and self._requests > revoke_at and first <= revoke_at:
             self.revoked.add(key)
             return REVOKED
         if faults.payment_after and count > faults.payment_after:
@@ -103,10 +126,12 @@ class AccountLimits:
             return self._limited("monthly_tokens", MONTHLY_RETRY_AFTER_S)
         if faults.window_requests and (refusal := self._window_check(faults, now)):
             return refusal
-        # The day's counter goes up before the in-flight check (plans.rs).
-        self.account["daily_messages"] += 1
-        if faults.daily_cap and self.account["daily_messages"] > faults.daily_cap:
+        # At the cap, refused uncounted; below it, counted before the in-flight
+        # check, so an in-flight refusal uses a message too (completions.rs).
+        used = self.daily_used(faults, today)
+        if faults.daily_cap and used >= faults.daily_cap:
             return self._limited("daily_cap", DAILY_CAP_RETRY_AFTER_S)
+        self.account["daily_messages"] = used + 1
         return None
 
     def _window_check(self, faults: Faults, now: float) -> Refusal | None:

@@ -5,7 +5,9 @@ and its own admin routes (no key; the server binds loopback by default):
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
+from datetime import date
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -28,6 +30,8 @@ class Simulator(Protocol):
     def stats(self) -> SimStats: ...
 
     def reset(self) -> None: ...
+
+    def today(self) -> date: ...
 
 
 def add_routes(app: web.Application, sim: Simulator) -> None:
@@ -74,18 +78,29 @@ class AccountRoutes:
         """A handler answering `build()`, for the simulator's keys only."""
 
         async def handler(request: web.Request) -> web.Response:
+            await self._delay()
             header = request.headers.get("Authorization", "")
+            key = header[7:].strip()
+            sim = self._sim
             if (
                 not header.startswith("Bearer ")
-                or header[7:].strip() not in self._sim.keys
+                or key not in sim.keys
+                or key in sim.limits.revoked
             ):
                 return detail_response(401, "Invalid API key")
             return web.json_response(build())
 
         return handler
 
+    async def _delay(self) -> None:
+        """--account-delay-s: a server whose account routes answer late, or
+        (with a delay longer than any timeout) never."""
+        if (delay_s := self._sim.faults.account_delay_s) > 0:
+            await asyncio.sleep(delay_s)
+
     def _used(self) -> int:
-        return self._sim.limits.account["daily_messages"]
+        sim = self._sim
+        return sim.limits.daily_used(sim.faults, sim.today())
 
     def _balance(self) -> int:
         """The configured balance less what answers were charged."""
@@ -147,14 +162,20 @@ class AccountRoutes:
 
     async def pricing(self, request: web.Request) -> web.Response:
         """`/api/v1/billing/pricing` (no key): the prices charged."""
-        models = [
-            {
-                "model": model,
-                "input_price_per_1k_rubles": p_in / 100,
-                "output_price_per_1k_rubles": p_out / 100,
-                "thinking_surcharge_percent": 0,
-                "min_plan": MIN_PLAN[model],
-            }
-            for model, (p_in, p_out) in SEEDED_PRICES_KOPECKS.items()
-        ]
-        return web.json_response({"models": models})
+        await self._delay()
+        return web.json_response(pricing_table())
+
+
+def pricing_table() -> dict[str, Any]:
+    """What the pricing route answers: the backend's seeded table."""
+    models = [
+        {
+            "model": model,
+            "input_price_per_1k_rubles": p_in / 100,
+            "output_price_per_1k_rubles": p_out / 100,
+            "thinking_surcharge_percent": 0,
+            "min_plan": MIN_PLAN[model],
+        }
+        for model, (p_in, p_out) in SEEDED_PRICES_KOPECKS.items()
+    ]
+    return {"models": models}

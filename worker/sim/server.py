@@ -14,6 +14,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 
 from aiohttp import web
 
@@ -37,11 +38,13 @@ class Simulator:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         # Its time is injected, so tests run its latencies and windows on a
-        # fake clock; a real run serves in real time.
+        # fake clock, and its day on a fake wall; a real run serves in real time.
         self._clock = clock
         self._sleep = sleep
+        self.wall = wall
         self.keys = set(keys) if keys else {make_key()}
         self.faults = faults or Faults()
         self.limits = AccountLimits()
@@ -61,6 +64,10 @@ class Simulator:
     def stats(self) -> SimStats:
         """What the simulator counted."""
         return self.ledger.stats
+
+    def today(self) -> date:
+        """The UTC date on the simulator's wall clock: Mira's day."""
+        return self.wall().date()
 
     def times_seen(self) -> dict[bytes, int]:
         """How many requests arrived for each distinct body (authenticated ones)."""
