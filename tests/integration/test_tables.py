@@ -291,6 +291,13 @@ async def test_a_key_in_a_prompt_is_never_sent_nor_printed(
     for path in tmp_path.glob("jobs.*"):
         if path.name != "jobs.jsonl":  # the input holds it, of course
             assert leaked.encode() not in path.read_bytes()
+    checked = await run_cli(
+        "validate", "jobs.jsonl", cwd=tmp_path, env=cli_env(), in_process=True
+    )
+    assert checked.code == 1
+    assert "line 2:" in checked.stdout
+    assert "1 lines carry a string shaped like a Mira API key" in checked.stdout
+    assert leaked not in checked.stdout + checked.stderr
 
 
 def test_validate_shows_the_rendered_prompts_counts_and_cost(
