@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.fakes import FakeClock
 from tests.helpers import SENTINEL_KEY, assert_no_key
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
@@ -74,3 +75,16 @@ async def sim() -> AsyncIterator[Simulator]:
         yield simulator
     finally:
         await simulator.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """One fake time for the server and the run, as on a real machine."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def clocked_sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    """The simulator on 127.0.0.1, on the same fake time as the run."""
+    async with Simulator(keys=[SENTINEL_KEY], clock=clock, sleep=clock.sleep) as sim:
+        yield sim

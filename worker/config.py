@@ -82,6 +82,14 @@ class Settings(BaseSettings):
         description="tokens per minute, estimated, corrected by usage "
         "(none: unlimited)",
     )
+    slot_expiry_s: float = Field(
+        300.0,
+        gt=0,
+        validation_alias="mira_slot_expiry_s",
+        description="seconds after the account's last request Mira frees an "
+        "in-flight slot a cut request left held (300 in its source); the run plans "
+        "around its own for so long, and never pauses longer for held slots",
+    )
     max_retry_after_s: float = Field(
         300.0,
         ge=0,

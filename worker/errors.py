@@ -173,10 +173,18 @@ class ServerError(RetryableError):
 
 
 class TransportError(RetryableError):
-    """The connection failed, was dropped, or the attempt timed out."""
+    """The connection failed, was dropped, or the attempt timed out.
+
+    `reached_server` is False only when no connection was made: a request that
+    reached Mira and was cut leaves its in-flight slot held there.
+    """
 
     code = "connection_error"
     cause = "connection_error"
+
+    def __init__(self, message: str, *, reached_server: bool = True, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.reached_server = reached_server
 
 
 class BadResponseError(RetryableError):

@@ -23,7 +23,8 @@ class TestAdaptiveLimiter:
 
     async def test_a_cut_starts_a_new_epoch_and_never_goes_below_one(self) -> None:
         limiter = AdaptiveLimiter(64, initial=16)
-        epoch = await limiter.acquire()
+        epoch, position = await limiter.acquire()
+        assert position == 1
         limiter.cut_to(0)
         assert limiter.limit == 1
         assert limiter.epoch == epoch + 1

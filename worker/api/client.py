@@ -117,7 +117,10 @@ class ChatClient:
             ConnectionError,
             asyncio.IncompleteReadError,
         ) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}{self._through}") from exc
+            raise TransportError(
+                f"{type(exc).__name__}: {exc}{self._through}",
+                reached_server=not isinstance(exc, aiohttp.ClientConnectorError),
+            ) from exc
         check_answer(reply.body, reply.status, reply.request_id)
         return reply
 

@@ -40,6 +40,7 @@ class Prepared:
     resume: ResumeState
     unclean: bool  # the last run on these files did not end with its summary
     cache: AnswerCache | None = None  # --cache, open for the run
+    last_written_at: float | None = None  # Unix time of the last outcome written
 
 
 @contextmanager
@@ -65,8 +66,9 @@ def prepared(
         try:
             source = open_source(fh, files.input, settings, rules)
             unclean = ended_uncleanly(files)
+            written_at = _last_written_at(files)
             resume = _resume_state(files, mode, force=force)
-            yield Prepared(api_key, source, resume, unclean, cache)
+            yield Prepared(api_key, source, resume, unclean, cache, written_at)
         finally:
             if fh is not sys.stdin.buffer:
                 fh.close()
@@ -84,6 +86,14 @@ def _resume_state(files: RunFiles, mode: ResumeMode, *, force: bool) -> ResumeSt
     if len(resume.done):
         log.info("resuming: %d jobs already have an outcome", len(resume.done))
     return resume
+
+
+def _last_written_at(files: RunFiles) -> float | None:
+    """When the last run wrote its last outcome (its last request, about)."""
+    try:
+        return files.results.stat().st_mtime
+    except OSError:
+        return None
 
 
 def ended_uncleanly(files: RunFiles) -> bool:

@@ -16,8 +16,9 @@ from typing import TextIO
 from worker.api.account import read_prices
 from worker.api.client import Client, make_client
 from worker.api.keys import KeyRing
+from worker.app.flow import Time
 from worker.app.prepare import ResumeMode, prepared
-from worker.app.wiring import Run, Time, build_run
+from worker.app.wiring import Run, build_run
 from worker.config import Settings
 from worker.domain.prices import PriceBook
 from worker.domain.summary import RunSummary

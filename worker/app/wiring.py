@@ -4,21 +4,18 @@ The command (run.py) drives what this builds; nothing else wires a run."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from worker.api.client import Client
 from worker.api.keys import KeyRing
-from worker.app.day import day_budget
 from worker.app.extensions import extensions
+from worker.app.flow import Time, build_throttle
 from worker.app.prepare import Prepared
 from worker.config import Settings
 from worker.domain.prices import PriceBook
 from worker.files.outputs import RunFiles
 from worker.files.records import Recorder
 from worker.files.writer import ResultWriter
-from worker.flow.throttle import FlowLimits, Throttle
 from worker.report.live import LiveReport
 from worker.report.tally import Tally
 from worker.run.ask import Asker
@@ -28,10 +25,6 @@ from worker.run.reader import make_intake
 from worker.run.retry import RetryPolicy
 from worker.run.sender import Crewmates, Sender
 from worker.run.stop import StopController
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
-Wall = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +39,6 @@ class Run:
     live: LiveReport
     client: Client
     keys: KeyRing
-
-
-@dataclass(frozen=True, slots=True)
-class Time:
-    """The run's clocks: monotonic for the flow control, the wall for Mira's
-    day, and the sleep that goes with them (all injected in tests)."""
-
-    clock: Clock
-    sleep: Sleep
-    wall: Wall
 
 
 def build_run(
@@ -75,7 +58,6 @@ def build_run(
     Raises:
         ConfigError: an output file cannot be opened.
     """
-    clock, sleep = time.clock, time.sleep
     tally = Tally(prices=prices)
     tally.resumed(succeeded=ready.resume.succeeded, failed=ready.resume.failed)
     writer = ResultWriter(
@@ -85,29 +67,8 @@ def build_run(
     )
     writer.open()
     recorder = Recorder(writer)
-    shard = files.shard
-    day = day_budget(
-        settings,
-        stem=files.stem,
-        shard=shard,
-        keys=keys,
-        wall=time.wall,
-        sleep=time.sleep,
-    )
-    throttle = Throttle(
-        FlowLimits(
-            concurrency=settings.concurrency,
-            rpm=settings.rpm,
-            tpm=settings.tpm,
-            shard=(shard.index, shard.count) if shard else (0, 1),
-            max_pause_s=settings.max_retry_after_s,
-            first_alone=ready.unclean,
-        ),
-        clock=clock,
-        sleep=sleep,
-        remaining_jobs=tally.stats.remaining_jobs,
-        progress=tally.stats.progress,
-        day=day,
+    throttle = build_throttle(
+        settings, files, ready, keys=keys, stats=tally.stats, time=time
     )
     live = LiveReport(
         settings, tally.stats, throttle, lambda: tally.prices, stem=files.stem
@@ -119,7 +80,7 @@ def build_run(
         throttle=throttle,
         policy=RetryPolicy(
             settings.max_attempts,
-            sleep=sleep,
+            sleep=time.sleep,
             max_retry_after_s=settings.max_retry_after_s,
         ),
         tally=tally,
@@ -140,7 +101,7 @@ def build_run(
     )
     intake = make_intake(
         ready.source,
-        shard=shard,
+        shard=files.shard,
         resume=ready.resume,
         tally=tally,
         recorder=recorder,

@@ -95,6 +95,7 @@ RUN_FLAGS = (
     Flag("request_timeout_s", "--timeout", "speed and retries", positive_float),
     Flag("rpm", "--rpm", "speed and retries", positive_float),
     Flag("tpm", "--tpm", "speed and retries", positive_float),
+    Flag("slot_expiry_s", "--slot-expiry-s", "speed and retries", positive_float),
     Flag("max_retry_after_s", "--max-retry-after", "budgets", non_negative_float),
     Flag("deadline_s", "--deadline", "budgets", positive_float),
     Flag("token_budget", "--token-budget", "budgets", int),

@@ -65,6 +65,8 @@ def judge(
     proven: int,
     max_pause_s: float,
     held_streak: int = 0,
+    held_for_s: float = 0.0,
+    slot_expiry_s: float = SLOT_EXPIRY_S,
     wait_for_day: bool = False,
 ) -> Refusal:
     """The decision for a retryable answer that carried a Retry-After; a 429
@@ -73,8 +75,10 @@ def judge(
     `in_flight_at_send` counts the run's requests at the server when this one
     was sent (itself included); `proven` is the most in flight that a full round
     trip went through at; `held_streak` is how many refusals in a row already
-    found the slots held elsewhere; `wait_for_day` turns the daily cap from a
-    stop into a wait for the next day (--until-done, when --deadline allows).
+    found the slots held elsewhere, and `held_for_s` how long the slots the run
+    knows of stay held (its own cut requests', an earlier run's), within Mira's
+    `slot_expiry_s`; `wait_for_day` turns the daily cap from a stop into a wait
+    for the next day (--until-done, when --deadline allows).
     """
     if not rate_limited:
         stop = StopReason.RATE_LIMIT_BUDGET if retry_after_s > max_pause_s else None
@@ -91,8 +95,14 @@ def judge(
         return Refusal("other", retry_after_s, 0.0, StopReason.RATE_LIMIT_BUDGET)
     if retry_after_s == IN_FLIGHT_RETRY_AFTER_S and in_flight_at_send < MIRA_IN_FLIGHT:
         # Mira's cap, full with fewer than its 3 of ours: the other slots are
-        # held elsewhere. One request at a time asks, after longer pauses.
-        pause_s = min(HELD_PAUSE_MAX_S, retry_after_s * 2.0**held_streak)
+        # held elsewhere. One request at a time asks, after longer pauses, or
+        # just when they free if the run knows; never past their expiry.
+        if held_for_s > 0:
+            pause_s = min(held_for_s, slot_expiry_s)
+        else:
+            longest_s = min(HELD_PAUSE_MAX_S, slot_expiry_s)
+            pause_s = min(longest_s, retry_after_s * 2.0**held_streak)
+        pause_s = max(pause_s, retry_after_s)
         return Refusal(
             "in_flight", retry_after_s, pause_s, uses_attempt=False, held_elsewhere=True
         )

@@ -147,6 +147,9 @@ class RunSummary(_Part):
     learned_limits: Learned = Field(default_factory=Learned)
     refusals: dict[str, int] = Field(default_factory=dict)
     daily_messages_on_refusals: int = 0
+    # Requests sent, refusals included, per answer written: on Mira each one
+    # is one of the day's messages (1.00 is the ideal).
+    messages_per_answer: float | None = None
     slots_left_held: int = 0
     daily_cap: DailyCap | None = None
     waits: list[Wait] = Field(default_factory=list)

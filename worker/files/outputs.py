@@ -123,6 +123,19 @@ class RunFiles:
         """The name the outputs share (the metrics' `input` label)."""
         return self.summary.name.removesuffix(".summary.json")
 
+    def sibling_summaries(self) -> list[Path]:
+        """The summary files the other shards of the input write beside this
+        one's (none for a run that is no shard)."""
+        shard = self.shard
+        if shard is None:
+            return []
+        base = self.stem.removesuffix(f".shard-{shard.index}-of-{shard.count}")
+        return [
+            self.summary.parent / f"{base}.shard-{k}-of-{shard.count}.summary.json"
+            for k in range(shard.count)
+            if k != shard.index
+        ]
+
     def listing(self) -> dict[str, str]:
         """The files, for the summary."""
         files = {

@@ -15,8 +15,7 @@ MODEL_LATENCY_S = 0.05
 ODDS_AT_DOCUMENTED_CAP = 4.0
 ODDS_BEYOND_IT = 0.25
 ODDS_ABOVE_LEARNED_CAP = 9.0
-PROBE_BACKOFF_S = 30.0  # after a failed probe; doubles with each one
-SEND_LOG = 20_000  # starts remembered to learn a window from
+PROBE_BACKOFF_S = 30.0  # no probe so long after a cut that was no probe
 
 
 def shard_share(index: int, count: int) -> tuple[int, float]:

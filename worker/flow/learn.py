@@ -1,13 +1,19 @@
-"""What the account allows, learned from its answers: requests in flight, a window.
+"""What the account allows, learned from evidence: requests in flight, a window.
 
-Mira's 429s carry only a Retry-After, and a failed probe pauses the whole run
-for it (5 s for the in-flight cap). So the run starts at the cap MIRA_API.md
-documents (3 per user, split between shards), grows past it only when the
-remaining work makes the gamble pay, learns the real cap from the first 429 it
-draws there, and probes above it rarely, waiting longer after each failed
-probe; a millisecond server is no model behind Mira's limits and grows at once.
-A 429 whose Retry-After is a sliding window's seconds teaches the window, kept
-to after. A refusal with the cap held elsewhere teaches nothing (held.py).
+Mira's 429s carry only a Retry-After; each one pauses the whole run for it (5 s
+for the in-flight cap) and uses one of the day's messages. So the run starts
+at the cap MIRA_API.md documents (3 per user, split between shards), and:
+
+- grows past it only when the remaining work makes the gamble pay, one
+  request at a time, so that a probe above a cap costs at most one refusal;
+  the cap is learned from the first in-flight refusal, at the number that was
+  in flight when it was granted its slot, and a failed probe is never tried
+  again in the run; a millisecond server is no model behind Mira's limits and
+  grows at once;
+- plans around the slots its own cut requests leave held at Mira (held.py),
+  with fewer in flight until they expire, instead of meeting them with 429s;
+- learns a sliding window only from refusals that prove one (window.py), and
+  forgets it when a refusal contradicts it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from worker.domain.refusal import (
     IN_FLIGHT_RETRY_AFTER_S,
@@ -26,9 +33,12 @@ from worker.domain.refusal import (
 from worker.domain.summary import Learned, Window
 from worker.flow import caps
 from worker.flow.clock import Clock, Sleep
-from worker.flow.held import HeldElsewhere
+from worker.flow.held import HeldSlots
 from worker.flow.pacing import WindowLimiter
 from worker.flow.slots import AdaptiveLimiter
+from worker.flow.window import Board, WindowEvidence
+
+__all__ = ["Board", "Learner"]
 
 log = logging.getLogger("worker.run")
 
@@ -45,53 +55,85 @@ class Learner:
         remaining_jobs: Callable[[], int | None],
         progress: Callable[[], float],
         shard: tuple[int, int] = (0, 1),
+        slot_expiry_s: float = SLOT_EXPIRY_S,
+        held_for_s: float = 0.0,
+        others_done: Callable[[], bool | None] = lambda: None,
+        board: Board | None = None,
     ) -> None:
         self._limiter = limiter
         self._clock = clock
-        self._sleep = sleep
         self._remaining_jobs = remaining_jobs
         self._progress = progress
         self._share, self._takeover_at = caps.shard_share(*shard)
         self.cap: int | None = None  # learned: the most that went through
-        self.window: WindowLimiter | None = None
-        self._proven = 0  # the highest limit a full round trip went through at
-        self._streak = 0  # successes since the last 429
+        self._proven = 0  # the most requests an answer had at the server with it
         self._beyond = False  # went past the documented cap without a 429
         self._latency_s: float | None = None
         self._successes = 0
         self._probing: int | None = None
-        self._failed_probes = 0
-        self._next_probe_at = -math.inf
-        self._probe_cost_s = IN_FLIGHT_RETRY_AFTER_S
+        self._probes_over = False  # a probe failed: none again in this run
+        self._takeover_failed = False  # the other shards were not done, after all
+        self._others_done = others_done
+        self._next_probe_at = -math.inf  # after a cut that was no probe
         self._event_epoch = -1
-        self._held = HeldElsewhere(limiter)
+        self._held = HeldSlots(
+            limiter, clock=clock, expiry_s=slot_expiry_s, held_for_s=held_for_s
+        )
         self._answers = 0
         self._cap_answers = -1  # answers when the cap was learned
-        self._window_learned_at = -math.inf
-        self.sends: deque[float] = deque(maxlen=caps.SEND_LOG)
+        self._windows = WindowEvidence(
+            clock=clock,
+            sleep=sleep,
+            share=self._share / MIRA_IN_FLIGHT,
+            shards=shard[1],
+            board=board,
+        )
 
     @property
     def initial_limit(self) -> int:
         """Where the limit starts: this shard's part of the documented cap."""
         return self._share
 
+    @property
+    def window(self) -> WindowLimiter | None:
+        """The window learned and kept to, if any."""
+        return self._windows.window
+
+    @property
+    def sends(self) -> deque[float]:
+        """When the run's requests started (a window is learned from them)."""
+        return self._windows.sends
+
     # -- successes ------------------------------------------------------------
 
-    def on_success(self, latency_s: float) -> None:
-        """A request succeeded after `latency_s`."""
-        # A level is proven by a full round trip of successes at it with no 429:
-        # counting in flight here overstates what the server held at once.
-        self._streak += 1
+    def wants_proof(self, position: int) -> bool:
+        """True when an answer at `position` could prove a level not yet
+        proven (the throttle then counts what was at the server with it)."""
+        return position > self._proven
+
+    def on_success(
+        self, latency_s: float, position: int = 1, sent_at: float = 0.0
+    ) -> None:
+        """A request sent at `sent_at`, with `position` of the run's requests
+        at the server when it was let in (itself included), succeeded after
+        `latency_s`."""
         self._answers += 1
+        held = self._held
+        held.went_through(position, sent_at)
+        held.acquired(sent_at)
         if self._answers == 1 and self.cap is None:  # a first request sent alone
             self._limiter.raise_to(self._share)
-        self._held.answered()
-        if self._streak >= self._limiter.limit:
-            self._proven = max(self._proven, self._limiter.limit)
+        held.answered(sent_at)
+        self._keep_to_held()
+        # A level is proven by an answer that had that many of the run's
+        # requests at the server with it.
+        self._proven = max(self._proven, position)
         old = self._latency_s
         self._latency_s = latency_s if old is None else 0.8 * old + 0.2 * latency_s
         if self._probing is not None and self._proven >= self._probing:
             self._probe_held(self._probing)
+        if self._windows.split:
+            self._windows.tick(alone=self._others_done() is True)
         limiter = self._limiter
         if limiter.limit >= limiter.ceiling:
             return
@@ -102,7 +144,6 @@ class Learner:
 
     def _probe_held(self, level: int) -> None:
         self._probing = None
-        self._failed_probes = 0
         if self.cap is not None:
             self.cap = max(self.cap, level)
         elif level > MIRA_IN_FLIGHT:
@@ -111,30 +152,58 @@ class Learner:
     def _grow(self) -> None:
         limiter = self._limiter
         level = limiter.limit
-        # Above a learned cap one step at a time; past Mira's cap with no 429 a
-        # big server, three times as much; else slow start.
-        step = 1 if self.cap is not None else 3 * level if self._beyond else level
         free = self._free_level()
         if level < free:
-            limiter.raise_to(min(free, level + step))
-        elif self._probe_pays(level, step):
+            # Up to what is known to go through: slow start.
+            limiter.raise_to(min(free, 2 * level))
+            return
+        if self._probing is not None:
+            return  # one probe at a time: the last one is not settled yet
+        # Past Mira's cap with no 429, a big server: three times as much. Else
+        # a probe is one request more, so that it costs one refusal at most.
+        step = 3 * level if self._beyond and self.cap is None else 1
+        if self._probe_pays(level, step):
             self._probing = min(limiter.ceiling, level + step)
             limiter.raise_to(self._probing)
+
+    def _mira_like(self) -> bool:
+        """A server with Mira's cap and a model's latency, as far as the run knows."""
+        latency = self._latency_s
+        fast = latency is not None and latency < caps.MODEL_LATENCY_S
+        return not self._beyond and not fast and (self.cap or 0) <= MIRA_IN_FLIGHT
 
     def _free_level(self) -> int:
         """Up to this level, growing is no gamble."""
         if self.cap is not None:
-            return self.cap
-        latency = self._latency_s
-        if latency is not None and latency < caps.MODEL_LATENCY_S:
+            level = self.cap
+        elif self._latency_s is not None and self._latency_s < caps.MODEL_LATENCY_S:
             return self._limiter.ceiling
-        if self._progress() >= self._takeover_at:
-            return MIRA_IN_FLIGHT  # the larger shards should be done by now
-        return self._share
+        elif (done := self._others_done()) or (
+            done is None
+            and not self._takeover_failed
+            and self._progress() >= self._takeover_at
+        ):
+            # The other shards are done (their summaries say so), or, where
+            # this machine cannot see them, should be.
+            level = MIRA_IN_FLIGHT
+        else:
+            level = self._share
+        if self._mira_like():
+            level = min(level, max(1, MIRA_IN_FLIGHT - self._held.own()))
+        return level
+
+    def _keep_to_held(self) -> None:
+        """No more in flight than the slots the run's cut requests left free."""
+        if self._mira_like() and (own := self._held.own()):
+            self._limiter.cut_to(max(1, MIRA_IN_FLIGHT - own), new_event=False)
 
     def _probe_pays(self, level: int, step: int) -> bool:
         """Grow past the free level when the time a success would save outweighs
         the odds of a failure times the run-wide pause it costs."""
+        if self._probes_over or self._held.own():
+            return False
+        if self._share < MIRA_IN_FLIGHT and self.cap is None and not self._beyond:
+            return False  # a shard: the others hold the rest of Mira's cap
         if self._clock() < self._next_probe_at:
             return False
         remaining = self._remaining_jobs()
@@ -146,7 +215,24 @@ class Learner:
             odds = caps.ODDS_ABOVE_LEARNED_CAP
         else:
             odds = caps.ODDS_BEYOND_IT if self._beyond else caps.ODDS_AT_DOCUMENTED_CAP
-        return saved_s > odds * self._probe_cost_s
+        return saved_s > odds * IN_FLIGHT_RETRY_AFTER_S
+
+    # -- requests that gave their slot no answer back -----------------------------
+
+    def on_leak(self, sent_at: float) -> None:
+        """A request took a slot at Mira and gave no answer back (a cut
+        connection, a 408, a full GPU queue): the slot stays held."""
+        if self._held.leaked(sent_at):
+            self._keep_to_held()
+
+    def held_for_s(self) -> float:
+        """How long the slots the run knows to be held stay held."""
+        return self._held.held_for_s()
+
+    @property
+    def slot_expiry_s(self) -> float:
+        """How long after the last acquire Mira frees a leaked slot."""
+        return self._held.expiry_s
 
     # -- 429s -----------------------------------------------------------------
 
@@ -166,34 +252,49 @@ class Learner:
         in_flight_at_send: int,
         epoch: int,
         sent_at: float = -math.inf,
-    ) -> None:
+    ) -> Refusal:
         """Learn from a refused request sent at `sent_at` (with the slot epoch
-        it was sent in), as the refusal was judged."""
-        self._streak = 0
+        it was sent in), as the refusal was judged; return it as learned (a
+        Retry-After of 10 s that a window explains is the window's)."""
         kind = refusal.kind
+        if kind == "gpu_queue" and self._windows.explains(
+            refusal.retry_after_s, sent_at
+        ):
+            # A window of 10 s says what a full GPU queue says: the run's own
+            # requests tell which.
+            refusal = replace(refusal, kind="window")
+            kind = "window"
         if refusal.held_elsewhere:
-            self._held_elsewhere()
+            self._held_elsewhere(in_flight_at_send)
         elif kind == "window":
-            self._learn_window(refusal.retry_after_s, sent_at)
-        elif kind not in ("in_flight", "gpu_queue"):
-            pass
+            self._windows.refused(refusal.retry_after_s, sent_at)
+        elif kind != "in_flight":
+            pass  # a full GPU queue is the server's load, no limit of the account's
         elif epoch == self._limiter.epoch:  # the first 429 of this event
             self._event_epoch = epoch
-            self._learn_cap(refusal.retry_after_s, in_flight_at_send)
+            self._learn_cap(in_flight_at_send)
         elif epoch == self._event_epoch and self.cap is not None:
             # Sent before the cut, answered after: the same event, and the
             # smallest count that drew a 429 is the one that tells.
             self.cap = min(self.cap, max(1, in_flight_at_send - 1))
             self._limiter.cut_to(self.cap, new_event=False)
+        return refusal
 
-    def _held_elsewhere(self) -> None:
+    def _held_elsewhere(self, in_flight_at_send: int) -> None:
         restore_to = self._limiter.limit
         if self.cap is not None and self._cap_answers == self._answers:
             # Learned from the same burst, with no answer since: those slots
             # were held elsewhere too, so it is no cap of the account's.
             self.cap = None
             restore_to = max(restore_to, self._share)
-        self._held.refused(restore_to=restore_to)
+        above = None
+        if in_flight_at_send > max(self._proven, 1):
+            # Growing past what went through (a probe, or taking over from
+            # shards that are not done): others hold the rest. Back below it,
+            # and no such try again.
+            above = in_flight_at_send - 1
+            self._probes_over = self._takeover_failed = True
+        self._held.refused(restore_to=restore_to, at_most=above)
 
     def learned(self) -> Learned:
         """What was learned, for the summary."""
@@ -205,15 +306,21 @@ class Learner:
             else Window(requests=window.requests, seconds=round(window.window_s, 1)),
         )
 
-    def _learn_cap(self, retry_after_s: float, in_flight_at_send: int) -> None:
+    def _learn_cap(self, in_flight_at_send: int) -> None:
+        if self._probing is not None or in_flight_at_send > max(
+            self._proven, MIRA_IN_FLIGHT
+        ):
+            if not self._probes_over:
+                log.info(
+                    "a probe above %d in flight was refused: none again in this run",
+                    in_flight_at_send - 1,
+                )
+            self._probes_over = True
         self._probing = None
-        self._failed_probes += 1
+        # A cut at a level that went through before (others on the account):
+        # no probe back above it for a while.
+        self._next_probe_at = self._clock() + caps.PROBE_BACKOFF_S
         cap = max(1, in_flight_at_send - 1)
-        backoff_s = caps.PROBE_BACKOFF_S * 2 ** (self._failed_probes - 1)
-        if cap < MIRA_IN_FLIGHT:  # below Mira's 3: slots leaked, renewed
-            backoff_s = max(backoff_s, SLOT_EXPIRY_S)  # by every acquire
-        self._next_probe_at = self._clock() + retry_after_s + backoff_s
-        self._probe_cost_s = max(retry_after_s, 1.0)
         if self.cap != cap:
             log.info(
                 "learned: the account allows %d requests in flight "
@@ -224,35 +331,3 @@ class Learner:
         self.cap = cap
         self._cap_answers = self._answers
         self._limiter.cut_to(cap)
-
-    def _learn_window(self, retry_after_s: float, sent_at: float) -> None:
-        now = self._clock()
-        window = self.window
-        if window is not None and sent_at <= self._window_learned_at:
-            return  # sent before the window was learned: the same burst's 429
-        self._window_learned_at = now
-        if window is None:
-            if not self.sends or len(self.sends) == self.sends.maxlen:
-                return  # too little or too much history to tell
-            # The window filled with this run's own requests; the oldest of them
-            # leaves it when the Retry-After is over. That is rounded up to whole
-            # seconds, as windows are long: the floor is the window's length.
-            window_s = max(1.0, math.floor(now + retry_after_s - self.sends[0]))
-            window = WindowLimiter(
-                max(1, len(self.sends) - 1),
-                window_s,
-                clock=self._clock,
-                sleep=self._sleep,
-            )
-            for started in self.sends:
-                window.take_at(started)
-            self.window = window
-        else:
-            window.requests = max(1, window.requests - 1)  # it was too generous
-        log.info(
-            "learned: the account allows %d requests per %.0f s "
-            "(pin it with --rpm %.0f)",
-            window.requests,
-            window.window_s,
-            window.requests * 60 / window.window_s,
-        )

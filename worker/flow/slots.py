@@ -7,6 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import NamedTuple
+
+
+class Grant(NamedTuple):
+    """A slot taken: the congestion epoch to report a 429 against, and how
+    many of the run's requests were in flight with it, itself included, at the
+    moment it was granted (what the server held, as far as the run knows)."""
+
+    epoch: int
+    position: int
 
 
 class AdaptiveLimiter:
@@ -26,7 +36,7 @@ class AdaptiveLimiter:
         self._limit = min(ceiling, max(1, initial))
         self._in_flight = 0
         self._epoch = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[int]] = deque()
         self.decreases = 0
 
     @property
@@ -56,15 +66,20 @@ class AdaptiveLimiter:
             self._epoch += 1
             self.decreases += 1
 
-    async def acquire(self) -> int:
-        """Wait for a slot; return the congestion epoch to report a 429 against."""
+    async def acquire(self) -> Grant:
+        """Wait for a slot.
+
+        Several waiters woken at once (a raised limit) each get the position
+        they were granted at, not the count once they run: the first 429 of a
+        burst is then learned at what was really in flight.
+        """
         if self._in_flight < self._limit and not self._waiters:
             self._in_flight += 1
-            return self._epoch
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return Grant(self._epoch, self._in_flight)
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await waiter
+            position = await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 # The slot was granted as we were cancelled: hand it on.
@@ -72,7 +87,7 @@ class AdaptiveLimiter:
             elif waiter in self._waiters:  # _wake may have dropped it already
                 self._waiters.remove(waiter)
             raise
-        return self._epoch
+        return Grant(self._epoch, position)
 
     def release(self) -> None:
         """Give a slot back."""
@@ -84,4 +99,4 @@ class AdaptiveLimiter:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._in_flight += 1
-                waiter.set_result(None)
+                waiter.set_result(self._in_flight)

@@ -20,13 +20,18 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from worker.domain.job import Job
-from worker.domain.refusal import Refusal, judge
+from worker.domain.refusal import SLOT_EXPIRY_S, Refusal, judge
 from worker.domain.summary import Learned
-from worker.errors import QuotaError, RateLimitedError, RetryableError
+from worker.errors import (
+    QuotaError,
+    RateLimitedError,
+    RetryableError,
+    TransportError,
+)
 from worker.flow.clock import Clock, Sleep
 from worker.flow.day import DayBudget
 from worker.flow.gate import RetryAfterGate
-from worker.flow.learn import Learner
+from worker.flow.learn import Board, Learner
 from worker.flow.pacing import Pacer, WindowLimiter
 from worker.flow.slots import AdaptiveLimiter
 
@@ -44,8 +49,15 @@ class FlowLimits:
     shard: tuple[int, int] = (0, 1)
     max_pause_s: float = float("inf")
     # After a run that did not end cleanly, its slots may still be held at Mira:
-    # the first request goes alone, so that one refusal says so, not three.
+    # the first request goes alone, so that one refusal says so, not three,
+    # and that refusal pauses until they free (at most `held_for_s` from now).
     first_alone: bool = False
+    held_for_s: float = 0.0
+    slot_expiry_s: float = SLOT_EXPIRY_S  # Mira frees a leaked slot so long after
+    # True once the input's other shards are done (their slots free); where
+    # the shards say what each saw of a window.
+    others_done: Callable[[], bool | None] = lambda: None
+    board: Board | None = None
 
 
 class Throttle:
@@ -72,6 +84,10 @@ class Throttle:
             remaining_jobs=remaining_jobs,
             progress=progress,
             shard=limits.shard,
+            slot_expiry_s=limits.slot_expiry_s,
+            held_for_s=limits.held_for_s,
+            others_done=limits.others_done,
+            board=limits.board,
         )
         if not limits.first_alone:
             self.limiter.raise_to(self.learner.initial_limit)
@@ -80,6 +96,9 @@ class Throttle:
         self._tpm = _pacer(limits.tpm, clock, sleep)
         self._tokens_estimated = 0
         self._tokens_reported = 0
+        # The turns at the server now, oldest first: what was there with an
+        # answer is what the learner proves a level by.
+        self._live: dict[Turn, None] = {}
         self._window: WindowLimiter | None = None
         self._paced_by: tuple[Pacer | WindowLimiter, ...] = tuple(
             p for p in (self._rpm, self._tpm) if p is not None
@@ -133,7 +152,7 @@ class Throttle:
             paced = self._paced()
             for pacer in paced:
                 await pacer.wait_ready()
-            turn.epoch = await limiter.acquire()
+            turn.epoch, turn.in_flight_at_send = await limiter.acquire()
             if (
                 gate.is_open()
                 and self._paced() is paced
@@ -147,9 +166,9 @@ class Throttle:
             pacer.take(cost)
             if pacer is self._tpm:
                 turn.charged = cost
-        turn.in_flight_at_send = limiter.in_flight
         turn.started = self.clock()
         self.learner.sends.append(turn.started)
+        self._live[turn] = None
 
     def _tokens_expected(self, job: Job) -> float:
         # The estimate, scaled by how far reported usage has differed from
@@ -165,16 +184,34 @@ class Throttle:
             self._tpm.adjust(tokens - turn.charged)
             self._tokens_estimated += turn.job.tokens_est
             self._tokens_reported += tokens
-        self.learner.on_success(turn.latency_s)
+        learner = self.learner
+        if learner.wants_proof(turn.in_flight_at_send):
+            learner.on_success(turn.latency_s, self._still_there(turn), turn.started)
+        else:
+            learner.on_success(turn.latency_s, 1, turn.started)
         if self.day is not None:
             self.day.answered()
 
+    def _still_there(self, turn: Turn) -> int:
+        """`turn` and the requests started before it that are not answered
+        yet: at the server with it when it was let in (one answered there
+        already would have been answered before it)."""
+        for count, live in enumerate(self._live, start=1):
+            if live is turn:
+                return count
+        return 1
+
     def finished(self, turn: Turn, exc: BaseException | None) -> None:
-        """The hook for every end of a turn: the slot back, and a Retry-After
-        judged once, its decision left on the turn for the retry loop."""
-        self.limiter.release()
+        """The hook for every end of a turn: a Retry-After judged once, its
+        decision left on the turn for the retry loop, and the slot back (after
+        the limit took in what this end says, so that no waiter is woken into
+        a slot Mira still holds)."""
         if isinstance(exc, RetryableError):
+            if _leaves_slot_held(exc):
+                self.learner.on_leak(turn.started)
             turn.refusal = self._judge(turn, exc)
+        self._live.pop(turn, None)
+        self.limiter.release()
 
     def _judge(self, turn: Turn, exc: RetryableError) -> Refusal | None:
         """Decide what a Retry-After means; pause the gate and teach the
@@ -191,6 +228,8 @@ class Throttle:
             proven=learner.proven,
             max_pause_s=self._max_pause_s,
             held_streak=learner.held_streak,
+            held_for_s=learner.held_for_s(),
+            slot_expiry_s=learner.slot_expiry_s,
             wait_for_day=day is not None and day.can_wait(),
         )
         if day is not None and refusal.kind in ("daily", "monthly"):
@@ -200,7 +239,7 @@ class Throttle:
         if refusal.stop is not None or refusal.waits_for_day:
             return refusal
         if refused:
-            learner.on_refusal(
+            refusal = learner.on_refusal(
                 refusal, turn.in_flight_at_send, turn.epoch, turn.started
             )
             log.info(
@@ -257,6 +296,15 @@ class Turn:
         tb: TracebackType | None,
     ) -> None:
         self._throttle.finished(self, exc)
+
+
+def _leaves_slot_held(exc: RetryableError) -> bool:
+    """Mira took the request's slot and returned no answer: a connection cut
+    after it reached the server, or its 408 at 30 s (a full GPU queue is told
+    by the refusal's kind)."""
+    if isinstance(exc, TransportError):
+        return exc.reached_server
+    return exc.status == 408
 
 
 def _day_allows(day: DayBudget, limiter: AdaptiveLimiter) -> bool:

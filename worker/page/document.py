@@ -87,6 +87,12 @@ def _header(stem: str, summary: RunSummary) -> str:
         ("not attempted", counts.not_attempted),
         ("requests sent", summary.requests.sent),
         ("429s", summary.requests.by_status.get("429", 0)),
+        (
+            "messages per answer",
+            "n/a"
+            if summary.messages_per_answer is None
+            else f"{summary.messages_per_answer:.2f}",
+        ),
         ("retries", summary.retries.get("total", 0)),
         ("cost", f"{cost.total:,.2f} RUB at {cost.prices} prices"),
         ("elapsed", f"{summary.elapsed_s:,.1f} s"),

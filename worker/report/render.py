@@ -149,6 +149,19 @@ def _account(summary: RunSummary) -> str:
     refusals = summary.daily_messages_on_refusals
     held = summary.slots_left_held
     parts = []
+    if summary.messages_per_answer is not None:
+        parts.append(
+            f"{summary.messages_per_answer:.2f} daily messages per answer "
+            "(requests, refusals included)"
+        )
+    if summary.waits:
+        last = summary.waits[-1]
+        parts.append(
+            f"{len(summary.waits)} waits for the daily reset, the last until "
+            f"{last.until}"
+        )
+    if summary.key_rotations:
+        parts.append(f"the key was rotated {summary.key_rotations} times")
     if summary.daily_cap is not None:
         parts.append(f"the daily cap resets at {summary.daily_cap.resets_at}")
     if refusals:

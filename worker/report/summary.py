@@ -122,6 +122,9 @@ def summarize(
         learned_limits=learned,
         refusals=refusals,
         daily_messages_on_refusals=sum(refusals[k] for k in DAILY_MESSAGE_KINDS),
+        messages_per_answer=round(stats.requests_sent / stats.succeeded, 3)
+        if stats.succeeded
+        else None,
         slots_left_held=ending.abandoned,
         daily_cap=daily_cap,
         waits=[
