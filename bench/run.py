@@ -536,6 +536,7 @@ def main() -> None:
             "pacing",
             "mira",
             "mira-source",
+            "messages",
             "collect",
             "cache",
             "report",
@@ -565,6 +566,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-openai", action="store_true", help="skip the openai SDK client"
+    )
+    parser.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        help="messages: run only this case (repeatable; default: every case)",
     )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -596,6 +603,16 @@ def main() -> None:
         return
     if args.what in ("mira", "mira-source"):
         _against_the_simulator(args.what, results)
+        return
+    if args.what == "messages":
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+        from bench.messages import run_cases
+
+        print("\ndaily messages per answer, default flags (Mira's backend source)")
+        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+            results["messages"] = run_cases(Path(tmp), free_port(), args.case)
+        out = OUT / "results-messages.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
         return
     with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
         work = Path(tmp)
