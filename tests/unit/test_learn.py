@@ -224,10 +224,13 @@ def test_only_mira_s_in_flight_refusal_below_3_is_held_elsewhere() -> None:
     assert account.limiter.limit == 1  # one request at a time asks
     other = Account(jobs=200)
     refusal = other.refuse(2, 2)
-    assert refusal.kind == "in_flight"  # another server's cap: learned as before
+    assert refusal.kind != "in_flight"  # a stray below Mira's cap: a pause
     assert not refusal.held_elsewhere
     assert refusal.pause_s == 2
-    assert other.learner.cap == 1
+    assert other.learner.cap is None
+    refusal = other.refuse(2, 4)  # above Mira's cap and all that went through
+    assert refusal.kind == "in_flight"  # another server's cap: learned as before
+    assert other.learner.cap == 3
 
 
 def test_slots_its_own_cut_requests_leave_held_mean_fewer_in_flight() -> None:
@@ -277,6 +280,31 @@ def test_the_held_pause_grows_but_never_past_the_slots_expiry() -> None:
         for streak in range(6)
     ]
     assert pauses == [5, 10, 20, 20, 20, 20]
+
+
+def test_slots_held_elsewhere_leave_the_run_those_that_went_through() -> None:
+    account = Account(jobs=300)
+    account.succeed(10, LLM_S)
+    # Two slots held by an earlier run: the request with one of ours ahead
+    # of it is refused, and the one ahead still goes through.
+    refusal = account.refuse(5, 2)
+    assert refusal.held_elsewhere
+    assert refusal.pause_s == 5  # the refusal's own: no long wait
+    assert account.limiter.limit == 1
+    assert account.learner.cap is None
+    account.clock.now += 4
+    account.succeed(3, LLM_S)
+    assert account.limiter.limit == 1  # kept to the slot that works
+    account.clock.now += 1  # the first ask, after Mira's 5 s: one more, once
+    account.succeed(1, LLM_S)
+    assert account.limiter.limit == 2
+    assert account.refuse(5, 2).held_elsewhere  # held yet
+    assert account.limiter.limit == 1
+    account.clock.now += 11
+    account.succeed(1, LLM_S)
+    assert account.limiter.limit == 2
+    account.learner.on_success(LLM_S, 2, account.clock.now)  # they freed
+    assert account.limiter.limit == 3
 
 
 def test_a_shard_that_grows_into_held_slots_backs_off_for_good() -> None:

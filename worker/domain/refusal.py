@@ -95,14 +95,13 @@ def judge(
         return Refusal("other", retry_after_s, 0.0, StopReason.RATE_LIMIT_BUDGET)
     if retry_after_s == IN_FLIGHT_RETRY_AFTER_S and in_flight_at_send < MIRA_IN_FLIGHT:
         # Mira's cap, full with fewer than its 3 of ours: the other slots are
-        # held elsewhere. One request at a time asks, after longer pauses, or
-        # just when they free if the run knows; never past their expiry.
-        if held_for_s > 0:
-            pause_s = min(held_for_s, slot_expiry_s)
-        else:
-            longest_s = min(HELD_PAUSE_MAX_S, slot_expiry_s)
-            pause_s = min(longest_s, retry_after_s * 2.0**held_streak)
-        pause_s = max(pause_s, retry_after_s)
+        # held elsewhere. With some of ours ahead of it, the run keeps to those
+        # (the learner) and the pause is the refusal's own; with none, nothing
+        # goes through, and one request asks after a longer pause, or just when
+        # they free if the run knows.
+        pause_s = retry_after_s
+        if in_flight_at_send <= 1:
+            pause_s = held_pause_s(held_streak, held_for_s, slot_expiry_s)
         return Refusal(
             "in_flight", retry_after_s, pause_s, uses_attempt=False, held_elsewhere=True
         )
@@ -111,13 +110,28 @@ def judge(
     )
 
 
+def held_pause_s(streak: int, held_for_s: float, slot_expiry_s: float) -> float:
+    """How long to wait before asking whether slots held elsewhere are free,
+    after `streak` such refusals in a row: until they free when the run knows
+    (`held_for_s`), else 5, 10, 20 ... s; never past their expiry, never less
+    than Mira's own Retry-After."""
+    if held_for_s > 0:
+        pause_s = min(held_for_s, slot_expiry_s)
+    else:
+        longest_s = min(HELD_PAUSE_MAX_S, slot_expiry_s)
+        pause_s = min(longest_s, IN_FLIGHT_RETRY_AFTER_S * 2.0**streak)
+    return max(pause_s, IN_FLIGHT_RETRY_AFTER_S)
+
+
 def _kind(retry_after_s: float, in_flight_at_send: int, proven: int) -> RefusalKind:
     if retry_after_s == IN_FLIGHT_RETRY_AFTER_S:
         return "in_flight"
     if retry_after_s == GPU_QUEUE_RETRY_AFTER_S:
         return "gpu_queue"
-    if in_flight_at_send > proven:
-        return "in_flight"  # more in flight than ever went through
+    if in_flight_at_send > max(proven, MIRA_IN_FLIGHT):
+        # More in flight than ever went through, past Mira's documented cap
+        # (below it, Mira's in-flight refusal says 5 s: another is a stray).
+        return "in_flight"
     if retry_after_s >= 1 and retry_after_s == int(retry_after_s):
         return "window"  # whole seconds until a slot of a window frees
     # A passing refusal at a level that went through before: the pause is all

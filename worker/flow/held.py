@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 
-from worker.domain.refusal import MIRA_IN_FLIGHT
+from worker.domain.refusal import MIRA_IN_FLIGHT, held_pause_s
 from worker.flow.clock import Clock
 from worker.flow.slots import AdaptiveLimiter
 
@@ -42,10 +42,12 @@ class HeldSlots:
         "_clock",
         "_disproved",
         "_elsewhere_until",
+        "_ask_at",
         "_episode_at",
         "_expiry_s",
         "_last_acquire",
         "_last_leak_at",
+        "_level",
         "_limit_before",
         "_limiter",
         "_own",
@@ -72,6 +74,8 @@ class HeldSlots:
         self._elsewhere_until = clock() + held_for_s if held_for_s > 0 else -math.inf
         self._streak = 0  # refusals in a row
         self._episode_at = math.inf  # when the refusals began
+        self._level = 0  # the run's requests that still went through then
+        self._ask_at = math.inf  # when one more is tried
         self._limit_before: int | None = None
         self._said = False
 
@@ -92,6 +96,10 @@ class HeldSlots:
             log.info("the slots this run's cut requests held at Mira are free again")
             self._own = 0
         return self._own
+
+    def episode(self) -> bool:
+        """True while refusals say slots are held elsewhere."""
+        return self._limit_before is not None
 
     def held_for_s(self) -> float:
         """How long the slots the run knows of stay held (0: none, or unknown)."""
@@ -136,10 +144,14 @@ class HeldSlots:
                 "the server freed the slots of cut requests: none are counted held"
             )
 
-    def refused(self, *, restore_to: int, at_most: int | None = None) -> None:
-        """Another refusal with the slots held elsewhere: one request at a time
-        from now. `restore_to` is the least limit the run returns to once one
-        passes, and `at_most` the most (below a level just refused)."""
+    def refused(
+        self, *, restore_to: int, at_most: int | None = None, ahead: int = 0
+    ) -> None:
+        """Another refusal with the slots held elsewhere, with `ahead` of the
+        run's requests at the server before it: the run keeps to as many as
+        went through (one alone when none did). `restore_to` is the least
+        limit it returns to once the slots free, and `at_most` the most
+        (below a level just refused)."""
         if self.own():
             log.info(
                 "every in-flight slot at Mira is held by this run's cut requests: "
@@ -149,23 +161,43 @@ class HeldSlots:
         elif not self._said:
             self._said = True
             log.warning(HELD_ELSEWHERE, self._expiry_s)
-        self._streak += 1
+        level = max(0, min(ahead, MIRA_IN_FLIGHT - 1))
         if self._limit_before is None:
             self._limit_before = self._limiter.limit
             self._episode_at = self._clock()
-            self._limiter.cut_to(1, new_event=False)
+            self._level = level
+        else:
+            self._level = min(self._level, level)
+        self._limiter.cut_to(max(1, self._level), new_event=False)
+        # With some of the run's requests going through, one more is tried
+        # when the held slots should be free: at most one refusal each time.
+        self._ask_at = self._clock() + held_pause_s(
+            self._streak, self.held_for_s(), self._expiry_s
+        )
+        self._streak += 1
         self._limit_before = max(self._limit_before, restore_to)
         if at_most is not None:
             self._limit_before = max(1, min(self._limit_before, at_most))
 
-    def answered(self, sent_at: float) -> None:
-        """A request sent at `sent_at` went through: if it went out after the
-        refusals began, the slots are free again (one sent before says
-        nothing of them)."""
+    def answered(self, sent_at: float, position: int) -> None:
+        """A request sent at `sent_at`, at `position` in flight, went through.
+        Sent after the refusals began, with more of the run's requests at the
+        server than went through then, it says the slots are free again (one
+        sent before says nothing of them)."""
         if sent_at < self._episode_at:
+            return
+        if position <= self._level:
+            # Only the slots that went through all along: time to ask for one more?
+            wanted = self._limit_before or 0
+            if (
+                wanted > self._level >= self._limiter.limit
+                and self._clock() >= self._ask_at
+            ):
+                self._limiter.raise_to(self._level + 1)
             return
         self._streak = 0
         self._episode_at = math.inf
+        self._level = 0
         if self._limit_before is not None:
             self._limiter.raise_to(self._limit_before)
             self._limit_before = None

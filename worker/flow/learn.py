@@ -109,7 +109,7 @@ class Learner:
     def wants_proof(self, position: int) -> bool:
         """True when an answer at `position` could prove a level not yet
         proven (the throttle then counts what was at the server with it)."""
-        return position > self._proven
+        return position > self._proven or self._held.episode()
 
     def on_success(
         self, latency_s: float, position: int = 1, sent_at: float = 0.0
@@ -121,9 +121,11 @@ class Learner:
         held = self._held
         held.went_through(position, sent_at)
         held.acquired(sent_at)
-        if self._answers == 1 and self.cap is None:  # a first request sent alone
-            self._limiter.raise_to(self._share)
-        held.answered(sent_at)
+        if self._answers == 1 and self.cap is None:
+            # A first request sent alone after a run that did not end cleanly:
+            # some of its slots may be held yet, so one more at a time.
+            self._limiter.raise_to(min(self._share, 2))
+        held.answered(sent_at, position)
         self._keep_to_held()
         # A level is proven by an answer that had that many of the run's
         # requests at the server with it.
@@ -150,6 +152,8 @@ class Learner:
             self._beyond = True
 
     def _grow(self) -> None:
+        if self._held.episode():
+            return  # slots held elsewhere: the held slots' own asks decide
         limiter = self._limiter
         level = limiter.limit
         free = self._free_level()
@@ -265,7 +269,13 @@ class Learner:
             refusal = replace(refusal, kind="window")
             kind = "window"
         if refusal.held_elsewhere:
-            self._held_elsewhere(in_flight_at_send)
+            ahead = in_flight_at_send - 1
+            if ahead and self._waits_out(ahead):
+                # Every acquire renews Mira's counter of held slots: they free
+                # only after a silence as long as their expiry.
+                ahead = 0
+                refusal = replace(refusal, pause_s=self._held.expiry_s)
+            self._held_elsewhere(in_flight_at_send, ahead)
         elif kind == "window":
             self._windows.refused(refusal.retry_after_s, sent_at)
         elif kind != "in_flight":
@@ -280,7 +290,19 @@ class Learner:
             self._limiter.cut_to(self.cap, new_event=False)
         return refusal
 
-    def _held_elsewhere(self, in_flight_at_send: int) -> None:
+    def _waits_out(self, ahead: int) -> bool:
+        """With `ahead` of Mira's slots going through and the rest held: is a
+        silence until the held ones expire quicker than the remaining work
+        at `ahead` in flight? (Not for a shard: its siblings hold the rest.)"""
+        if self._share < MIRA_IN_FLIGHT:
+            return False
+        remaining = self._remaining_jobs()
+        if remaining is None:
+            return True  # no end in sight
+        work_s = remaining * (self._latency_s or 1.0)
+        return work_s / ahead - work_s / MIRA_IN_FLIGHT > self._held.expiry_s
+
+    def _held_elsewhere(self, in_flight_at_send: int, ahead: int) -> None:
         restore_to = self._limiter.limit
         if self.cap is not None and self._cap_answers == self._answers:
             # Learned from the same burst, with no answer since: those slots
@@ -288,13 +310,13 @@ class Learner:
             self.cap = None
             restore_to = max(restore_to, self._share)
         above = None
-        if in_flight_at_send > max(self._proven, 1):
-            # Growing past what went through (a probe, or taking over from
-            # shards that are not done): others hold the rest. Back below it,
-            # and no such try again.
+        if in_flight_at_send > max(self._proven, 1) and self._share < MIRA_IN_FLIGHT:
+            # A shard growing past what went through (taking over from shards
+            # that are not done): they hold the rest. Back below it, and no
+            # such try again. (A whole run's held slots free at their expiry.)
             above = in_flight_at_send - 1
             self._probes_over = self._takeover_failed = True
-        self._held.refused(restore_to=restore_to, at_most=above)
+        self._held.refused(restore_to=restore_to, at_most=above, ahead=ahead)
 
     def learned(self) -> Learned:
         """What was learned, for the summary."""
