@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from worker.api.body import (
     MAX_ERROR_BODY_BYTES,
@@ -51,6 +52,8 @@ class ChatClient:
         self._url = f"{base_url.rstrip('/')}/chat/completions"
         self._ca_bundle = ca_bundle
         self._route = route_for(self._url)
+        # Parsed once, not by aiohttp on every request.
+        self._target = URL(self._url)
         # The key goes on each request, never on the session: see new_session.
         self.keys = api_key if isinstance(api_key, KeyRing) else KeyRing(api_key)
         self._through = self._route.through
@@ -128,7 +131,7 @@ class ChatClient:
         async with self._route.request(
             session,
             "POST",
-            self._url,
+            self._target,
             self.keys.headers,
             data=payload,
             timeout=self._timeout,
@@ -158,7 +161,7 @@ class ChatClient:
         )
         body, request = as_stream(payload)
         async with self._route.request(
-            session, "POST", self._url, self.keys.headers, data=body, timeout=timeout
+            session, "POST", self._target, self.keys.headers, data=body, timeout=timeout
         ) as resp:
             status = resp.status
             request_id = resp.headers.get("x-request-id")

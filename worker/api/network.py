@@ -8,6 +8,7 @@ credentials for the API host, which must never replace the bearer key.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 import urllib.request
@@ -51,9 +52,11 @@ def check_base_url_security(settings: Settings) -> None:
     )
 
 
+@functools.cache
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """The system's trust (which SSL_CERT_FILE and SSL_CERT_DIR replace), plus
-    the certificates of `ca_bundle`.
+    the certificates of `ca_bundle`. Made once a process: loading the
+    system's CAs takes tens of milliseconds, and the run's sessions share it.
 
     Raises:
         ConfigError: the bundle cannot be read as PEM certificates.
@@ -123,7 +126,7 @@ class Route:
         self,
         session: aiohttp.ClientSession,
         method: str,
-        url: str,
+        url: str | URL,
         headers: dict[str, str],
         *,
         timeout: aiohttp.ClientTimeout,

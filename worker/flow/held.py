@@ -39,10 +39,10 @@ class HeldSlots:
     ones, counted, and an episode of refusals for those held elsewhere."""
 
     __slots__ = (
+        "_ask_at",
         "_clock",
         "_disproved",
         "_elsewhere_until",
-        "_ask_at",
         "_episode_at",
         "_expiry_s",
         "_last_acquire",
