@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import ssl
 import urllib.request
 from contextlib import AbstractAsyncContextManager
@@ -52,15 +53,22 @@ def check_base_url_security(settings: Settings) -> None:
     )
 
 
-@functools.cache
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """The system's trust (which SSL_CERT_FILE and SSL_CERT_DIR replace), plus
-    the certificates of `ca_bundle`. Made once a process: loading the
-    system's CAs takes tens of milliseconds, and the run's sessions share it.
+    the certificates of `ca_bundle`. Made once for each such trust: loading
+    the system's CAs takes tens of milliseconds, and a run's sessions share it.
 
     Raises:
         ConfigError: the bundle cannot be read as PEM certificates.
     """
+    trust = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    return _tls_context(ca_bundle, trust)
+
+
+@functools.cache
+def _tls_context(
+    ca_bundle: Path | None, trust: tuple[str | None, str | None]
+) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if ca_bundle is not None:
         try:
