@@ -18,5 +18,5 @@ all: lint typecheck test
 # Hashed pins of the runtime dependencies, for the container image. Existing pins
 # are kept; to move to newer releases, delete requirements.lock first.
 lock:
-	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
+	.venv/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
 		--custom-compile-command "make lock" --quiet -o requirements.lock

@@ -100,13 +100,28 @@ async def test_an_untrusted_certificate_stops_the_run_at_once_naming_the_proxy(
         monkeypatch.setenv("https_proxy", f"http://user:secret@127.0.0.1:{proxy.port}")
         batch = Batch(tls_sim, tmp_path)
         code = await batch.run(base_url=f"https://{HOST}:{tls_sim.port}/v1")
-    assert code == 6
-    assert tls_sim.stats.requests == 0
-    assert "not trusted" in batch.summary["message"]
-    assert "--ca-bundle" in batch.summary["message"]
+    assert_stopped_untrusted(batch, code, tls_sim)
     assert f"through the proxy http://127.0.0.1:{proxy.port}" in caplog.text
     assert "secret" not in caplog.text  # the proxy's password is never shown
-    assert len(batch.errors) < 30  # it stopped: no 30 failures one by one
+
+
+async def test_an_untrusted_certificate_stops_a_direct_run_at_once(
+    tls_sim: Simulator, tmp_path: Path
+) -> None:
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(30))
+    batch = Batch(tls_sim, tmp_path)
+    code = await batch.run(base_url=f"https://localhost:{tls_sim.port}/v1")
+    assert_stopped_untrusted(batch, code, tls_sim)
+
+
+def assert_stopped_untrusted(batch: Batch, code: int, sim: Simulator) -> None:
+    """Exit 6 before a request reached the server, naming what to do; at
+    once, not 30 failures one by one."""
+    assert code == 6
+    assert sim.stats.requests == 0
+    assert "not trusted" in batch.summary["message"]
+    assert "--ca-bundle" in batch.summary["message"]
+    assert len(batch.errors) < 30
 
 
 def test_proxy_variables_in_either_case_and_no_proxy(

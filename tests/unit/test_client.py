@@ -1,4 +1,9 @@
-"""ChatClient with aioresponses: one attempt per call, no redirects."""
+"""ChatClient with aioresponses: one attempt per call, no redirects.
+
+aioresponses stands in for aiohttp, so these clients take aiohttp's path
+(`wire=False`), which streams and proxied routes take; the plain call's own
+path is tested against a socket in test_wire.py, and the run's against the
+simulator."""
 
 from __future__ import annotations
 
@@ -40,7 +45,9 @@ OK_BODY = {
 
 @pytest.fixture
 async def client() -> AsyncIterator[ChatClient]:
-    async with ChatClient(BASE, SENTINEL_KEY, timeout_s=5, max_connections=4) as c:
+    async with ChatClient(
+        BASE, SENTINEL_KEY, timeout_s=5, max_connections=4, wire=False
+    ) as c:
         yield c
 
 

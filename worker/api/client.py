@@ -17,9 +17,10 @@ from worker.api.body import (
     read_at_most,
 )
 from worker.api.keys import KeyRing
-from worker.api.network import new_session, route_for
+from worker.api.network import USER_AGENT, new_session, route_for, tls_context
 from worker.api.status import error_for_status
 from worker.api.stream import as_stream, read_stream
+from worker.api.wire import Wire
 from worker.config import Settings
 from worker.domain.answer import Answer, check_answer
 from worker.errors import (
@@ -48,6 +49,7 @@ class ChatClient:
         max_connections: int,
         max_response_bytes: int = 8 * 1024 * 1024,
         ca_bundle: Path | None = None,
+        wire: bool = True,
     ) -> None:
         self._url = f"{base_url.rstrip('/')}/chat/completions"
         self._ca_bundle = ca_bundle
@@ -62,6 +64,10 @@ class ChatClient:
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        # Plain calls on a direct route take the lean path (wire.py); through
+        # a proxy, and for streams, aiohttp's.
+        self._use_wire = wire and self._route.proxy is None
+        self._wire: Wire | None = None
 
     def __repr__(self) -> str:
         return f"ChatClient(url={self._url!r})"
@@ -79,6 +85,14 @@ class ChatClient:
             timeout=self._timeout,
             limit=self._max_connections,
         )
+        if self._use_wire:
+            secure = self._target.scheme == "https"
+            self._wire = Wire(
+                self._target,
+                ssl_context=tls_context(self._ca_bundle) if secure else None,
+                limit=self._max_connections,
+                user_agent=USER_AGENT,
+            )
         return self
 
     async def __aexit__(
@@ -87,6 +101,9 @@ class ChatClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -105,6 +122,8 @@ class ChatClient:
         try:
             if stream:
                 reply = await self._streamed(self._session, payload)
+            elif self._wire is not None:
+                reply = await self._plain_wire(self._wire, payload)
             else:
                 reply = await self._plain(self._session, payload)
         except TimeoutError as exc:
@@ -126,6 +145,30 @@ class ChatClient:
             ) from exc
         check_answer(reply.body, reply.status, reply.request_id)
         return reply
+
+    async def _plain_wire(self, wire: Wire, payload: bytes) -> Answer:
+        async with asyncio.timeout(self._timeout_s):
+            reply = await wire.post(
+                self.keys.headers,
+                payload,
+                ok_limit=self._max_response_bytes,
+                error_limit=MAX_ERROR_BODY_BYTES,
+            )
+        status, headers = reply.status, reply.headers
+        request_id = headers.get("x-request-id")
+        if not 200 <= status < 300:
+            raise error_for_status(
+                status, headers, decode_error_body(reply.body), request_id=request_id
+            )
+        if not reply.complete:
+            raise ResponseTooLargeError(
+                "the answer is over --max-response-bytes "
+                f"({self._max_response_bytes} bytes, decompressed); it was not "
+                "read further",
+                status=status,
+                request_id=request_id,
+            )
+        return parse_answer(status, reply.body, request_id)
 
     async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
         async with self._route.request(

@@ -25,6 +25,8 @@ from worker import __version__
 from worker.config import Settings
 from worker.errors import ConfigError
 
+USER_AGENT = f"mira-batch/{__version__}"
+
 
 def is_loopback_host(host: str) -> bool:
     """True for localhost and loopback addresses."""
@@ -189,7 +191,7 @@ def new_session(
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        headers={"User-Agent": f"mira-batch/{__version__}", **headers},
+        headers={"User-Agent": USER_AGENT, **headers},
         # Status, Retry-After and the error body are read by us, not raised.
         raise_for_status=False,
         proxy=None if proxy is None else proxy.url,
