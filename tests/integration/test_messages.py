@@ -41,32 +41,6 @@ async def timed_run(
     return batch.summary, clock.now - started
 
 
-async def test_mira_s_3_slots_cost_at_most_a_refusal_or_three(
-    clocked_sim: Simulator, tmp_path: Path, clock: FakeClock
-) -> None:
-    clocked_sim.faults = MIRA
-    summary, took_s = await timed_run(
-        clocked_sim, tmp_path / "a", clock, 300, concurrency=16
-    )
-    assert sum(summary["refusals"].values()) <= 3
-    assert summary["messages_per_answer"] <= 1.02
-    _, tuned_s = await timed_run(clocked_sim, tmp_path / "b", clock, 300, concurrency=3)
-    assert tuned_s / took_s >= 0.95
-
-
-async def test_a_long_run_probes_once_and_never_again(
-    clocked_sim: Simulator,
-    tmp_path: Path,
-    clock: FakeClock,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    clocked_sim.faults = MIRA
-    summary, _ = await timed_run(clocked_sim, tmp_path, clock, 1500, concurrency=16)
-    assert summary["refusals"]["in_flight"] <= 1
-    assert summary["learned_limits"]["in_flight"] in (None, 3)
-    assert caplog.text.count("learned: the account allows") <= 1  # one step
-
-
 async def test_stray_429s_are_pauses_and_teach_no_rate(
     clocked_sim: Simulator,
     tmp_path: Path,

@@ -102,6 +102,33 @@ def test_a_probe_above_the_documented_cap_is_one_request_and_fails_once() -> Non
     assert account.limiter.limit == 3  # a failed probe is never tried again
 
 
+def test_one_answer_above_a_level_does_not_prove_it_a_round_trip_does() -> None:
+    account = Account(ceiling=64, jobs=10_000)
+    account.succeed(3, LLM_S)
+    assert account.limiter.limit == 4  # the probe
+    # Let in as the 4th while another answer was on its way back: that one
+    # held no slot at the server any more, so it proves nothing yet.
+    account.learner.on_success(LLM_S, 4, account.clock.now)
+    assert account.learner.proven == 3
+    assert account.limiter.limit == 4  # no more than the one probe
+    account.succeed(3, LLM_S)  # a round trip's worth at 4: it holds
+    assert account.learner.proven == 4
+    account.succeed(8, LLM_S)
+    assert account.limiter.limit > 4  # past Mira's cap: a server that is not Mira
+
+
+def test_a_refusal_starts_the_proof_again() -> None:
+    account = Account(ceiling=64, jobs=10_000)
+    account.succeed(3, LLM_S)
+    account.learner.on_success(LLM_S, 4, account.clock.now)
+    account.learner.on_success(LLM_S, 4, account.clock.now)
+    account.refuse(5, 4)
+    assert account.learner.cap == 3
+    account.learner.on_success(LLM_S, 4, account.clock.now)
+    account.learner.on_success(LLM_S, 4, account.clock.now)
+    assert account.learner.proven == 3
+
+
 def test_the_cap_is_learned_at_the_position_granted_not_at_the_count_after() -> None:
     account = Account(ceiling=64, jobs=10_000)
     account.succeed(3, LLM_S)

@@ -66,7 +66,9 @@ class Learner:
         self._progress = progress
         self._share, self._takeover_at = caps.shard_share(*shard)
         self.cap: int | None = None  # learned: the most that went through
-        self._proven = 0  # the most requests an answer had at the server with it
+        self._proven = 0  # the most requests in flight a round trip went through at
+        self._passes = 0  # answers above it, towards proving the next level
+        self._above: float = math.inf  # the least level they were let in at
         self._beyond = False  # went past the documented cap without a 429
         self._latency_s: float | None = None
         self._successes = 0
@@ -104,12 +106,12 @@ class Learner:
         """When the run's requests started (a window is learned from them)."""
         return self._windows.sends
 
-    # -- successes ------------------------------------------------------------
+    @property
+    def latency_s(self) -> float | None:
+        """The answers' latency, smoothed (None before the first)."""
+        return self._latency_s
 
-    def wants_proof(self, position: int) -> bool:
-        """True when an answer at `position` could prove a level not yet
-        proven (the throttle then counts what was at the server with it)."""
-        return position > self._proven or self._held.episode()
+    # -- successes ------------------------------------------------------------
 
     def on_success(
         self, latency_s: float, position: int = 1, sent_at: float = 0.0
@@ -127,9 +129,7 @@ class Learner:
             self._limiter.raise_to(min(self._share, 2))
         held.answered(sent_at, position)
         self._keep_to_held()
-        # A level is proven by an answer that had that many of the run's
-        # requests at the server with it.
-        self._proven = max(self._proven, position)
+        self._prove(position)
         old = self._latency_s
         self._latency_s = latency_s if old is None else 0.8 * old + 0.2 * latency_s
         if self._probing is not None and self._proven >= self._probing:
@@ -143,6 +143,24 @@ class Learner:
         if self._successes >= limiter.limit:  # a round trip's worth at this level
             self._successes = 0
             self._grow()
+
+    def _prove(self, position: int) -> None:
+        """A level is proven by a round trip's worth of answers at it: as many
+        answers let in with at least that many of the run's requests in flight
+        as the level, with no in-flight refusal between. (One such answer may
+        have been let in while another's answer was on its way back, which
+        held no slot at the server any more; a round trip of them cannot.)"""
+        if position <= self._proven:
+            return
+        self._above = min(self._above, position)
+        self._passes += 1
+        if self._passes >= self._above:
+            self._proven = int(self._above)
+            self._reset_proof()
+
+    def _reset_proof(self) -> None:
+        self._passes = 0
+        self._above = math.inf
 
     def _probe_held(self, level: int) -> None:
         self._probing = None
@@ -339,6 +357,7 @@ class Learner:
                 )
             self._probes_over = True
         self._probing = None
+        self._reset_proof()
         # A cut at a level that went through before (others on the account):
         # no probe back above it for a while.
         self._next_probe_at = self._clock() + caps.PROBE_BACKOFF_S

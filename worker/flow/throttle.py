@@ -96,9 +96,6 @@ class Throttle:
         self._tpm = _pacer(limits.tpm, clock, sleep)
         self._tokens_estimated = 0
         self._tokens_reported = 0
-        # The turns at the server now, oldest first: what was there with an
-        # answer is what the learner proves a level by.
-        self._live: dict[Turn, None] = {}
         self._window: WindowLimiter | None = None
         self._paced_by: tuple[Pacer | WindowLimiter, ...] = tuple(
             p for p in (self._rpm, self._tpm) if p is not None
@@ -168,7 +165,6 @@ class Throttle:
                 turn.charged = cost
         turn.started = self.clock()
         self.learner.sends.append(turn.started)
-        self._live[turn] = None
 
     def _tokens_expected(self, job: Job) -> float:
         # The estimate, scaled by how far reported usage has differed from
@@ -184,22 +180,9 @@ class Throttle:
             self._tpm.adjust(tokens - turn.charged)
             self._tokens_estimated += turn.job.tokens_est
             self._tokens_reported += tokens
-        learner = self.learner
-        if learner.wants_proof(turn.in_flight_at_send):
-            learner.on_success(turn.latency_s, self._still_there(turn), turn.started)
-        else:
-            learner.on_success(turn.latency_s, 1, turn.started)
+        self.learner.on_success(turn.latency_s, turn.in_flight_at_send, turn.started)
         if self.day is not None:
             self.day.answered()
-
-    def _still_there(self, turn: Turn) -> int:
-        """`turn` and the requests started before it that are not answered
-        yet: at the server with it when it was let in (one answered there
-        already would have been answered before it)."""
-        for count, live in enumerate(self._live, start=1):
-            if live is turn:
-                return count
-        return 1
 
     def finished(self, turn: Turn, exc: BaseException | None) -> None:
         """The hook for every end of a turn: a Retry-After judged once, its
@@ -210,7 +193,6 @@ class Throttle:
             if _leaves_slot_held(exc):
                 self.learner.on_leak(turn.started)
             turn.refusal = self._judge(turn, exc)
-        self._live.pop(turn, None)
         self.limiter.release()
 
     def _judge(self, turn: Turn, exc: RetryableError) -> Refusal | None:
