@@ -350,7 +350,24 @@ def throughput(
             m["ratio_to_lean"] = round(m["requests_per_s"] / lean, 3)
         report[f"concurrency_{concurrency}"] = medians
         print_table(f"fast endpoint, {jobs} jobs, concurrency {concurrency}", medians)
+    start = start_up(endpoint, work)
+    report["start_up"] = asdict(start)
+    for concurrency in concurrencies:
+        mb = report[f"concurrency_{concurrency}"]["mira-batch"]
+        per_request_us = (mb["cpu_s"] - start.cpu_s) / jobs * 1e6
+        mb["cpu_us_per_request"] = round(per_request_us, 1)
+        print(
+            f"  concurrency {concurrency}: {per_request_us:.0f} us of CPU a request "
+            f"(start-up, {start.cpu_s:.2f} s, apart)"
+        )
     return report
+
+
+def start_up(endpoint: Endpoint, work: Path) -> Measure:
+    """A run of one job: the CPU and memory that are not per request."""
+    path = work / "jobs-one.jsonl"
+    write_jobs(path, 1)
+    return run_mira_batch(path, endpoint.url("fast"), 1, work)
 
 
 def schema_runs(
@@ -385,8 +402,8 @@ def schema_runs(
 
 
 def latency(endpoint: Endpoint, work: Path, concurrency: int) -> dict[str, Any]:
-    # 40 rounds: the adaptive limit starts at 3 and doubles each round trip, so
-    # the first ~7 round trips (1.4 s) run below the ceiling.
+    # 40 rounds: the adaptive limit starts at 3, proves 4 in a round trip,
+    # then triples each one, so the first few round trips run below the ceiling.
     jobs = concurrency * 40
     path = work / "jobs-latency.jsonl"
     write_jobs(path, jobs)
@@ -404,6 +421,19 @@ def latency(endpoint: Endpoint, work: Path, concurrency: int) -> dict[str, Any]:
     print(
         f"  {result['fraction_of_ideal']:.0%} of {concurrency} / 0.2 s "
         f"= {ideal:.0f} requests/s"
+    )
+    # What each request in flight costs in memory: the run's peak over one of
+    # a single job, per the most it had in flight.
+    timeline = json.loads((work / "mb.summary.json").read_text())["timeline"]
+    column = timeline["columns"].index("in_flight")
+    peak = max(row[column] for row in timeline["rows"])
+    base = start_up(endpoint, work).peak_rss_mb
+    per_1000 = (m.peak_rss_mb - base) / peak * 1000
+    result["peak_in_flight"] = peak
+    result["rss_mb_per_1000_in_flight"] = round(per_1000, 1)
+    print(
+        f"  {per_1000:.1f} MB of RSS per 1,000 in flight ({peak:.0f} at most, "
+        f"{m.peak_rss_mb:.1f} MB against {base:.1f} MB for one job)"
     )
     return result
 
@@ -637,7 +667,9 @@ def main() -> None:
             if args.what in ("schema", "all"):
                 results["schema"] = schema_runs(endpoint, work, args.jobs, args.rounds)
             if args.what in ("latency", "all"):
-                results["latency"] = latency(endpoint, work, 256)
+                results["latency"] = {
+                    str(c): latency(endpoint, work, c) for c in (256, 1024)
+                }
             if args.what in ("pacing", "all"):
                 results["pacing"] = pacing(work)
             if args.what in ("memory", "all"):

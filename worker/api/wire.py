@@ -62,7 +62,8 @@ class _Connection(asyncio.Protocol):
         self.headers: CIMultiDict[str] = CIMultiDict()
         self._head_bytes = 0
         self._chunks: list[bytes] = []
-        self._size = 0
+        self._size = 0  # of the body as decoded
+        self._decoder: zlib._Decompress | None = None
         self.over = False  # the body went past the limit
         self.headers_done = False
         self.done = False
@@ -77,12 +78,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         await waiter
-        body = b"".join(self._chunks)
-        complete = not self.over
-        encoding = self.headers.get("Content-Encoding", "").strip().lower()
-        if encoding in _DECODERS and complete:
-            body, complete = _decoded(body, _DECODERS[encoding], self._limit)
-        return Reply(self.status, self.headers, body, complete)
+        return Reply(self.status, self.headers, b"".join(self._chunks), not self.over)
 
     def reusable(self) -> bool:
         """Whether the next request may go on this connection."""
@@ -152,6 +148,9 @@ class _Connection(asyncio.Protocol):
         ok = 200 <= self.status < 300
         self._limit = self._ok_limit if ok else self._error_limit
         self.headers_done = self.status >= 200  # a 1xx is followed by the answer
+        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        wbits = _DECODERS.get(encoding)
+        self._decoder = None if wbits is None else zlib.decompressobj(wbits)
         declared = self.headers.get("Content-Length", "")
         if ok and declared.isdigit() and int(declared) > self._limit:
             # Not read at all: the framing says the answer is too long (of a
@@ -163,10 +162,17 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.over:
             return
+        room = self._limit - self._size
+        if self._decoder is not None:
+            # Decoded as it arrives, never past the limit: a bomb stays small,
+            # and is cut before the server has sent the rest of it.
+            try:
+                body = self._decoder.decompress(body, room + 1)
+            except zlib.error as exc:
+                raise _Unusable(f"a body that does not decompress: {exc}") from None
         self._size += len(body)
         if self._size > self._limit:
-            keep = len(body) - (self._size - self._limit)
-            self._chunks.append(body[:keep])
+            self._chunks.append(body[:room])
             self.over = True
             self._finish()
             self.close()
@@ -185,18 +191,6 @@ def _until_close(headers: CIMultiDict[str]) -> bool:
     """A body with no length and no chunks ends when the connection does."""
     chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
     return "Content-Length" not in headers and not chunked
-
-
-def _decoded(body: bytes, wbits: int, limit: int) -> tuple[bytes, bool]:
-    """`body` decompressed, at most `limit` bytes of it (a bomb stays small)."""
-    decoder = zlib.decompressobj(wbits)
-    try:
-        out = decoder.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise _Unusable(f"a body that does not decompress: {exc}") from None
-    if len(out) > limit:
-        return out[:limit], False
-    return out, True
 
 
 class Wire:
