@@ -65,6 +65,12 @@ async def test_a_run_with_faults_writes_a_report_that_draws_every_chart_offline(
     assert_self_contained(text)
     assert "content_filtered" in text  # the failed jobs, by code
     assert "Slowest jobs" in text
+    # Every request sent, refused or not, over the answers written.
+    sent, answers = batch.summary["requests"]["sent"], batch.summary["succeeded"]
+    assert sent > answers  # the faults cost messages
+    assert batch.summary["messages_per_answer"] == round(sent / answers, 3)
+    assert "messages per answer" in text
+    assert f"{sent / answers:.2f}" in text
     shown = render(page)
     assert shown.body("data-charts") == "5"
     assert shown.canvases >= 5
