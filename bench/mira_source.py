@@ -31,6 +31,11 @@ def _jobs(path: Path, n: int, long_every: int = 0, long_ms: int = 0) -> None:
             fh.write(json.dumps(job) + "\n")
 
 
+# The rehearsal's slot expiry (Mira: 300 s), told to the run as an operator
+# rehearsing with a short one would.
+TOLD = ("--slot-expiry-s", "20")
+
+
 def _once(sim: Sim, work: Path, *flags: str, reset: bool = True) -> dict[str, Any]:
     """One default run; its summary and what the server counted."""
     if reset:
@@ -118,6 +123,7 @@ def after_a_hard_stop(work: Path, port: int) -> dict[str, Any]:
                 "off",
                 "--fresh",
                 "--force",
+                *TOLD,
             ],
             cwd=work,
             env=env,
@@ -128,9 +134,9 @@ def after_a_hard_stop(work: Path, port: int) -> dict[str, Any]:
         killed.kill()
         killed.wait()
         before = sim.stats()
-        rerun = _once(sim, work, reset=False)
+        rerun = _once(sim, work, *TOLD, reset=False)
         refusals = _daily_refusals(rerun["server"]) - _daily_refusals(before)
-        clean = _once(sim, work, "--fresh", "--force")
+        clean = _once(sim, work, "--fresh", "--force", *TOLD)
     finally:
         sim.stop()
     clean_rate = 150 / clean["summary"]["elapsed_s"]
@@ -175,7 +181,7 @@ def long_answers(work: Path, port: int) -> dict[str, Any]:
     _jobs(work / "jobs.jsonl", 40, long_every=10, long_ms=4000)
     sim = Sim(port, [*NO_WINDOW, "--server-timeout-s", "2", "--slot-ttl-s", "20"])
     try:
-        run = _once(sim, work, "--fresh", "--force")
+        run = _once(sim, work, "--fresh", "--force", *TOLD)
     finally:
         sim.stop()
     return {
