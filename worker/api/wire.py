@@ -50,7 +50,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
-        self._failure: BaseException | None = None
         self._reset(0, 0)
         self.closed = False
 
