@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -154,13 +155,24 @@ class ChatClient:
                 ok_limit=self._max_response_bytes,
                 error_limit=MAX_ERROR_BODY_BYTES,
             )
-        status, headers = reply.status, reply.headers
+        return self._answer(reply.status, reply.headers, reply.body, reply.complete)
+
+    def _answer(
+        self, status: int, headers: Mapping[str, str], raw: bytes, complete: bool
+    ) -> Answer:
+        """A plain call's answer from its status, headers and body (`complete`:
+        read to its end within the limit its status allowed), either path's.
+
+        Raises:
+            WorkerError: as `error_for_status` says for a refusal; a 2xx past
+                --max-response-bytes, or whose body is no JSON object.
+        """
         request_id = headers.get("x-request-id")
         if not 200 <= status < 300:
             raise error_for_status(
-                status, headers, decode_error_body(reply.body), request_id=request_id
+                status, headers, decode_error_body(raw), request_id=request_id
             )
-        if not reply.complete:
+        if not complete:
             raise ResponseTooLargeError(
                 "the answer is over --max-response-bytes "
                 f"({self._max_response_bytes} bytes, decompressed); it was not "
@@ -168,7 +180,7 @@ class ChatClient:
                 status=status,
                 request_id=request_id,
             )
-        return parse_answer(status, reply.body, request_id)
+        return parse_answer(status, raw, request_id)
 
     async def _plain(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
         async with self._route.request(
@@ -179,23 +191,10 @@ class ChatClient:
             data=payload,
             timeout=self._timeout,
         ) as resp:
-            status = resp.status
-            request_id = resp.headers.get("x-request-id")
-            ok = 200 <= status < 300
+            ok = 200 <= resp.status < 300
             limit = self._max_response_bytes if ok else MAX_ERROR_BODY_BYTES
             raw, complete = await read_at_most(resp, limit)
-            if ok and not complete:
-                raise ResponseTooLargeError(
-                    f"the answer is over --max-response-bytes ({limit} bytes, "
-                    "decompressed); it was not read further",
-                    status=status,
-                    request_id=request_id,
-                )
-            if not ok:
-                raise error_for_status(
-                    status, resp.headers, decode_error_body(raw), request_id=request_id
-                )
-        return parse_answer(status, raw, request_id)
+            return self._answer(resp.status, resp.headers, raw, complete)
 
     async def _streamed(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
         # A stream is not cut by the total timeout, only by a silence that long.
