@@ -188,17 +188,27 @@ class Learner:
             self._probing = min(limiter.ceiling, level + step)
             limiter.raise_to(self._probing)
 
+    def _fast(self) -> bool:
+        """The server answers in milliseconds: no model behind Mira's limits."""
+        latency = self._latency_s
+        return latency is not None and latency < caps.MODEL_LATENCY_S
+
     def _mira_like(self) -> bool:
         """A server with Mira's cap and a model's latency, as far as the run knows."""
-        latency = self._latency_s
-        fast = latency is not None and latency < caps.MODEL_LATENCY_S
-        return not self._beyond and not fast and (self.cap or 0) <= MIRA_IN_FLIGHT
+        return (
+            not self._beyond and not self._fast() and (self.cap or 0) <= MIRA_IN_FLIGHT
+        )
+
+    def _work_left_s(self) -> float | None:
+        """The remaining jobs' latency, one after another (None: no end known)."""
+        remaining = self._remaining_jobs()
+        return None if remaining is None else remaining * (self._latency_s or 1.0)
 
     def _free_level(self) -> int:
         """Up to this level, growing is no gamble."""
         if self.cap is not None:
             level = self.cap
-        elif self._latency_s is not None and self._latency_s < caps.MODEL_LATENCY_S:
+        elif self._fast():
             return self._limiter.ceiling
         elif (done := self._others_done()) or (
             done is None
@@ -228,11 +238,10 @@ class Learner:
             return False  # a shard: the others hold the rest of Mira's cap
         if self._clock() < self._next_probe_at:
             return False
-        remaining = self._remaining_jobs()
-        if remaining is None:
+        work_s = self._work_left_s()
+        if work_s is None:
             return True  # no end in sight: the gamble pays
-        left_s = remaining * (self._latency_s or 1.0) / level
-        saved_s = left_s * step / (level + step)
+        saved_s = work_s / level * step / (level + step)
         if self.cap is not None:
             odds = caps.ODDS_ABOVE_LEARNED_CAP
         else:
@@ -314,10 +323,9 @@ class Learner:
         at `ahead` in flight? (Not for a shard: its siblings hold the rest.)"""
         if self._share < MIRA_IN_FLIGHT:
             return False
-        remaining = self._remaining_jobs()
-        if remaining is None:
+        work_s = self._work_left_s()
+        if work_s is None:
             return True  # no end in sight
-        work_s = remaining * (self._latency_s or 1.0)
         return work_s / ahead - work_s / MIRA_IN_FLIGHT > self._held.expiry_s
 
     def _held_elsewhere(self, in_flight_at_send: int, ahead: int) -> None:
