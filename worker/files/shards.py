@@ -13,6 +13,8 @@ import orjson
 
 from worker.files.outputs import RunFiles, atomic_write
 
+BOARD_SUFFIX = ".window.json"
+
 
 class SiblingsDone:
     """Whether the other shards of the input are done: True once each has
@@ -24,10 +26,7 @@ class SiblingsDone:
 
     def __init__(self, files: RunFiles, *, since: float) -> None:
         self._summaries = files.sibling_summaries()
-        self._results = [
-            p.with_name(p.name.removesuffix(".summary.json") + ".results.jsonl")
-            for p in self._summaries
-        ]
+        self._results = [_beside(p, ".results.jsonl") for p in self._summaries]
         self._since = since
 
     def __call__(self) -> bool | None:
@@ -52,8 +51,8 @@ class WindowBoard:
     __slots__ = ("_mine", "_others", "_since")
 
     def __init__(self, files: RunFiles, *, since: float) -> None:
-        self._mine = _board_path(files.summary)
-        self._others = [_board_path(p) for p in files.sibling_summaries()]
+        self._mine = _beside(files.summary, BOARD_SUFFIX)
+        self._others = [_beside(p, BOARD_SUFFIX) for p in files.sibling_summaries()]
         self._since = since
 
     def publish(self, requests: int, window_s: float) -> None:
@@ -81,7 +80,6 @@ class WindowBoard:
         return seen
 
 
-def _board_path(summary: Path) -> Path:
-    return summary.with_name(
-        summary.name.removesuffix(".summary.json") + ".window.json"
-    )
+def _beside(summary: Path, suffix: str) -> Path:
+    """A shard's other file, named as its summary is: `<stem><suffix>`."""
+    return summary.with_name(summary.name.removesuffix(".summary.json") + suffix)
