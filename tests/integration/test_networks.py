@@ -85,6 +85,8 @@ async def test_ca_bundle_adds_the_private_ca_and_no_proxy_goes_direct(
         url = f"https://localhost:{sim.port}/v1"
         assert await batch.run(base_url=url, ca_bundle=bundle) == 0
         assert len(batch.results) == 5
+        # The pricing route too, directly, trusting the same bundle.
+        assert batch.summary["cost"]["prices"] == "charged"
     finally:
         await sim.stop()
 

@@ -30,9 +30,12 @@ def answer(body: bytes = BODY, *, status: str = "200 OK", extra: str = "") -> by
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
     length = next(
-        int(line.split(b":")[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length")
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        ),
+        0,  # a GET
     )
     return head + await reader.readexactly(length)
 
@@ -115,6 +118,32 @@ async def test_a_new_key_is_sent_from_the_next_request() -> None:
         await wire.post(rotated, b"{}", ok_limit=1000, error_limit=100)
         assert b"e" * 40 in server.requests[1]
         assert b"e" * 40 not in server.requests[0]
+
+
+async def test_a_get_to_another_path_shares_the_pool_and_reads_any_status_bounded() -> (
+    None
+):
+    def reply(request: bytes) -> bytes:
+        if request.startswith(b"GET /api/v1/auth/me/usage "):
+            return answer(b"x" * 500, status="403 Forbidden")
+        return answer()
+
+    server = Server(reply)
+    async with serving(server.handle) as wire:
+        await post(wire)
+        got = await asyncio.wait_for(
+            wire.get("/api/v1/auth/me/usage", HEADERS, limit=100), 5
+        )
+        assert (got.status, got.body, got.complete) == (403, b"x" * 100, False)
+        pricing = await asyncio.wait_for(wire.get("/pricing", {}, limit=1000), 5)
+        assert (pricing.status, pricing.body, pricing.complete) == (200, BODY, True)
+    usage = server.requests[1]
+    assert usage.startswith(b"GET /api/v1/auth/me/usage HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert f"Authorization: Bearer {SENTINEL_KEY}".encode() in usage
+    assert usage.endswith(b"\r\n\r\n")  # no body, no Content-Type
+    assert b"Content-Type" not in usage
+    assert b"Authorization" not in server.requests[2]
+    assert server.connections == 2  # the refusal cut at its limit was not kept
 
 
 async def test_a_chunked_and_gzipped_answer_is_read_whole() -> None:

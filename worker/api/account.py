@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-import aiohttp
 import orjson
+from yarl import URL
 
 from worker.api.body import read_at_most
-from worker.api.network import new_session, route_for
+from worker.api.network import USER_AGENT, new_session, route_for, tls_context
+from worker.api.wire import Wire
 from worker.config import Settings
 from worker.domain.day import DayCount
 from worker.domain.prices import PriceBook, charged_prices
+from worker.errors import TransportError, UntrustedServerError
 
 # Under the API host's root, not the base URL's /v1.
 ROUTES = {
@@ -124,7 +127,12 @@ def _effective_plan(me: dict[str, object], quota: dict[str, object]) -> str | No
 
 
 class AccountReader:
-    """Reads the account routes of one base URL, through its proxy and TLS trust."""
+    """Reads the account routes of one base URL, through its proxy and TLS trust.
+
+    On a direct route they are read on the lean path (wire.py), so a run that
+    reads its prices never waits for aiohttp to be imported; through a proxy,
+    with aiohttp.
+    """
 
     def __init__(
         self,
@@ -135,54 +143,97 @@ class AccountReader:
         timeout_s: float = 10.0,
     ) -> None:
         self._root = account_root(base_url)
+        self._root_url = URL(self._root)
         self._api_key = api_key
         self._ca_bundle = ca_bundle
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._route = route_for(base_url)
 
     async def read_all(self, names: tuple[str, ...]) -> dict[str, RouteReply]:
-        """Each named route's reply, read at once on one session.
+        """Each named route's reply, read at once on one pool of connections.
 
         Raises:
             ConfigError: the CA bundle cannot be used.
         """
+        if self._route.proxy is not None:
+            replies = await self._read_through_proxy(names)
+        else:
+            secure = self._root_url.scheme == "https"
+            wire = Wire(
+                self._root_url,
+                ssl_context=tls_context(self._ca_bundle) if secure else None,
+                limit=len(ROUTES),
+                user_agent=USER_AGENT,
+            )
+            try:
+                replies = await asyncio.gather(
+                    *(
+                        self._read(name, partial(self._get, wire, name))
+                        for name in names
+                    )
+                )
+            finally:
+                wire.close()
+        return dict(zip(names, replies, strict=True))
+
+    async def _get(self, wire: Wire, name: str) -> tuple[int, bytes, bool]:
+        path = self._root_url.raw_path.rstrip("/") + ROUTES[name]
+        reply = await wire.get(path, self._headers(name), limit=_MAX_BODY_BYTES)
+        return reply.status, reply.body, reply.complete
+
+    async def _read_through_proxy(self, names: tuple[str, ...]) -> list[RouteReply]:
+        import aiohttp  # only through a proxy: see the class
+
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s)
         session = new_session(
             self._route,
             {},
             ca_bundle=self._ca_bundle,
-            timeout=self._timeout,
+            timeout=timeout,
             limit=len(ROUTES),
         )
-        async with session:
-            replies = await asyncio.gather(
-                *(self._read(session, name) for name in names)
-            )
-        return dict(zip(names, replies, strict=True))
 
-    async def _read(self, session: aiohttp.ClientSession, name: str) -> RouteReply:
+        async def fetch(name: str) -> tuple[int, bytes, bool]:
+            url, headers = self._root + ROUTES[name], self._headers(name)
+            try:
+                async with self._route.request(
+                    session, "GET", url, headers, timeout=timeout
+                ) as resp:
+                    raw, complete = await read_at_most(resp, _MAX_BODY_BYTES)
+                    return resp.status, raw, complete
+            except aiohttp.ClientError as exc:
+                raise TransportError(type(exc).__name__) from exc
+
+        async with session:
+            return await asyncio.gather(
+                *(self._read(name, partial(fetch, name)) for name in names)
+            )
+
+    def _headers(self, name: str) -> dict[str, str]:
+        if name in KEYLESS or self._api_key is None:
+            return {}
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    async def _read(
+        self, name: str, fetch: Callable[[], Awaitable[tuple[int, bytes, bool]]]
+    ) -> RouteReply:
         """One route's JSON object, or why there is none."""
         path = ROUTES[name]
-        headers = {}
-        if name not in KEYLESS:
-            if self._api_key is None:
-                return RouteReply(
-                    None, f"{path} not read: no key (MIRA_API_KEY, MIRA_API_KEY_FILE)"
-                )
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        if name not in KEYLESS and self._api_key is None:
+            return RouteReply(
+                None, f"{path} not read: no key (MIRA_API_KEY, MIRA_API_KEY_FILE)"
+            )
         try:
-            async with self._route.request(
-                session, "GET", self._root + path, headers, timeout=self._timeout
-            ) as resp:
-                raw, complete = await read_at_most(resp, _MAX_BODY_BYTES)
-                status = resp.status
+            async with asyncio.timeout(self._timeout_s):
+                status, raw, complete = await fetch()
         except TimeoutError:
             return RouteReply(
                 None, f"{path} did not answer in time{self._route.through}"
             )
-        except (aiohttp.ClientError, ConnectionError) as exc:
+        except (TransportError, UntrustedServerError, ConnectionError) as exc:
+            what = type(exc.__cause__ or exc).__name__
             return RouteReply(
-                None,
-                f"{path} is unreachable{self._route.through}: {type(exc).__name__}",
+                None, f"{path} is unreachable{self._route.through}: {what}"
             )
         if status != 200:
             what = "is not served" if status in (404, 405) else "was refused"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import aiohttp
+from typing import TYPE_CHECKING
+
 import orjson
 
 from worker.domain.answer import Answer
 from worker.errors import BadResponseError, UnrecordableResponseError
+
+if TYPE_CHECKING:  # imported where a session is made: see client.py
+    import aiohttp
 
 _MAX_ERROR_TEXT_CHARS = 2000
 # An error body is read only this far: its status says what to do.

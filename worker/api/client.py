@@ -1,4 +1,10 @@
-"""ChatClient: one aiohttp session; `complete` makes exactly one attempt."""
+"""ChatClient: `complete` makes exactly one attempt.
+
+A plain call on a direct route goes on the lean path (wire.py). aiohttp, for
+streams and proxies, is imported and its session opened only when the first
+such call comes: a run that never needs it starts a fifth of a second sooner
+(its import and the TLS contexts it builds as it loads).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,8 @@ import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
 from yarl import URL
 
 from worker.api.body import (
@@ -29,6 +34,9 @@ from worker.errors import (
     TransportError,
     UntrustedServerError,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["ChatClient", "Client", "make_client"]
 
@@ -61,10 +69,10 @@ class ChatClient:
         self.keys = api_key if isinstance(api_key, KeyRing) else KeyRing(api_key)
         self._through = self._route.through
         self._timeout_s = timeout_s
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._open = False
         # Plain calls on a direct route take the lean path (wire.py); through
         # a proxy, and for streams, aiohttp's.
         self._use_wire = wire and self._route.proxy is None
@@ -74,26 +82,22 @@ class ChatClient:
         return f"ChatClient(url={self._url!r})"
 
     async def __aenter__(self) -> ChatClient:
-        """Open the session.
+        """Open the lean path (aiohttp's session waits for its first call).
 
         Raises:
             ConfigError: the CA bundle cannot be used.
         """
-        self._session = new_session(
-            self._route,
-            {"Content-Type": "application/json"},
-            ca_bundle=self._ca_bundle,
-            timeout=self._timeout,
-            limit=self._max_connections,
-        )
+        # A bundle that cannot be used fails here, before any request.
+        needs_trust = self._target.scheme == "https" or self._ca_bundle is not None
+        context = tls_context(self._ca_bundle) if needs_trust else None
         if self._use_wire:
-            secure = self._target.scheme == "https"
             self._wire = Wire(
                 self._target,
-                ssl_context=tls_context(self._ca_bundle) if secure else None,
+                ssl_context=context,
                 limit=self._max_connections,
                 user_agent=USER_AGENT,
             )
+        self._open = True
         return self
 
     async def __aexit__(
@@ -102,6 +106,7 @@ class ChatClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._open = False
         if self._wire is not None:
             self._wire.close()
             self._wire = None
@@ -119,16 +124,32 @@ class ChatClient:
             FatalError: 401, 402, or a 429 saying the quota is spent.
             JobError: any other refusal, redirects, a withheld answer.
         """
-        assert self._session is not None, "use ChatClient as an async context manager"
+        assert self._open, "use ChatClient as an async context manager"
         try:
-            if stream:
-                reply = await self._streamed(self._session, payload)
-            elif self._wire is not None:
+            if self._wire is not None and not stream:
                 reply = await self._plain_wire(self._wire, payload)
             else:
-                reply = await self._plain(self._session, payload)
+                reply = await self._through_aiohttp(payload, stream=stream)
         except TimeoutError as exc:
             raise TransportError(f"request timed out{self._through}") from exc
+        check_answer(reply.body, reply.status, reply.request_id)
+        return reply
+
+    async def _through_aiohttp(self, payload: bytes, *, stream: bool) -> Answer:
+        import aiohttp  # see the module's docstring
+
+        if self._session is None:
+            self._session = new_session(
+                self._route,
+                {"Content-Type": "application/json"},
+                ca_bundle=self._ca_bundle,
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                limit=self._max_connections,
+            )
+        try:
+            if stream:
+                return await self._streamed(self._session, payload)
+            return await self._plain(self._session, payload)
         except aiohttp.ClientConnectorCertificateError as exc:
             raise UntrustedServerError(
                 f"the server's TLS certificate is not trusted{self._through}: "
@@ -144,8 +165,6 @@ class ChatClient:
                 f"{type(exc).__name__}: {exc}{self._through}",
                 reached_server=not isinstance(exc, aiohttp.ClientConnectorError),
             ) from exc
-        check_answer(reply.body, reply.status, reply.request_id)
-        return reply
 
     async def _plain_wire(self, wire: Wire, payload: bytes) -> Answer:
         async with asyncio.timeout(self._timeout_s):
@@ -189,7 +208,7 @@ class ChatClient:
             self._target,
             self.keys.headers,
             data=payload,
-            timeout=self._timeout,
+            timeout=session.timeout,
         ) as resp:
             ok = 200 <= resp.status < 300
             limit = self._max_response_bytes if ok else MAX_ERROR_BODY_BYTES
@@ -197,6 +216,8 @@ class ChatClient:
             return self._answer(resp.status, resp.headers, raw, complete)
 
     async def _streamed(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
+        import aiohttp
+
         # A stream is not cut by the total timeout, only by a silence that long.
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s

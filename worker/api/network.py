@@ -8,6 +8,7 @@ credentials for the API host, which must never replace the bearer key.
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import os
@@ -16,14 +17,17 @@ import urllib.request
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
 from yarl import URL
 
 from worker import __version__
 from worker.config import Settings
 from worker.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where a session is made: see client.py
+    import aiohttp
 
 USER_AGENT = f"mira-batch/{__version__}"
 
@@ -115,8 +119,8 @@ def proxy_for(url: str) -> Proxy | None:
     proxy = URL(address)
     headers = {}
     if proxy.user is not None:
-        credentials = aiohttp.encode_basic_auth(proxy.user, proxy.password or "")
-        headers["Proxy-Authorization"] = credentials
+        pair = f"{proxy.user}:{proxy.password or ''}".encode()
+        headers["Proxy-Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
     return Proxy(proxy.with_user(None), headers)
 
 
@@ -181,6 +185,8 @@ def new_session(
     Raises:
         ConfigError: the CA bundle cannot be used.
     """
+    import aiohttp
+
     connector = aiohttp.TCPConnector(
         limit=limit,
         limit_per_host=0,

@@ -9,9 +9,8 @@ separated words, the prompt's without its system messages (MIRA_API.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from worker.domain.usage import words
@@ -22,6 +21,9 @@ from worker.errors import (
     ServerError,
     TransportError,
 )
+
+if TYPE_CHECKING:  # imported where a session is made: see client.py
+    import aiohttp
 
 # Mira's answer when its GPU queue is full, as a stream: one event, no [DONE].
 QUEUE_FULL_RETRY_AFTER_S = 10.0

@@ -5,8 +5,8 @@ spends several times the CPU of the exchange itself on each call (bench/:
 one core posts 12,600 requests/s this way against 3,200 through
 `ClientSession.post`). So a plain call on a direct route comes here: the
 request is written as bytes, and the answer is parsed by httptools (llhttp,
-Node's parser), bounded as it arrives. Streams, proxies and the account
-routes stay on aiohttp.
+Node's parser), bounded as it arrives; the account routes are read the same
+way. Streams, and anything through a proxy, stay on aiohttp.
 """
 
 from __future__ import annotations
@@ -193,7 +193,8 @@ def _until_close(headers: CIMultiDict[str]) -> bool:
 
 
 class Wire:
-    """POSTs to one URL over a pool of kept-alive connections.
+    """POSTs to one URL over a pool of kept-alive connections (and the odd
+    GET to another path of its host).
 
     At most `limit` connections stay open between requests; each request
     takes one (or opens one) for its whole exchange, and gives it back only
@@ -218,12 +219,14 @@ class Wire:
             host = f"[{host}]"  # an IPv6 literal
         if not url.is_default_port():
             host = f"{host}:{url.port}"
-        self._preamble = (
-            f"POST {url.raw_path_qs} HTTP/1.1\r\n"
+        self._common = (
             f"Host: {host}\r\n"
             f"User-Agent: {user_agent}\r\n"
             "Accept: */*\r\n"
             "Accept-Encoding: gzip, deflate\r\n"
+        )
+        self._preamble = (
+            f"POST {url.raw_path_qs} HTTP/1.1\r\n{self._common}"
             "Content-Type: application/json\r\n"
         )
         self._idle: list[_Connection] = []
@@ -253,11 +256,25 @@ class Wire:
                 (`reached_server` False when no connection was made).
             UntrustedServerError: the server's certificate is not trusted.
         """
+        return await self._exchange(self._request(headers, body), ok_limit, error_limit)
+
+    async def get(
+        self, path_qs: str, headers: Mapping[str, str], *, limit: int
+    ) -> Reply:
+        """GET `path_qs` on the same host (a route read once, not the hot
+        path); the answer read within `limit`, whatever its status.
+
+        Raises:
+            TransportError, UntrustedServerError: as `post`.
+        """
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        head = f"GET {path_qs} HTTP/1.1\r\n{self._common}{lines}\r\n"
+        return await self._exchange(head.encode("latin-1"), limit, limit)
+
+    async def _exchange(self, request: bytes, ok_limit: int, error_limit: int) -> Reply:
         connection = await self._take()
         try:
-            reply = await connection.exchange(
-                self._request(headers, body), ok_limit, error_limit
-            )
+            reply = await connection.exchange(request, ok_limit, error_limit)
         except (OSError, _Unusable) as exc:
             connection.close()
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
