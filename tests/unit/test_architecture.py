@@ -185,3 +185,60 @@ def test_only_the_tally_changes_the_run_counts() -> None:
             line = getattr(node, "lineno", 0)
             changes += [f"{name}:{line}" for t in targets if _rooted_at_stats(t)]
     assert not changes, f"RunStats changed outside report/tally.py: {changes}"
+
+
+# Loaded only by what needs them: streams and proxies (aiohttp), a template
+# (Jinja2), a Parquet table (pyarrow). A plain run starts without them.
+LOADED_ON_DEMAND = {"aiohttp", "jinja2", "pyarrow"}
+# What `mira-batch run` loads before its first request.
+START_UP = ("worker.cli.main", "worker.app.run")
+
+
+def _loaded_at_import(name: str) -> set[str]:
+    """Every module `name` imports as it loads: not in a function, not under
+    `if TYPE_CHECKING:`."""
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If):
+                if not (
+                    isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                ):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+            elif isinstance(node, ast.ClassDef | ast.With):
+                visit(node.body)
+
+    visit(ast.parse(MODULES[name].read_text()).body)
+    return found
+
+
+def test_a_plain_run_starts_without_the_libraries_it_may_not_need() -> None:
+    loaded: set[str] = set()
+    pending = list(START_UP)
+    while pending:
+        name = pending.pop()
+        if name in loaded:
+            continue
+        loaded.add(name)
+        imported = _loaded_at_import(name)
+        pending += [m for m in imported if m in MODULES]
+        # A package's __init__ runs before any of its modules.
+        pending += [p for m in imported for p in _parents(m) if p in MODULES]
+        heavy = {m.split(".")[0] for m in imported} & LOADED_ON_DEMAND
+        assert not heavy, f"{name} loads {sorted(heavy)} at import"
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]

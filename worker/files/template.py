@@ -13,13 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import jinja2
-import jinja2.meta
-import jinja2.nodes
-import jinja2.sandbox
+from typing import TYPE_CHECKING
 
 from worker.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Imported when a template is made: a run of JSONL jobs (most runs) would
+    # spend a twentieth of a second of its start loading Jinja2 for nothing.
+    import jinja2
+    import jinja2.nodes
+    import jinja2.sandbox
 
 ROW = "row"  # the whole row, for columns whose names are no identifiers
 _SAFE_GLOBALS = ("dict", "range")
@@ -51,9 +54,11 @@ class Template:
                 raise RowError(f"the variable {name!r} is missing")
             if isinstance(value, str) and not value.strip():
                 raise RowError(f"the variable {name!r} is empty")
+        from jinja2 import TemplateError  # loaded already: this template is one
+
         try:
             return self.compiled.render({**row, ROW: row})
-        except jinja2.TemplateError as exc:
+        except TemplateError as exc:
             raise RowError(f"the template cannot render it: {exc}") from None
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise RowError(f"the template cannot render it: {exc}") from None
@@ -75,6 +80,8 @@ class Template:
 
 
 def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
+    import jinja2.sandbox
+
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -87,6 +94,8 @@ def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
 def _reaches_inside(tree: jinja2.nodes.Template) -> str | None:
     """An underscored attribute the template asks for, if any (the sandbox
     refuses it anyway, but only at render: this is said before any request)."""
+    import jinja2.nodes
+
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         name = node.attr if isinstance(node, jinja2.nodes.Getattr) else None
         if isinstance(node, jinja2.nodes.Getitem) and isinstance(
@@ -122,6 +131,8 @@ def make_template(text: str, *, name: str = "template") -> Template:
     Raises:
         ConfigError: a syntax error, or a reach for Python internals.
     """
+    import jinja2.meta
+
     env = _environment()
     try:
         tree = env.parse(text, name=name)
