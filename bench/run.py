@@ -2,6 +2,7 @@
 
     python bench/run.py [throughput|latency|memory|pacing|mira|schema|all]
                         [--jobs N] [--rounds R]
+    python bench/run.py first-request   # the start, to the first request out
 
 `mira` runs default flags against Mira's real limits on the bundled simulator
 (bench/mira.py): no nginx, about seven minutes of real time.
@@ -572,6 +573,7 @@ def main() -> None:
             "report",
             "schema",
             "tables",
+            "first-request",
             "all",
         ],
     )
@@ -633,6 +635,16 @@ def main() -> None:
         return
     if args.what in ("mira", "mira-source"):
         _against_the_simulator(args.what, results)
+        return
+    if args.what == "first-request":
+        sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
+        from bench.first_request import run_first_request
+
+        print("\nthe first request after the process starts")
+        with tempfile.TemporaryDirectory(prefix="mira-bench-") as tmp:
+            results["first_request"] = run_first_request(Path(tmp))
+        out = OUT / "results-first-request.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
         return
     if args.what == "messages":
         sys.path.insert(0, str(ROOT))  # run as a script, bench/ is not a package
