@@ -160,7 +160,7 @@ class LyingTotalClient(SessionlessClient):
 
     async def complete(self, payload: bytes, *, stream: bool = False) -> Answer:
         LyingTotalClient.sent += 1
-        body = {
+        body: dict[str, object] = {
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "ok"}}
             ],

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SENTINEL_KEY, chat_route
-from worker.api.stream import StreamedAnswer
+from worker.api.stream import Asked, StreamedAnswer
 from worker.app.prepare import ended_uncleanly
 from worker.app.validate import render_report, validate_file
 from worker.config import Settings
-from worker.domain.answer import check_answer
+from worker.domain.answer import check_answer, choices_of, message_of
 from worker.domain.prices import PriceBook
 from worker.domain.refusal import daily_cap_times, judge, stop_message
 from worker.errors import (
@@ -62,7 +62,7 @@ def test_a_stream_is_read_into_a_completion_with_mira_word_usage() -> None:
             {"role": "user", "content": "two words"},
         ],
     }
-    stream = StreamedAnswer(request, "req")
+    stream = StreamedAnswer(Asked.of(request), "req")
     for data in (
         b'{"id": "c1", "model": "mira", "choices": [{"delta": {"content": "Hello"}}]}',
         b'{"id": "c1", "choices": [{"delta": {"content": " there, friend"}}]}',
@@ -72,8 +72,11 @@ def test_a_stream_is_read_into_a_completion_with_mira_word_usage() -> None:
         stream.add(data)
     assert stream.done
     body = stream.body()
-    assert body["choices"][0]["message"]["content"] == "Hello there, friend"
-    assert body["choices"][0]["finish_reason"] == "stop"
+    assert choices_of(body)[0]["message"] == {
+        "role": "assistant",
+        "content": "Hello there, friend",
+    }
+    assert choices_of(body)[0]["finish_reason"] == "stop"
     assert body["usage"] == {
         "prompt_tokens": 2,
         "completion_tokens": 3,
@@ -82,7 +85,7 @@ def test_a_stream_is_read_into_a_completion_with_mira_word_usage() -> None:
 
 
 def test_a_queue_full_event_is_a_429_of_10_seconds() -> None:
-    stream = StreamedAnswer({}, None)
+    stream = StreamedAnswer(Asked(), None)
     with pytest.raises(RateLimitedError) as info:
         stream.add(b'{"error": {"message": "at capacity", "code": "queue_full"}}')
     assert info.value.retry_after_s == 10
@@ -167,4 +170,4 @@ async def test_a_last_done_without_a_newline_ends_the_stream() -> None:
     ):
         reply = await client.complete(b'{"messages": []}', stream=True)
     assert reply.streamed
-    assert reply.body["choices"][0]["message"]["content"] == "ok"
+    assert message_of(choices_of(reply.body)[0])["content"] == "ok"

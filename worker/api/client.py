@@ -222,7 +222,7 @@ class ChatClient:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
         )
-        body, request = as_stream(payload)
+        body, asked = as_stream(payload)
         async with self._route.request(
             session, "POST", self._target, self.keys.headers, data=body, timeout=timeout
         ) as resp:
@@ -236,9 +236,7 @@ class ChatClient:
             if resp.content_type != "text/event-stream":
                 raw, _ = await read_at_most(resp, self._max_response_bytes)
                 return parse_answer(status, raw, request_id)  # it answered in one piece
-            answer = await read_stream(
-                resp, request, max_bytes=self._max_response_bytes
-            )
+            answer = await read_stream(resp, asked, max_bytes=self._max_response_bytes)
         return Answer(status, answer, request_id, streamed=True)
 
 

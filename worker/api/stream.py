@@ -9,7 +9,8 @@ separated words, the prompt's without its system messages (MIRA_API.md).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -30,21 +31,43 @@ QUEUE_FULL_RETRY_AFTER_S = 10.0
 _CHUNK_BYTES = 1 << 16
 
 
-def as_stream(payload: bytes) -> tuple[bytes, dict[str, Any]]:
-    """The same request, asking for a stream, and as read (for its usage)."""
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a streamed answer needs of its request: the model asked for, and
+    the prompt's words as Mira bills them (its system messages left out)."""
+
+    model: object = None
+    prompt_words: int = 0
+
+    @classmethod
+    def of(cls, request: object) -> Asked:
+        """Read from the request's JSON object (anything else asks nothing)."""
+        if not isinstance(request, dict):
+            return cls()
+        messages = request.get("messages")
+        prompt = sum(
+            words(m.get("content"))
+            for m in (messages if isinstance(messages, list) else ())
+            if isinstance(m, dict) and m.get("role") != "system"
+        )
+        return cls(request.get("model"), prompt)
+
+
+def as_stream(payload: bytes) -> tuple[bytes, Asked]:
+    """The same request, asking for a stream; and what its answer needs of it."""
     request = orjson.loads(payload)
     request["stream"] = True
-    return orjson.dumps(request), request
+    return orjson.dumps(request), Asked.of(request)
 
 
 class StreamedAnswer:
     """The events of one stream, gathered into a `chat.completion` body."""
 
-    def __init__(self, request: dict[str, Any], request_id: str | None) -> None:
-        self._request = request
+    def __init__(self, asked: Asked, request_id: str | None) -> None:
+        self._asked = asked
         self._request_id = request_id
         self._parts: list[str] = []
-        self._head: dict[str, Any] = {}
+        self._head: dict[str, object] = {}
         self._finish: object = None
         self.done = False
 
@@ -80,21 +103,15 @@ class StreamedAnswer:
             if choice.get("finish_reason") is not None:
                 self._finish = choice["finish_reason"]
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> dict[str, object]:
         """The answer as a non-streamed call would have given it."""
         content = "".join(self._parts)
-        messages = self._request.get("messages") or []
-        prompt = sum(
-            words(m.get("content"))
-            for m in messages
-            if isinstance(m, dict) and m.get("role") != "system"
-        )
-        completion = words(content)
+        prompt, completion = self._asked.prompt_words, words(content)
         return {
             "id": self._head.get("id"),
             "object": "chat.completion",
             "created": self._head.get("created"),
-            "model": self._head.get("model") or self._request.get("model"),
+            "model": self._head.get("model") or self._asked.model,
             "choices": [
                 {
                     "index": 0,
@@ -112,10 +129,10 @@ class StreamedAnswer:
 
 async def read_stream(
     resp: aiohttp.ClientResponse,
-    request: dict[str, Any],
+    asked: Asked,
     *,
     max_bytes: int,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Read an SSE answer to its end.
 
     Raises:
@@ -124,7 +141,7 @@ async def read_stream(
         ResponseTooLargeError: over `max_bytes`.
     """
     request_id = resp.headers.get("x-request-id")
-    answer = StreamedAnswer(request, request_id)
+    answer = StreamedAnswer(asked, request_id)
     size, pending = 0, b""
     # Chunks, not lines: a server's endless line must not fill memory first.
     async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):

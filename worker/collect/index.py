@@ -19,12 +19,12 @@ OUTCOME_COLUMNS = (
 _BATCH = 5_000
 
 
-def as_object(value: object) -> dict[str, Any]:
+def as_object(value: object) -> dict[str, object]:
     """The value if it is a JSON object, else an empty one: records are untrusted."""
     return value if isinstance(value, dict) else {}
 
 
-def _outcome(record: dict[str, Any], failed: bool) -> tuple[Any, ...]:
+def _outcome(record: dict[str, object], failed: bool) -> tuple[Any, ...]:
     """One index row from a results or errors record."""
     response = as_object(record.get("response"))
     body = as_object(response.get("body"))

@@ -99,7 +99,7 @@ def _match(source: JobSource, index: OutcomeIndex) -> Layout:
     items ask for."""
     keys: set[str] = set()
     parsed: dict[str, str | None] = {}
-    inputs: dict[str, Any] = dict(source.columns())
+    inputs: dict[str, object] = dict(source.columns())
     for number, item in source.unread(0):
         facts = source.describe(number, item)
         index.find(number, facts.job_id, claim=True)

@@ -9,7 +9,6 @@ failure as the answer `Ошибка: …` ("Error: …") or `Ошибка без
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from worker.errors import (
     ContentFilteredError,
@@ -28,12 +27,12 @@ class Answer:
     request id, and whether it was assembled from a stream (SSE)."""
 
     status: int
-    body: dict[str, Any]
+    body: dict[str, object]
     request_id: str | None
     streamed: bool = False
 
 
-def choices_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+def choices_of(body: dict[str, object]) -> list[dict[str, object]]:
     """The answer's choices that are objects, in order."""
     choices = body.get("choices")
     if not isinstance(choices, list):
@@ -41,13 +40,13 @@ def choices_of(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [choice for choice in choices if isinstance(choice, dict)]
 
 
-def message_of(choice: dict[str, Any]) -> dict[str, Any]:
+def message_of(choice: dict[str, object]) -> dict[str, object]:
     """A choice's message (empty when it has none)."""
     message = choice.get("message")
     return message if isinstance(message, dict) else {}
 
 
-def check_answer(body: dict[str, Any], status: int, request_id: str | None) -> None:
+def check_answer(body: dict[str, object], status: int, request_id: str | None) -> None:
     """Raise unless every choice of `body` holds a real answer: text, or tool
     calls (whose message may carry no content, as OpenAI's do).
 

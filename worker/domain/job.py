@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from worker.domain.schema import Schema
 
@@ -16,7 +15,7 @@ class Job:
     id: str
     model: str
     payload: bytes
-    metadata: dict[str, Any] | None
+    metadata: dict[str, object] | None
     prompt_tokens_est: int
     completion_tokens_est: int
     system_messages: int = 0  # sent as such: Mira drops them

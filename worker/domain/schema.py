@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 import jsonschema_rs
 import orjson
@@ -26,7 +26,21 @@ MAX_ERRORS_SAID = 5  # validation errors named in a re-ask, as instructor does
 Form = Literal["json", "fenced", "prose"]
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n(.*?)\r?\n?```", re.DOTALL)
 _DECODER = json.JSONDecoder()
-_VALIDATORS: dict[str, Any] = {}  # digest -> compiled validator
+_VALIDATORS: dict[str, jsonschema_rs.Validator] = {}  # digest -> compiled
+
+
+class JsonSchemaSpec(TypedDict):
+    """`response_format.json_schema`: the schema and its name."""
+
+    name: str
+    schema: dict[str, object]
+
+
+class ResponseFormat(TypedDict):
+    """OpenAI's `response_format` asking for a JSON Schema."""
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
 
 
 class SchemaError(ValueError):
@@ -38,7 +52,7 @@ class Schema:
     """A JSON Schema an answer must meet, by name (for `response_format`)."""
 
     name: str
-    document: dict[str, Any]
+    document: dict[str, object]
     digest: str  # of its canonical JSON: one compiled validator per schema
 
     @property
@@ -49,7 +63,7 @@ class Schema:
             return []
         return [str(name) for name in props]
 
-    def response_format(self) -> dict[str, Any]:
+    def response_format(self) -> ResponseFormat:
         """The schema as OpenAI's `response_format`, for servers that honour it."""
         return {
             "type": "json_schema",
@@ -73,11 +87,11 @@ class Schema:
         ]
 
 
-def _refuse_remote(uri: str, /) -> Any:
+def _refuse_remote(uri: str, /) -> jsonschema_rs.JSONType:
     raise SchemaError(f"a $ref to {uri} is not fetched: put it in the schema")
 
 
-def _validator(schema: Schema) -> Any:
+def _validator(schema: Schema) -> jsonschema_rs.Validator:
     validator = _VALIDATORS.get(schema.digest)  # compiled once per schema
     if validator is None:
         validator = _VALIDATORS[schema.digest] = jsonschema_rs.Draft202012Validator(

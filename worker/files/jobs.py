@@ -8,7 +8,6 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import orjson
 
@@ -33,7 +32,7 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_CONTENT_CHARS = 32_000
 
 
-def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+def estimate_prompt_tokens(messages: list[dict[str, object]]) -> int:
     """As Mira counts (and bills) a prompt: whitespace-separated words."""
     count = 0
     for message in messages:
@@ -45,17 +44,31 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return count
 
 
-def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fold_system(messages: list[dict[str, object]]) -> list[dict[str, object]]:
     """System messages folded into the first user message, which Mira keeps
     (it drops system messages before the model sees them)."""
     system = [m for m in messages if m.get("role") == "system"]
     rest = [dict(m) for m in messages if m.get("role") != "system"]
     first_user = next((m for m in rest if m.get("role") == "user"), None)
-    if not system or first_user is None or not isinstance(first_user["content"], str):
+    if not system or first_user is None:
         return messages
-    texts = [m["content"] for m in system if isinstance(m.get("content"), str)]
-    first_user["content"] = "\n\n".join([*texts, first_user["content"]])
+    if not isinstance(user_text := first_user["content"], str):
+        return messages
+    texts = [text for m in system if isinstance(text := m.get("content"), str)]
+    first_user["content"] = "\n\n".join([*texts, user_text])
     return rest
+
+
+def messages_of(body: dict[str, object]) -> list[dict[str, object]]:
+    """The messages of a body that check_messages passed: a list of objects.
+
+    Raises:
+        TypeError: the body was never checked (a bug, not a bad line).
+    """
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        raise TypeError("a request body whose messages were never checked")
+    return messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +122,8 @@ class Line:
 
     job_id: str | None
     model: str
-    metadata: dict[str, Any] | None
-    body: dict[str, Any] | None = None
+    metadata: dict[str, object] | None
+    body: dict[str, object] | None = None
     error: InvalidJobError | None = None
     schema: Schema | None = None
 
@@ -145,7 +158,7 @@ def read_line(raw: bytes, line_no: int, rules: Rules = DEFAULT_RULES) -> Line:
         )
         return Line(job_id, model, metadata, error=error, schema=schema)
     if rules.system_as_user:
-        body["messages"] = fold_system(body["messages"])
+        body["messages"] = fold_system(messages_of(body))
     return Line(job_id, model, metadata, body, schema=schema)
 
 
@@ -174,12 +187,12 @@ def parse_job(raw: bytes, line_no: int, rules: Rules = DEFAULT_RULES) -> Job:
     )
 
 
-def ask_for_schema(body: dict[str, Any], schema: Schema) -> None:
+def ask_for_schema(body: dict[str, object], schema: Schema) -> None:
     """Ask for the schema where Mira listens, the end of the last user message
     (it ignores `response_format` and drops system messages), and in
     `response_format` too, for servers that honour it."""
     body.setdefault("response_format", schema.response_format())
-    messages = body["messages"]
+    messages = messages_of(body)
     last = next(
         (i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"),
         None,
@@ -191,14 +204,14 @@ def ask_for_schema(body: dict[str, Any], schema: Schema) -> None:
     content = message["content"]
     if isinstance(content, str):
         message["content"] = content + schema.instruction()
-    else:
+    elif isinstance(content, list):  # parts, as check_messages allows
         message["content"] = [*content, {"type": "text", "text": schema.instruction()}]
 
 
 def build_job(
     job_id: str,
-    body: dict[str, Any],
-    metadata: dict[str, Any] | None,
+    body: dict[str, object],
+    metadata: dict[str, object] | None,
     line_no: int,
     rules: Rules,
     *,
@@ -222,7 +235,8 @@ def build_job(
     body.pop("stream", None)
     if schema is not None:
         ask_for_schema(body, schema)
-    if (problem := _as_mira_checks(body["messages"])) is not None:
+    messages = messages_of(body)
+    if (problem := _as_mira_checks(messages)) is not None:
         raise problem(line_no=line_no, job_id=job_id)
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     completion_est = (
@@ -254,9 +268,9 @@ def build_job(
         model=model,
         payload=payload,
         metadata=metadata,
-        prompt_tokens_est=estimate_prompt_tokens(body["messages"]),
+        prompt_tokens_est=estimate_prompt_tokens(messages),
         completion_tokens_est=completion_est,
-        system_messages=sum(1 for m in body["messages"] if m["role"] == "system"),
+        system_messages=sum(1 for m in messages if m["role"] == "system"),
         fingerprint=hashlib.sha256(canonical).hexdigest(),
         line=line_no,
         schema=schema,
@@ -264,7 +278,7 @@ def build_job(
 
 
 def _as_mira_checks(
-    messages: list[dict[str, Any]],
+    messages: list[dict[str, object]],
 ) -> Callable[..., InvalidJobError] | None:
     """What Mira would refuse in these messages, as the error to raise: a
     message over 32,000 characters, or a string shaped like an API key (which
@@ -330,7 +344,7 @@ def row_job(
         text = template.render(row)
     except RowError as exc:
         raise InvalidJobError(str(exc), line_no=number, job_id=job_id) from None
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": text}]}
+    body: dict[str, object] = {"messages": [{"role": "user", "content": text}]}
     return build_job(job_id, body, None, number, rules, schema=rules.schema)
 
 

@@ -3,8 +3,6 @@ its id, the request body either shape asks for, and its messages."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from worker.errors import InvalidJobError
@@ -15,7 +13,7 @@ _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 _SIMPLE_OWN_KEYS = frozenset({"id", "custom_id", "prompt", "system", "metadata"})
 
 
-def read_job_id(obj: dict[str, Any], line_no: int) -> tuple[str | None, str | None]:
+def read_job_id(obj: dict[str, object], line_no: int) -> tuple[str | None, str | None]:
     """(id, problem): the line's id, else line-N; a problem if it is unreadable."""
     raw = obj.get("custom_id", obj.get("id"))
     if raw is None:
@@ -46,7 +44,9 @@ def check_messages(messages: object) -> str | None:
     return None
 
 
-def body_from_line(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def body_from_line(
+    obj: dict[str, object],
+) -> tuple[dict[str, object] | None, str | None]:
     """(body, problem): the request body of either line shape."""
     if "body" in obj or "method" in obj or "url" in obj:
         method = obj.get("method", "POST")
@@ -70,7 +70,7 @@ def body_from_line(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | No
     if not isinstance(prompt, str) or not prompt:
         return None, "prompt must be a non-empty string"
     system = obj.get("system")
-    messages: list[dict[str, Any]] = []
+    messages: list[dict[str, object]] = []
     if system is not None:
         if not isinstance(system, str):
             return None, "system must be a string"
@@ -80,7 +80,7 @@ def body_from_line(obj: dict[str, Any]) -> tuple[dict[str, Any] | None, str | No
     return body, None
 
 
-def load_object(raw: bytes, line_no: int) -> dict[str, Any]:
+def load_object(raw: bytes, line_no: int) -> dict[str, object]:
     """The line as a JSON object.
 
     Raises:
