@@ -74,7 +74,14 @@ async def test_a_full_disk_exits_7_without_a_traceback_and_resumes_exactly(
     (tmp_path / "out").unlink()
     shutil.copytree(tiny_disk, tmp_path / "out")
     again = await run_cli(
-        "run", "jobs.jsonl", "--progress", "off", *outputs, cwd=tmp_path, env=env
+        "run",
+        "jobs.jsonl",
+        "--progress",
+        "off",
+        *outputs,
+        cwd=tmp_path,
+        env=env,
+        in_process=True,
     )
     assert again.code == 0, again.stderr
     ids = whole_ids(tmp_path / "out/r.jsonl") + whole_ids(tmp_path / "out/e.jsonl")

@@ -201,7 +201,8 @@ async def test_a_second_run_on_the_same_files_exits_2_naming_the_first(
     async with asyncio.timeout(10):
         while not (lock.exists() and lock.read_text().strip()):
             await asyncio.sleep(0.01)
-    second = await run_batch(tmp_path, sim.base_url)
+    # In this process: the lock is a flock, which any other descriptor meets.
+    second = await run_batch(tmp_path, sim.base_url, in_process=True)
     assert second.code == 2
     assert f"PID {first.pid}" in second.stderr
     first.send_signal(signal.SIGTERM)

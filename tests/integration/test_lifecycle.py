@@ -127,11 +127,31 @@ async def test_a_fatal_answer_during_the_grace_period_wins_over_the_signal(
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.sleep(0.01)
     client.answer(error)  # the key dies while the others drain
+    await asyncio.sleep(0.01)
+    client.answer()  # paid for: within the fatal stop's short grace, kept
+    client.answer()
     assert await finish(run) == code
     assert summary(tmp_path)["stop_reason"] == reason
     assert summary(tmp_path)["exit_code"] == code
-    assert len(read_jsonl(tmp_path / "r.jsonl")) == 1
+    assert len(read_jsonl(tmp_path / "r.jsonl")) == 3
     assert read_jsonl(tmp_path / "e.jsonl") == []
+    assert client.calls == 4  # nothing started after the signal
+
+
+async def test_a_fatal_stop_waits_its_short_grace_not_the_long_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.run.pipeline.FATAL_GRACE_S", 0.05)
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(20))
+    client = ScriptedClient()
+    run = start(tmp_path, client, shutdown_grace_s=60)
+    await until(lambda: client.in_flight == 3)
+    client.answer(AuthError("revoked", status=401))
+    # The two left in flight never answer: the 60 s grace is not waited.
+    assert await finish(run) == 3
+    assert client.calls == 3
+    assert summary(tmp_path)["stop_reason"] == "auth_failed"
+    assert read_jsonl(tmp_path / "r.jsonl") == []
 
 
 async def test_grace_over_cancels_what_is_still_in_flight(

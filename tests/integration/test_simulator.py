@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import openai
 import pytest
 from multidict import CIMultiDict
 
@@ -16,10 +15,17 @@ from tests.helpers import OTHER_KEY, SENTINEL_KEY
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
+if TYPE_CHECKING:
+    import openai
+
 pytestmark = pytest.mark.integration
 
 
 def sdk(sim: Simulator, key: str = SENTINEL_KEY) -> openai.AsyncOpenAI:
+    # Imported by the tests that use it: loading the SDK takes half a second,
+    # which every xdist worker would otherwise pay as it collects.
+    import openai
+
     return openai.AsyncOpenAI(api_key=key, base_url=sim.base_url, max_retries=0)
 
 
@@ -60,6 +66,8 @@ async def test_openai_sdk_completes_and_lists_models(sim: Simulator) -> None:
 async def test_openai_sdk_sees_authentication_error_for_a_wrong_key(
     sim: Simulator,
 ) -> None:
+    import openai
+
     async with sdk(sim, OTHER_KEY) as client:
         with pytest.raises(openai.AuthenticationError):
             await client.chat.completions.create(
@@ -70,6 +78,8 @@ async def test_openai_sdk_sees_authentication_error_for_a_wrong_key(
 async def test_openai_sdk_sees_rate_limit_error_for_an_injected_429(
     sim: Simulator,
 ) -> None:
+    import openai
+
     sim.faults = Faults(p429=1.0, retry_after=3)
     async with sdk(sim) as client:
         with pytest.raises(openai.RateLimitError) as info:
