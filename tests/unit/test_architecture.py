@@ -8,6 +8,9 @@ number (STYLE.md 2.10)."""
 from __future__ import annotations
 
 import ast
+import functools
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -44,9 +47,16 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str) -> set[str]:
+@functools.cache
+def _tree(name: str) -> ast.Module:
+    """A module's syntax tree, parsed once for every test here."""
+    return ast.parse(MODULES[name].read_text())
+
+
+@functools.cache
+def _imports(name: str) -> frozenset[str]:
     """The project modules `name` imports, lazily or not."""
-    tree = ast.parse(MODULES[name].read_text())
+    tree = _tree(name)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -56,7 +66,7 @@ def _imports(name: str) -> set[str]:
                 found.add(child if child in MODULES else base)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {m for m in found if m in MODULES and m != name}
+    return frozenset(m for m in found if m in MODULES and m != name)
 
 
 def _layer(name: str) -> int:
@@ -89,7 +99,7 @@ def _package_graph() -> dict[str, set[str]]:
     return graph
 
 
-def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+def _find_cycle(graph: Mapping[str, AbstractSet[str]]) -> list[str] | None:
     done: set[str] = set()
 
     def visit(node: str, path: list[str]) -> list[str] | None:
@@ -167,10 +177,10 @@ def _rooted_at_stats(node: ast.expr) -> bool:
 def test_only_the_tally_changes_the_run_counts() -> None:
     owner = {"worker.report.tally", "worker.report.stats"}
     changes = []
-    for name, path in MODULES.items():
+    for name in MODULES:
         if name in owner or name.startswith("worker.sim"):  # the simulator's own
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_tree(name)):
             targets: list[ast.expr] = []
             if isinstance(node, ast.Assign):
                 targets = node.targets
@@ -219,7 +229,7 @@ def _loaded_at_import(name: str) -> set[str]:
             elif isinstance(node, ast.ClassDef | ast.With):
                 visit(node.body)
 
-    visit(ast.parse(MODULES[name].read_text()).body)
+    visit(_tree(name).body)
     return found
 
 

@@ -114,7 +114,7 @@ lines = st.one_of(
 ).filter(lambda line: b"\n" not in line and line.strip() != b"")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(st.lists(lines, min_size=1, max_size=12))
 def test_every_line_becomes_a_request_or_one_invalid_record(raw: list[bytes]) -> None:
     writer = CapturingWriter()
