@@ -77,44 +77,56 @@ async def bomb(request: web.Request) -> web.StreamResponse:
     )
 
 
+KINDS = {"huge": huge, "endless": endless, "bomb": bomb}
+
+
 @pytest.fixture
-async def hostile() -> AsyncIterator[str]:
+async def hostile() -> AsyncIterator[tuple[str, list[str]]]:
+    """A server that answers each request with the next hostile body: a huge
+    one, an endless one, a gzip bomb; and the kinds it served, in order."""
+    served: list[str] = []
+
+    async def next_body(request: web.Request) -> web.StreamResponse:
+        kind = list(KINDS)[len(served) % len(KINDS)]
+        served.append(kind)
+        return await KINDS[kind](request)
+
     app = web.Application()
-    app.router.add_post("/huge/v1/chat/completions", huge)
-    app.router.add_post("/endless/v1/chat/completions", endless)
-    app.router.add_post("/bomb/v1/chat/completions", bomb)
+    app.router.add_post("/v1/chat/completions", next_body)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}/v1", served
     finally:
         await runner.cleanup()
 
 
-@pytest.mark.parametrize("kind", ["huge", "endless", "bomb"])
-async def test_a_body_past_the_limit_fails_its_job_in_bounded_memory(
-    hostile: str, tmp_path: Path, kind: str
+async def test_bodies_past_the_limit_fail_their_jobs_in_bounded_memory(
+    hostile: tuple[str, list[str]], tmp_path: Path
 ) -> None:
-    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(2))
+    # The three at once, in one process: its peak memory holds all of them.
+    base_url, served = hostile
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(3))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         MEASURE,
-        *cli_command("run", "jobs.jsonl", "--progress", "off", "--concurrency", "2"),
+        *cli_command("run", "jobs.jsonl", "--progress", "off", "--concurrency", "3"),
         cwd=tmp_path,
-        env=cli_env(base_url=f"{hostile}/{kind}/v1"),
+        env=cli_env(base_url=base_url),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1, err.decode()
+    assert sorted(served) == sorted(KINDS)  # each body once, none asked again
     peak_mb = int(out.decode().split()[-1]) / 1024
     assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB"
     errors = read_jsonl(tmp_path / "jobs.errors.jsonl")
-    assert [e["error"]["code"] for e in errors] == ["response_too_large"] * 2
+    assert [e["error"]["code"] for e in errors] == ["response_too_large"] * 3
     assert all(e["attempts"] == 1 for e in errors)  # never paid for twice
     summary = json.loads((tmp_path / "jobs.summary.json").read_text())
-    assert summary["failed"] == 2
+    assert summary["failed"] == 3
