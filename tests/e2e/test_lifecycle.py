@@ -93,7 +93,7 @@ async def test_sigkill_at_random_instants_then_resume_until_done(
         }
 
     kills = 0
-    for round_no in range(4):
+    for round_no in range(3):
         held = set(done_ids(tmp_path))
         before = sim.times_seen()
         burst = round_no == 2
@@ -124,7 +124,7 @@ async def test_sigkill_at_random_instants_then_resume_until_done(
         if code == 0:
             break
         assert code == -signal.SIGKILL
-    assert kills >= 3
+    assert kills == 3
     # The last resume needs no process of its own: nothing kills it.
     held, before = set(done_ids(tmp_path)), sim.times_seen()
     sim.faults = Faults(seed=9, p500=0.03, p_drop=0.01)
@@ -204,11 +204,10 @@ async def test_sigkill_during_a_cached_run_loses_and_corrupts_nothing(
     env = cli_env(base_url=sim.base_url)
     cache = str(tmp_path / "answers.sqlite")
     cached = ("--cache", cache, "--concurrency", "16")
-    for _ in range(2):
-        proc = await start_cli(*RUN, *cached, cwd=tmp_path, env=env)
-        await wait_for(_grown_by(tmp_path / "jobs.results.jsonl", 2000))
-        proc.kill()
-        assert (await finish_cli(proc, cwd=tmp_path)).code == -signal.SIGKILL
+    proc = await start_cli(*RUN, *cached, cwd=tmp_path, env=env)
+    await wait_for(_grown_by(tmp_path / "jobs.results.jsonl", 2000))
+    proc.kill()
+    assert (await finish_cli(proc, cwd=tmp_path)).code == -signal.SIGKILL
     # A fresh output set over the same cache, what was answered coming from it,
     # while a second process runs other jobs on the same cache file at once.
     procs = [
