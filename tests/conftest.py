@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.fakes import FakeClock
-from tests.helpers import SENTINEL_KEY, assert_no_key
-from worker.sim.faults import Faults
-from worker.sim.server import Simulator
+from tests.keys import SENTINEL_KEY, assert_no_key
+
+if TYPE_CHECKING:
+    # Imported by the fixtures: xdist's controller loads this file too, and
+    # runs no test; its start (and so the workers') waits on what it imports.
+    from tests.fakes import FakeClock
+    from worker.sim.server import Simulator
 
 # Rewritten test modules are cached even where the environment asks Python not
 # to write bytecode (cli_env lets the processes the tests start cache theirs):
@@ -69,6 +73,9 @@ def _no_key_in_output(
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     """A fault-free simulator on 127.0.0.1 that accepts the sentinel key."""
+    from worker.sim.faults import Faults
+    from worker.sim.server import Simulator
+
     simulator = Simulator(keys=[SENTINEL_KEY], faults=Faults(seed=1))
     await simulator.start("127.0.0.1", 0)
     try:
@@ -80,11 +87,15 @@ async def sim() -> AsyncIterator[Simulator]:
 @pytest.fixture
 def clock() -> FakeClock:
     """One fake time for the server and the run, as on a real machine."""
+    from tests.fakes import FakeClock
+
     return FakeClock()
 
 
 @pytest.fixture
 async def clocked_sim(clock: FakeClock) -> AsyncIterator[Simulator]:
     """The simulator on 127.0.0.1, on the same fake time as the run."""
+    from worker.sim.server import Simulator
+
     async with Simulator(keys=[SENTINEL_KEY], clock=clock, sleep=clock.sleep) as sim:
         yield sim

@@ -17,20 +17,10 @@ from typing import Any, NoReturn
 import pytest
 from pydantic import SecretStr
 
+from tests.keys import OTHER_KEY as OTHER_KEY
+from tests.keys import SENTINEL_KEY as SENTINEL_KEY
+from tests.keys import assert_no_key as assert_no_key
 from worker.config import Settings
-
-# Every test that needs a key uses this one, so one grep proves it never leaks.
-SENTINEL_KEY = "sk-mira-" + "5e7f1a2b3c4d" * 3 + "e0f1"
-OTHER_KEY = "sk-mira-" + "a1" * 20
-assert len(SENTINEL_KEY) == len(OTHER_KEY) == 48
-
-
-def assert_no_key(text: str | bytes, *keys: str) -> None:
-    """Fail when any of the keys (default: both test keys) appears in text."""
-    data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    for key in keys or (SENTINEL_KEY, OTHER_KEY):
-        assert key not in data, "an API key leaked into output"
-        assert key[8:] not in data, "the secret part of an API key leaked into output"
 
 
 def write_jobs(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> Path:
