@@ -55,7 +55,7 @@ async def test_a_run_with_faults_writes_a_report_that_draws_every_chart_offline(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim.faults = FAULTS
-    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(2_000))
+    write_jobs(tmp_path / "jobs.jsonl", simple_jobs(600))
     batch = Batch(sim, tmp_path)
     batch.files = RunFiles.default(str(tmp_path / "jobs.jsonl"), directory=tmp_path)
     assert await batch.run(concurrency=32) == 1  # moderation fails some jobs
