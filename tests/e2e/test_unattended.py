@@ -151,7 +151,7 @@ async def test_account_routes_that_never_answer_delay_nothing(
 async def test_a_closed_pipe_changes_neither_the_exit_code_nor_the_files(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    sim.faults = Faults(seed=3, latency_ms=20, p500=0.2)
+    sim.faults = Faults(seed=3, latency_ms=20, p500=0.05)
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(60))
     script = (
         " ".join(cli_command("run", "jobs.jsonl", "--log-level", "debug"))
