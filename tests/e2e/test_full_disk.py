@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_env, run_cli, simple_jobs, write_jobs
+from tests.helpers import run_batch, simple_jobs, write_jobs
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
@@ -59,10 +59,7 @@ async def test_a_full_disk_exits_7_without_a_traceback_and_resumes_exactly(
         "out/s.json",
     )
     (tmp_path / "out").symlink_to(tiny_disk)
-    env = cli_env(base_url=sim.base_url)
-    full = await run_cli(
-        "run", "jobs.jsonl", "--progress", "off", *outputs, cwd=tmp_path, env=env
-    )
+    full = await run_batch(tmp_path, sim.base_url, *outputs)
     assert full.code == 7, full.stderr
     assert "Traceback" not in full.stderr
     assert "No space left on device" in full.stderr
@@ -73,16 +70,7 @@ async def test_a_full_disk_exits_7_without_a_traceback_and_resumes_exactly(
     # The operator moves the files to a roomy disk and runs the same command.
     (tmp_path / "out").unlink()
     shutil.copytree(tiny_disk, tmp_path / "out")
-    again = await run_cli(
-        "run",
-        "jobs.jsonl",
-        "--progress",
-        "off",
-        *outputs,
-        cwd=tmp_path,
-        env=env,
-        in_process=True,
-    )
+    again = await run_batch(tmp_path, sim.base_url, *outputs, in_process=True)
     assert again.code == 0, again.stderr
     ids = whole_ids(tmp_path / "out/r.jsonl") + whole_ids(tmp_path / "out/e.jsonl")
     assert Counter(ids) == Counter(f"job-{i}" for i in range(400))

@@ -133,24 +133,16 @@ async def test_shards_split_the_file_without_overlap(
 ) -> None:
     write_jobs(tmp_path / "jobs.jsonl", [*simple_jobs(60), "{broken"])
     # As an Indexed Job runs them: both shards at once, on one account.
-    envs = [
-        cli_env(
-            base_url=sim.base_url, JOB_COMPLETION_INDEX=str(k), MIRA_SHARD_COUNT="2"
-        )
-        for k in range(2)
-    ]
     *shards, bad = await asyncio.gather(
         *(
-            run_cli(
-                "run",
-                "jobs.jsonl",
-                "--progress",
-                "off",
-                cwd=tmp_path,
-                env=env,
+            run_batch(
+                tmp_path,
+                sim.base_url,
                 in_process=True,
+                JOB_COMPLETION_INDEX=str(k),
+                MIRA_SHARD_COUNT="2",
             )
-            for env in envs
+            for k in range(2)
         ),
         run_batch(tmp_path, sim.base_url, "--shard", "2/2", in_process=True),
     )
