@@ -188,3 +188,20 @@ async def test_a_stream_that_is_too_big_cut_or_refused_is_no_answer(
     ):
         with pytest.raises(error):
             await client.complete(b'{"messages": []}', stream=True)
+
+
+async def test_a_stream_answered_in_one_piece_keeps_the_plain_calls_limit() -> None:
+    # A server that ignores `stream` and answers in one body: read as a plain
+    # call's answer, so one past --max-response-bytes is too large, not a
+    # cut (and retried) JSON body.
+    async def chat(request: web.Request) -> web.Response:
+        return web.json_response({"choices": [{"message": {"content": "x" * 200}}]})
+
+    async with (
+        chat_route(chat) as base,
+        ChatClient(
+            base, SENTINEL_KEY, timeout_s=5, max_connections=1, max_response_bytes=100
+        ) as client,
+    ):
+        with pytest.raises(ResponseTooLargeError):
+            await client.complete(b'{"messages": []}', stream=True)

@@ -210,10 +210,15 @@ class ChatClient:
             data=payload,
             timeout=session.timeout,
         ) as resp:
-            ok = 200 <= resp.status < 300
-            limit = self._max_response_bytes if ok else MAX_ERROR_BODY_BYTES
-            raw, complete = await read_at_most(resp, limit)
-            return self._answer(resp.status, resp.headers, raw, complete)
+            return await self._read_whole(resp)
+
+    async def _read_whole(self, resp: aiohttp.ClientResponse) -> Answer:
+        """An aiohttp response read in one piece, within the limit its status
+        allows, and taken as a plain call's answer."""
+        ok = 200 <= resp.status < 300
+        limit = self._max_response_bytes if ok else MAX_ERROR_BODY_BYTES
+        raw, complete = await read_at_most(resp, limit)
+        return self._answer(resp.status, resp.headers, raw, complete)
 
     async def _streamed(self, session: aiohttp.ClientSession, payload: bytes) -> Answer:
         import aiohttp
@@ -226,18 +231,13 @@ class ChatClient:
         async with self._route.request(
             session, "POST", self._target, self.keys.headers, data=body, timeout=timeout
         ) as resp:
-            status = resp.status
-            request_id = resp.headers.get("x-request-id")
-            if not 200 <= status < 300:
-                raw, _ = await read_at_most(resp, MAX_ERROR_BODY_BYTES)
-                raise error_for_status(
-                    status, resp.headers, decode_error_body(raw), request_id=request_id
-                )
-            if resp.content_type != "text/event-stream":
-                raw, _ = await read_at_most(resp, self._max_response_bytes)
-                return parse_answer(status, raw, request_id)  # it answered in one piece
+            ok = 200 <= resp.status < 300
+            if not ok or resp.content_type != "text/event-stream":
+                return await self._read_whole(resp)  # a refusal, or in one piece
             answer = await read_stream(resp, asked, max_bytes=self._max_response_bytes)
-        return Answer(status, answer, request_id, streamed=True)
+        return Answer(
+            resp.status, answer, resp.headers.get("x-request-id"), streamed=True
+        )
 
 
 class Client(Protocol):
