@@ -16,7 +16,7 @@ import orjson
 from yarl import URL
 
 from worker.api.body import read_at_most
-from worker.api.network import USER_AGENT, new_session, route_for, tls_context
+from worker.api.network import new_session, route_for, wire_to
 from worker.api.wire import Wire
 from worker.config import Settings
 from worker.domain.day import DayCount
@@ -158,13 +158,7 @@ class AccountReader:
         if self._route.proxy is not None:
             replies = await self._read_through_proxy(names)
         else:
-            secure = self._root_url.scheme == "https"
-            wire = Wire(
-                self._root_url,
-                ssl_context=tls_context(self._ca_bundle) if secure else None,
-                limit=len(ROUTES),
-                user_agent=USER_AGENT,
-            )
+            wire = wire_to(self._root_url, self._ca_bundle, limit=len(ROUTES))
             try:
                 replies = await asyncio.gather(
                     *(

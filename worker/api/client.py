@@ -23,7 +23,7 @@ from worker.api.body import (
     read_at_most,
 )
 from worker.api.keys import KeyRing
-from worker.api.network import USER_AGENT, new_session, route_for, tls_context
+from worker.api.network import new_session, route_for, tls_context, wire_to
 from worker.api.status import error_for_status
 from worker.api.stream import as_stream, read_stream
 from worker.api.wire import Wire
@@ -87,15 +87,11 @@ class ChatClient:
         Raises:
             ConfigError: the CA bundle cannot be used.
         """
-        # A bundle that cannot be used fails here, before any request.
-        needs_trust = self._target.scheme == "https" or self._ca_bundle is not None
-        context = tls_context(self._ca_bundle) if needs_trust else None
+        if self._ca_bundle is not None:
+            tls_context(self._ca_bundle)  # one that cannot be used fails here
         if self._use_wire:
-            self._wire = Wire(
-                self._target,
-                ssl_context=context,
-                limit=self._max_connections,
-                user_agent=USER_AGENT,
+            self._wire = wire_to(
+                self._target, self._ca_bundle, limit=self._max_connections
             )
         self._open = True
         return self

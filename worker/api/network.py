@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from yarl import URL
 
 from worker import __version__
+from worker.api.wire import Wire
 from worker.config import Settings
 from worker.errors import ConfigError
 
@@ -90,6 +91,16 @@ def _tls_context(
             f"{reason}"
         )
     return context
+
+
+def wire_to(url: URL, ca_bundle: Path | None, *, limit: int) -> Wire:
+    """The lean path (wire.py) to `url`'s host, trusting what tls_context does.
+
+    Raises:
+        ConfigError: the CA bundle cannot be used (https only).
+    """
+    context = tls_context(ca_bundle) if url.scheme == "https" else None
+    return Wire(url, ssl_context=context, limit=limit, user_agent=USER_AGENT)
 
 
 @dataclass(frozen=True, slots=True)
