@@ -45,21 +45,20 @@ def build_throttle(
     time: Time,
 ) -> Throttle:
     """The throttle every request of the run waits its turn at."""
-    shard = files.shard
     started_at = time.wall().timestamp()
-    sharded = shard is not None and shard.count > 1
+    place = _place(files)
     return Throttle(
         FlowLimits(
             concurrency=settings.concurrency,
             rpm=settings.rpm,
             tpm=settings.tpm,
-            shard=(shard.index, shard.count) if shard else (0, 1),
+            shard=place,
             max_pause_s=settings.max_retry_after_s,
             first_alone=ready.unclean,
             held_for_s=_held_for_s(settings, ready, started_at),
             slot_expiry_s=settings.slot_expiry_s,
             others_done=SiblingsDone(files, since=started_at),
-            board=WindowBoard(files, since=started_at) if sharded else None,
+            board=WindowBoard(files, since=started_at) if place[1] > 1 else None,
         ),
         clock=time.clock,
         sleep=time.sleep,
@@ -67,6 +66,12 @@ def build_throttle(
         progress=stats.progress,
         day=day_budget(settings, files, keys=keys, time=time),
     )
+
+
+def _place(files: RunFiles) -> tuple[int, int]:
+    """The run's shard as (index, count); (0, 1) when the input is not split."""
+    shard = files.shard
+    return (shard.index, shard.count) if shard else (0, 1)
 
 
 def _held_for_s(settings: Settings, ready: Prepared, now: float) -> float:
@@ -91,13 +96,11 @@ def day_budget(
     async def read() -> DayCount:
         return await read_day(settings, keys.key)  # the key in use by then
 
-    shard = files.shard
-    where = (shard.index, shard.count) if shard else (0, 1)
     return DayBudget(
         DayRules(
             reserve=settings.daily_reserve,
             until_done=settings.until_done,
-            jitter_s=wake_jitter_s(files.stem, where),
+            jitter_s=wake_jitter_s(files.stem, _place(files)),
             deadline=deadline,
         ),
         wall=time.wall,
