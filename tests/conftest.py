@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -29,6 +30,15 @@ _KIND_OF_FOLDER = {
     "e2e": "e2e",
     "container": "container",
 }
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep the collector off what collection loaded (every test module, aiohttp,
+    pydantic, hypothesis): each full collection walked all of it again, a
+    tenth of a second or more at a time. What the tests make is still
+    collected, so the warnings of unclosed resources in their cycles fire."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -144,49 +144,63 @@ def _configures_a_run(name: str) -> bool:
 _IN_PROCESS = threading.Lock()  # one in-process run at a time: cwd, env, logging
 
 
+def _call_main(args: tuple[str, ...]) -> CliResult:
+    """`main(args)` with its standard streams captured and its logging undone
+    after, but not its collector tuning: `tune_gc_for_throughput` is for a
+    process of its own. Here it would collect the whole test process at each
+    run (seconds of the suite) and freeze the cycles the leak checks look for."""
+    import contextlib
+    import io
+    import logging
+    from unittest import mock
+
+    import worker.cli.run
+    from worker.cli import main
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with (
+            mock.patch.object(
+                worker.cli.run, "tune_gc_for_throughput", return_value=None
+            ),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # --help
+                code = int(exc.code or 0)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    assert_no_key(out.getvalue())
+    assert_no_key(err.getvalue())
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 def _main_in_thread(
     args: tuple[str, ...], cwd: Path, env: Mapping[str, str]
 ) -> CliResult:
-    """`main(args)` with the working directory, MIRA_* environment and standard
-    streams a process would have; all of it put back afterwards."""
-    import contextlib
-    import gc
-    import io
-    import logging
-
-    from worker.cli import main
-
+    """`main(args)` with the working directory and MIRA_* environment a process
+    would have; both put back afterwards."""
     with _IN_PROCESS:
         saved_env, saved_cwd = dict(os.environ), os.getcwd()
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        thresholds = gc.get_threshold()
-        out, err = io.StringIO(), io.StringIO()
         for name in [k for k in os.environ if _configures_a_run(k)]:
             del os.environ[name]
         os.environ.update({k: v for k, v in env.items() if _configures_a_run(k)})
         os.chdir(cwd)
         try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = main(list(args))
-                except SystemExit as exc:  # --help
-                    code = int(exc.code or 0)
+            return _call_main(args)
         finally:
             os.chdir(saved_cwd)
             os.environ.clear()
             os.environ.update(saved_env)
-            for handler in list(root.handlers):
-                root.removeHandler(handler)
-            for handler in handlers:
-                root.addHandler(handler)
-            root.setLevel(level)
-            logging.captureWarnings(False)
-            gc.unfreeze()
-            gc.set_threshold(*thresholds)
-    assert_no_key(out.getvalue())
-    assert_no_key(err.getvalue())
-    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def assert_no_key_in_files(directory: Path) -> None:
@@ -248,39 +262,14 @@ def call_main(
     *args: str, cwd: Path, env: Mapping[str, str], monkeypatch: Any
 ) -> CliResult:
     """`mira-batch ARGS` in this process, through the same `main()`, with the
-    working directory and MIRA_* environment a process would have; the logging
-    it sets up is undone after."""
-    import contextlib
-    import io
-    import logging
-
-    from worker.cli import main
-
+    working directory and MIRA_* environment a process would have."""
     for name in [k for k in os.environ if k.startswith("MIRA_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
         if name.startswith("MIRA_"):
             monkeypatch.setenv(name, value)
     monkeypatch.chdir(cwd)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # --help
-                code = int(exc.code or 0)
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        logging.captureWarnings(False)
-    assert_no_key(out.getvalue())
-    assert_no_key(err.getvalue())
-    return CliResult(code, out.getvalue(), err.getvalue())
+    return _call_main(args)
 
 
 @asynccontextmanager
