@@ -8,8 +8,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -144,34 +151,16 @@ def _configures_a_run(name: str) -> bool:
 _IN_PROCESS = threading.Lock()  # one in-process run at a time: cwd, env, logging
 
 
-def _call_main(args: tuple[str, ...]) -> CliResult:
-    """`main(args)` with its standard streams captured and its logging undone
-    after, but not its collector tuning: `tune_gc_for_throughput` is for a
-    process of its own. Here it would collect the whole test process at each
-    run (seconds of the suite) and freeze the cycles the leak checks look for."""
-    import contextlib
-    import io
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level, and warnings' capture, as they were
+    before `main()` set up a run's logging."""
     import logging
-    from unittest import mock
-
-    import worker.cli.run
-    from worker.cli import main
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    out, err = io.StringIO(), io.StringIO()
     try:
-        with (
-            mock.patch.object(
-                worker.cli.run, "tune_gc_for_throughput", return_value=None
-            ),
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
-        ):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # --help
-                code = int(exc.code or 0)
+        yield
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
@@ -179,6 +168,31 @@ def _call_main(args: tuple[str, ...]) -> CliResult:
             root.addHandler(handler)
         root.setLevel(level)
         logging.captureWarnings(False)
+
+
+def _call_main(args: tuple[str, ...]) -> CliResult:
+    """`main(args)` with its standard streams captured and its logging undone
+    after, but not its collector tuning: `tune_gc_for_throughput` is for a
+    process of its own. Here it would collect the whole test process at each
+    run (seconds of the suite) and freeze the cycles the leak checks look for."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    import worker.cli.run
+    from worker.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        logging_restored(),
+        mock.patch.object(worker.cli.run, "tune_gc_for_throughput", return_value=None),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # --help
+            code = int(exc.code or 0)
     assert_no_key(out.getvalue())
     assert_no_key(err.getvalue())
     return CliResult(code, out.getvalue(), err.getvalue())

@@ -9,21 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import SENTINEL_KEY, assert_no_key
+from tests.helpers import SENTINEL_KEY, assert_no_key, logging_restored
 from worker.logs import emit, scrub, scrub_bytes, setup_logging
 
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
+    with logging_restored():
+        yield
 
 
 def test_scrub_removes_keys_and_bearer_credentials() -> None:
