@@ -1,5 +1,5 @@
 """validate, demo, simulate and --help: the real command as a process where the
-process is the point (the demo, simulate's signals), else through main()."""
+process is the point (simulate's signals), else through main()."""
 
 from __future__ import annotations
 
@@ -91,7 +91,11 @@ def test_validate_of_a_missing_file_exits_2(
 
 
 async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
-    result = await run_cli("demo", cwd=tmp_path, env=cli_env(key=None), timeout_s=60)
+    # Through main(): its files and exit code are the point here; the real
+    # command runs the demo as a process in tests/e2e/test_tmux.py.
+    result = await run_cli(
+        "demo", cwd=tmp_path, env=cli_env(key=None), timeout_s=60, in_process=True
+    )
     assert result.code == 0, result.stderr
     results = read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")
     valid = [line for line in example_jobs().read_text().splitlines() if line.strip()]
@@ -104,8 +108,7 @@ async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
         (tmp_path / "demo-output" / "example.summary.json").read_text()
     )
     assert summary["retries"]["total"] > 0
-    # A second demo over the first one's files starts over (in-process: the
-    # process was the point of the first run only).
+    # A second demo over the first one's files starts over.
     assert await asyncio.to_thread(run_demo, tmp_path / "demo-output") == 0
     assert len(read_jsonl(tmp_path / "demo-output" / "example.results.jsonl")) == 51
 
