@@ -115,7 +115,7 @@ async def test_the_live_display_fits_the_terminal_without_cutting_a_word(
 async def test_a_file_gets_periodic_status_lines_without_control_codes(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    sim.faults = Faults(latency_ms=40)
+    sim.faults = Faults(latency_ms=20)  # 14 rounds of 3: about 0.3 s
     write_jobs(tmp_path / "jobs.jsonl", simple_jobs(40))
     result = await run_batch(
         tmp_path,
@@ -125,7 +125,7 @@ async def test_a_file_gets_periodic_status_lines_without_control_codes(
         "--concurrency",
         "3",
         "--progress-interval",
-        "0.1",
+        "0.05",
         in_process=True,
     )
     assert result.code == 0
