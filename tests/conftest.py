@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -33,12 +32,14 @@ _KIND_OF_FOLDER = {
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Keep the collector off what collection loaded (every test module, aiohttp,
-    pydantic, hypothesis): each full collection walked all of it again, a
-    tenth of a second or more at a time. What the tests make is still
-    collected, so the warnings of unclosed resources in their cycles fire."""
-    gc.collect()
-    gc.freeze()
+    """Tune this worker's collector as a mira-batch process tunes its own (the
+    in-process runs leave it alone): what collection loaded (every test module,
+    aiohttp, pydantic, hypothesis) is frozen, where each full collection walked
+    it again, a tenth of a second or more at a time. What the tests make is
+    still collected, so the warnings of unclosed resources in their cycles fire."""
+    from worker.cli.run import tune_gc_for_throughput
+
+    tune_gc_for_throughput()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
