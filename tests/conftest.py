@@ -33,14 +33,15 @@ _KIND_OF_FOLDER = {
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Tune this worker's collector as a mira-batch process tunes its own (the
-    in-process runs leave it alone): what collection loaded (every test module,
-    aiohttp, pydantic, hypothesis) is frozen, where each full collection walked
-    it again, a tenth of a second or more at a time. What the tests make is
-    still collected, so the warnings of unclosed resources in their cycles fire."""
-    from worker.cli.run import tune_gc_for_throughput
+    """Freeze what collection loaded (every test module, aiohttp, pydantic,
+    hypothesis), which each full collection walked again, a tenth of a second
+    or more at a time, and collect the young generation as rarely as a
+    mira-batch process does. No collection first: it would cost every worker's
+    start that tenth, for the little garbage imports leave."""
+    from worker.cli.run import GC_GEN0_THRESHOLD
 
-    tune_gc_for_throughput()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
