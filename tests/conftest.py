@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -30,6 +31,19 @@ _KIND_OF_FOLDER = {
     "e2e": "e2e",
     "container": "container",
 }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: one worker more than the CPUs this process may use. A third of
+    the e2e tests' time is spent waiting (on the processes they start, on real
+    clocks), which the extra worker fills. On this 2-core machine: 2 workers
+    32.3 to 33.1 s, 3 workers 28.8 to 31.8 s, 4 workers 29.6 to 33.4 s."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own override of the count
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) + 1
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
