@@ -6,9 +6,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import trustme
 
 from tests.batch import Batch
 from tests.helpers import SENTINEL_KEY, simple_jobs, write_jobs
@@ -17,12 +17,17 @@ from worker.api.network import proxy_for
 from worker.sim.faults import Faults
 from worker.sim.server import Simulator
 
+if TYPE_CHECKING:
+    import trustme
+
 # A name only the proxy can resolve: without the tunnel there is no way in.
 HOST = "api.mira.test"
 
 
 @pytest.fixture
 def ca() -> trustme.CA:
+    import trustme  # cryptography with it: loaded where a test needs a CA
+
     return trustme.CA()
 
 
