@@ -47,15 +47,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Freeze what collection loaded (every test module, aiohttp, pydantic,
-    hypothesis), which each full collection walked again, a tenth of a second
-    or more at a time, and collect the young generation as rarely as a
-    mira-batch process does. No collection first: it would cost every worker's
-    start that tenth, for the little garbage imports leave."""
-    from worker.cli.run import GC_GEN0_THRESHOLD
+    """Tune this worker's collector as a mira-batch process tunes its own (the
+    in-process runs leave it alone): what collection loaded (every test module,
+    aiohttp, pydantic) is frozen, where each full collection walked it again, a
+    tenth of a second or more at a time."""
+    from worker.cli.run import tune_gc_for_throughput
 
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+    tune_gc_for_throughput()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

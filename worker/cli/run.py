@@ -48,8 +48,9 @@ def tune_gc_for_throughput() -> None:
 
     Profiling a lean aiohttp client here showed the collector taking ~12% of the
     CPU, walking long-lived import-time objects again and again; the hot path
-    makes few reference cycles, so rarer collections cost little memory.
+    makes few reference cycles, so rarer collections cost little memory. No
+    collection before the freeze: at this point it found 15 unreachable objects
+    among 39,000 and took 15 to 30 ms of every start.
     """
-    gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
