@@ -1,6 +1,7 @@
 """Unattended for days, as a process: past midnight on a faked wall clock,
 a SIGTERM while it waits for the reset, a start against account routes that
-never answer, and output that goes away under it."""
+never answer (and a SIGTERM that drains the requests in flight), and output
+that goes away under it."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ async def test_sigterm_during_the_wait_stops_at_once_resumably(
     assert set(ids.values()) == {1}
 
 
-async def test_account_routes_that_never_answer_delay_nothing(
+async def test_account_routes_that_never_answer_delay_nothing_and_sigterm_drains(
     sim: Simulator, tmp_path: Path
 ) -> None:
     sim.faults = Faults(seed=3, account_delay_s=600, latency_ms=500)
@@ -139,12 +140,17 @@ async def test_account_routes_that_never_answer_delay_nothing(
     # it 2 s after the start; the state is this one: requests in flight, the
     # prices unread), which the run's grace then drains.
     await wait_for(lambda: sim.stats.in_flight >= 3)
+    sent_at_signal = sim.stats.requests  # 3 slots, all taken: none goes meanwhile
     proc.send_signal(signal.SIGTERM)
     result = await finish_cli(proc, cwd=tmp_path, timeout_s=15)
     assert result.code == 143, result.stderr
+    # Every request in flight at the signal finished and was written; none started.
+    assert sim.stats.requests == sent_at_signal
+    assert len(read_jsonl(tmp_path / "jobs.results.jsonl")) == sent_at_signal
     done = summary(tmp_path)
     assert done["stop_reason"] == "interrupted"
-    assert done["succeeded"] >= 3
+    assert done["exit_code"] == 143
+    assert done["succeeded"] == sent_at_signal
     assert done["cost"]["prices"] == "list"
 
 
