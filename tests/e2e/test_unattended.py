@@ -62,10 +62,12 @@ async def test_until_done_crosses_midnight_on_a_faked_clock(
     faketime = shutil.which("faketime")
     if faketime is None:
         need_tool("faketime", "faketime")
-    # Thirty seconds before midnight, fifteen times faster: the 40 answers
-    # left of the day, the wait, and the jitter after the reset (1.8 s for
-    # this input's name), take about 2 s.
-    start, speed = datetime(2026, 12, 7, 23, 59, 30, tzinfo=UTC), 15
+    # Seventy seconds before midnight, twenty times faster: the 40 answers left
+    # of the day, the wait, and the jitter after the reset (1.8 s for this
+    # input's name) take 3.5 s. The faked clock runs from the process's start,
+    # so its import must end before midnight: 3.5 s leaves room for a machine
+    # busy enough to make that 2 s (a 2 s margin failed under two CPU hogs).
+    start, speed = datetime(2026, 12, 7, 23, 58, 50, tzinfo=UTC), 20
     sim.faults = Faults(seed=3, daily_cap=100, daily_used=60)
     write_jobs(tmp_path / "batch.jsonl", simple_jobs(100))
     sim.wall = FasterWall(start, speed)
