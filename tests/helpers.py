@@ -276,11 +276,12 @@ def call_main(
     *args: str, cwd: Path, env: Mapping[str, str], monkeypatch: Any
 ) -> CliResult:
     """`mira-batch ARGS` in this process, through the same `main()`, with the
-    working directory and MIRA_* environment a process would have."""
-    for name in [k for k in os.environ if k.startswith("MIRA_")]:
+    working directory and the environment that configures a run (MIRA_*, a
+    Kubernetes job's index) a process would have."""
+    for name in [k for k in os.environ if _configures_a_run(k)]:
         monkeypatch.delenv(name)
     for name, value in env.items():
-        if name.startswith("MIRA_"):
+        if _configures_a_run(name):
             monkeypatch.setenv(name, value)
     monkeypatch.chdir(cwd)
     return _call_main(args)
