@@ -14,3 +14,11 @@ def assert_no_key(text: str | bytes, *keys: str) -> None:
     for key in keys or (SENTINEL_KEY, OTHER_KEY):
         assert key not in data, "an API key leaked into output"
         assert key[8:] not in data, "the secret part of an API key leaked into output"
+
+
+def without_keys(text: str) -> str:
+    """The text with each test key, and each key's secret part, blotted out:
+    what a failing report may show of output that leaked one."""
+    for key in (SENTINEL_KEY, OTHER_KEY):
+        text = text.replace(key, "[a key]").replace(key[8:], "[a key's secret]")
+    return text
