@@ -90,6 +90,7 @@ def test_validate_of_a_missing_file_exits_2(
     assert "cannot open input" in result.stderr
 
 
+@pytest.mark.slow
 async def test_demo_in_an_empty_directory(tmp_path: Path) -> None:
     # Through main(): its files and exit code are the point here; the real
     # command runs the demo as a process in tests/e2e/test_tmux.py.
@@ -152,6 +153,7 @@ def test_help_lists_every_option_with_its_default(
     assert "exit codes" in text
 
 
+@pytest.mark.slow
 async def test_simulate_serves_until_sigterm(tmp_path: Path) -> None:
     proc = await start_cli(
         "simulate", "--port", "0", "--p500", "0", cwd=tmp_path, env=cli_env()

@@ -74,6 +74,7 @@ def _grown_by(path: Path, nbytes: int) -> Callable[[], bool]:
     return lambda: path.exists() and path.stat().st_size > start + nbytes
 
 
+@pytest.mark.slow
 async def test_sigkill_at_random_instants_then_resume_until_done(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -137,6 +138,7 @@ async def test_sigkill_at_random_instants_then_resume_until_done(
     assert_outputs_clean(tmp_path)  # every line of both files parses
 
 
+@pytest.mark.slow
 async def test_a_hang_up_drains_in_flight_jobs_then_resume_completes(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -191,6 +193,7 @@ async def test_sigterm_while_an_idle_pipe_feeds_standard_input(
     assert summary_file(tmp_path / "stdin.summary.json")["stop_reason"] == "interrupted"
 
 
+@pytest.mark.slow
 async def test_sigkill_during_a_cached_run_loses_and_corrupts_nothing(
     sim: Simulator, tmp_path: Path
 ) -> None:

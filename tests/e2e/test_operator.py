@@ -84,6 +84,7 @@ async def _screen_of_a_run(sim: Simulator, directory: Path, columns: int) -> byt
     return screen
 
 
+@pytest.mark.slow
 async def test_the_live_display_fits_the_terminal_without_cutting_a_word(
     sim: Simulator, tmp_path: Path
 ) -> None:

@@ -171,6 +171,7 @@ async def test_a_server_echoing_the_key_does_not_get_it_into_files_or_logs(
     assert_outputs_clean(tmp_path)
 
 
+@pytest.mark.slow
 async def test_a_second_run_on_the_same_files_exits_2_naming_the_first(
     sim: Simulator, tmp_path: Path
 ) -> None:

@@ -58,6 +58,7 @@ async def screen_after_demo(socket: Path, directory: Path, columns: int) -> str:
     raise AssertionError(f"the demo did not finish at {columns} columns:\n{screen}")
 
 
+@pytest.mark.slow
 async def test_the_demo_in_tmux_leaves_one_bar_and_no_glued_log_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

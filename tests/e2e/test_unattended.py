@@ -56,6 +56,7 @@ class FasterWall:
         return datetime.fromtimestamp(self._start.timestamp() + elapsed_s, UTC)
 
 
+@pytest.mark.slow
 async def test_until_done_crosses_midnight_on_a_faked_clock(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -123,6 +124,7 @@ async def test_sigterm_during_the_wait_stops_at_once_resumably(
     assert set(ids.values()) == {1}
 
 
+@pytest.mark.slow
 async def test_account_routes_that_never_answer_delay_nothing_and_sigterm_drains(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -156,6 +158,7 @@ async def test_account_routes_that_never_answer_delay_nothing_and_sigterm_drains
     assert done["cost"]["prices"] == "list"
 
 
+@pytest.mark.slow
 async def test_a_closed_pipe_changes_neither_the_exit_code_nor_the_files(
     sim: Simulator, tmp_path: Path
 ) -> None:

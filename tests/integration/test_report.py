@@ -52,6 +52,7 @@ def assert_self_contained(page: str) -> None:
     assert "@import" not in page
 
 
+@pytest.mark.slow
 async def test_a_run_with_faults_writes_a_report_that_draws_every_chart_offline(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,6 +120,7 @@ def _million_job_timeline() -> dict[str, Any]:
     return exported
 
 
+@pytest.mark.slow
 def test_a_million_job_report_stays_under_2_mb_and_renders(tmp_path: Path) -> None:
     outcomes = Outcomes()
     # The tables keep a fixed few of any number: 20,000 answers stand for the

@@ -51,6 +51,7 @@ def chat(content: str = "hello", **extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 async def test_openai_sdk_completes_and_lists_models(sim: Simulator) -> None:
     async with sdk(sim) as client:
         reply = await client.chat.completions.create(

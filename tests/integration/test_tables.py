@@ -68,6 +68,7 @@ def prompts_sent(sim: Simulator) -> list[str]:
     return [orjson.loads(raw)["messages"][-1]["content"] for raw in sim.times_seen()]
 
 
+@pytest.mark.slow
 async def test_a_thousand_csv_rows_run_once_each_and_come_back_in_order(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
