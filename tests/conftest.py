@@ -6,6 +6,7 @@ import gc
 import os
 import sys
 from collections.abc import AsyncIterator, Generator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -89,7 +90,7 @@ _RANK = {"slow": 0, "e2e": 1, "integration": 2, "tool": 3, "container": 3, "unit
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with the kind its folder holds; under xdist, deal the
+    """Mark every test with the kind its folder holds; under xdist, order the
     tests so that each worker's share begins with the long ones."""
     for item in items:
         kind = _KIND_OF_FOLDER.get(item.path.parent.name)
@@ -101,21 +102,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _longest_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
-    """Longest-first scheduling over xdist's worksteal. Worksteal hands each
-    worker one contiguous block of the collection, and an idle worker takes the
-    back half of the longest queue left: so each block gets its turn of the
-    slow tests at its front and the quick ones behind, and what is run last, by
-    its owner or a thief, is quick. A 4 s test started last had one worker
-    running alone for 2 to 3 s at the suite's end. The blocks are as long as
-    worksteal cuts them (the shorter first), and every worker deals the same."""
+    """Longest-first scheduling over xdist's worksteal, which hands each worker
+    one contiguous block of the collection (as long as it cuts them, the
+    shorter first) and lets an idle worker take the back half of the longest
+    queue left. Each block gets, in turn, the slow tests and the processes one
+    by one, then the simulator's and the tools' tests a module at a time (a
+    module's tests share what they import), then in-process tests to its
+    length: what is run last, by its owner or a thief, is quick. A 4 s test
+    started last had one worker running alone for 2 to 3 s at the suite's end.
+    Every worker orders its collection the same, as xdist requires."""
 
     def rank(item: pytest.Item) -> int:
         return min((_RANK.get(mark.name, 5) for mark in item.iter_markers()), default=5)
 
-    dealt: list[list[pytest.Item]] = [[] for _ in range(workers)]
-    for index, item in enumerate(sorted(items, key=rank)):
-        dealt[index % workers].append(item)
-    return [item for share in sorted(dealt, key=len) for item in share]
+    blocks: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    groups: dict[tuple[int, Path], list[pytest.Item]] = {}
+    for item in items:
+        groups.setdefault((rank(item), item.path), []).append(item)
+    quick: list[pytest.Item] = []
+    for (level, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        if level <= _RANK["e2e"]:
+            for item in group:
+                min(blocks, key=len).append(item)
+        elif level <= _RANK["tool"]:
+            min(blocks, key=len).extend(group)
+        else:
+            quick.extend(group)
+    left = len(items)
+    for index, block in enumerate(blocks):
+        size = left // (workers - index)  # worksteal's cut
+        left -= size
+        take = max(0, size - len(block))
+        block.extend(quick[:take])
+        quick = quick[take:]
+    blocks[-1].extend(quick)  # only where the longer tests overfill the blocks
+    return [item for block in blocks for item in block]
 
 
 # What the machine's environment may say about reaching the network: no test
