@@ -6,10 +6,9 @@ import io
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from tests.fakes import FakeClock
-from tests.helpers import SENTINEL_KEY, read_jsonl, simple_jobs, write_jobs
+from tests.helpers import read_jsonl, run_settings, simple_jobs, write_jobs
 from worker.api.client import ChatClient
 from worker.api.keys import KeyRing
 from worker.app.run import execute_run
@@ -24,20 +23,8 @@ pytestmark = pytest.mark.integration
 
 
 def settings_for(sim: Simulator, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "api_key": SecretStr(SENTINEL_KEY),
-        "api_key_file": None,
-        "base_url": sim.base_url,
-        "concurrency": 4,
-        "max_attempts": 10,
-        "progress": "off",
-        "rpm": None,
-        "tpm": None,
-        "deadline_s": None,
-        "token_budget": None,
-        **overrides,
-    }
-    return Settings(**values)  # type: ignore[arg-type]
+    values: dict[str, object] = {"concurrency": 4, "max_attempts": 10, **overrides}
+    return run_settings(sim.base_url, **values)
 
 
 def files_in(tmp_path: Path) -> RunFiles:
