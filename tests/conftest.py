@@ -6,12 +6,12 @@ import gc
 import os
 import sys
 from collections.abc import AsyncIterator, Generator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.keys import SENTINEL_KEY, assert_no_key, without_keys
+from tests.scheduling import longest_first, rank_of
 
 if TYPE_CHECKING:
     # Imported by the fixtures: xdist's controller loads this file too, and
@@ -84,11 +84,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     gc.freeze()
 
 
-# Where a test goes in an xdist worker's share, by what usually makes it long:
-# marked slow, then a process, the simulator, a tool, in-process alone.
-_RANK = {"slow": 0, "e2e": 1, "integration": 2, "tool": 3, "container": 3, "unit": 4}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test with the kind its folder holds; under xdist, order the
     tests so that each worker's share begins with the long ones."""
@@ -98,45 +93,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(kind)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        items[:] = _longest_first(items, workers)
-
-
-def _longest_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
-    """Longest-first scheduling over xdist's worksteal, which hands each worker
-    one contiguous block of the collection (as long as it cuts them, the
-    shorter first) and lets an idle worker take the back half of the longest
-    queue left. Each block gets, in turn, the slow tests and the processes one
-    by one, then the simulator's and the tools' tests a module at a time (a
-    module's tests share what they import), then in-process tests to its
-    length: what is run last, by its owner or a thief, is quick. A 4 s test
-    started last had one worker running alone for 2 to 3 s at the suite's end.
-    Every worker orders its collection the same, as xdist requires."""
-
-    def rank(item: pytest.Item) -> int:
-        return min((_RANK.get(mark.name, 5) for mark in item.iter_markers()), default=5)
-
-    blocks: list[list[pytest.Item]] = [[] for _ in range(workers)]
-    groups: dict[tuple[int, Path], list[pytest.Item]] = {}
-    for item in items:
-        groups.setdefault((rank(item), item.path), []).append(item)
-    quick: list[pytest.Item] = []
-    for (level, _), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
-        if level <= _RANK["e2e"]:
-            for item in group:
-                min(blocks, key=len).append(item)
-        elif level <= _RANK["tool"]:
-            min(blocks, key=len).extend(group)
-        else:
-            quick.extend(group)
-    left = len(items)
-    for index, block in enumerate(blocks):
-        size = left // (workers - index)  # worksteal's cut
-        left -= size
-        take = max(0, size - len(block))
-        block.extend(quick[:take])
-        quick = quick[take:]
-    blocks[-1].extend(quick)  # only where the longer tests overfill the blocks
-    return [item for block in blocks for item in block]
+        items[:] = longest_first(
+            items,
+            workers,
+            rank=lambda item: rank_of(mark.name for mark in item.iter_markers()),
+            module=lambda item: item.path,
+        )
 
 
 # What the machine's environment may say about reaching the network: no test
