@@ -127,7 +127,9 @@ def pytest_runtest_makereport(
     """Whatever a test, its fixtures or the code they run printed to either
     stream (at the descriptor: C code and children too) or logged at any level
     (`log_level` is DEBUG) must not hold a key. pytest already holds all of it
-    for the report; a phase whose output holds a key fails, naming where."""
+    for the report; a phase whose output holds a key fails, naming where.
+    Under `-s` the streams are not captured and only the logs are checked; the
+    tests that read a process's output check it themselves (finish_cli)."""
     report = yield
     for title, text in report.sections:
         if not title.endswith(f" {call.when}"):
