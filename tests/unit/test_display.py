@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.fakes import FakeClock
-from worker.config import Settings
+from tests.helpers import GivenSettings
 from worker.flow.throttle import FlowLimits, Throttle
 from worker.logs import setup_logging
 from worker.report.display import SEPARATOR, Snapshot, layout
@@ -68,7 +68,7 @@ async def test_log_lines_print_above_the_live_bar_never_into_it() -> None:
     setup_logging("info", "text", stream=out)
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
-    settings = Settings(progress="bar", progress_interval_s=60)
+    settings = GivenSettings(progress="bar", progress_interval_s=60)
     clock = FakeClock()
     throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
     reporter = ProgressReporter(settings, RunStats(), throttle, out)
@@ -105,7 +105,7 @@ def test_a_pause_every_request_waits_for_is_shown() -> None:
     clock = FakeClock()
     throttle = Throttle(FlowLimits(concurrency=4), clock=clock, sleep=clock.sleep)
     reporter = ProgressReporter(
-        Settings(progress="log"), RunStats(), throttle, io.StringIO()
+        GivenSettings(progress="log"), RunStats(), throttle, io.StringIO()
     )
     assert "paused" not in reporter.status_line()
     throttle.gate.defer(42)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SENTINEL_KEY, chat_route
+from tests.helpers import SENTINEL_KEY, GivenSettings, chat_route
 from worker.api.stream import Asked, StreamedAnswer
 from worker.app.prepare import ended_uncleanly
 from worker.app.validate import render_report, validate_file
-from worker.config import Settings
 from worker.domain.answer import check_answer, choices_of, message_of
 from worker.domain.prices import PriceBook
 from worker.domain.refusal import daily_cap_times, judge, stop_message
@@ -124,7 +123,7 @@ async def test_validate_counts_words_and_warns_of_system_messages(
         '{"id": "a", "prompt": "one two three", "system": "be brief"}\n'
         '{"id": "b", "prompt": "four five"}\n'
     )
-    report = await validate_file(str(source), Settings())
+    report = await validate_file(str(source), GivenSettings())
     assert report.prompt_tokens["mira"] == 3 + 2 + 2
     assert report.with_system == 1
     text = render_report(
@@ -132,7 +131,7 @@ async def test_validate_counts_words_and_warns_of_system_messages(
     )
     assert "1 jobs carry system messages" in text
     assert "whitespace-separated words" in text
-    folded = await validate_file(str(source), Settings(system_as_user=True))
+    folded = await validate_file(str(source), GivenSettings(system_as_user=True))
     assert folded.with_system == 0
 
 
@@ -142,7 +141,7 @@ async def test_validate_counts_identical_requests_and_what_dedupe_saves(
     source = tmp_path / "jobs.jsonl"
     lines = [f'{{"id": "j{i}", "prompt": "question {i % 4}"}}' for i in range(10)]
     source.write_text("\n".join(lines) + "\n")
-    report = await validate_file(str(source), Settings())
+    report = await validate_file(str(source), GivenSettings())
     assert report.identical == 6  # 10 jobs, 4 distinct requests
     text = render_report(
         str(source), report, PriceBook("override", {"mira": (1000.0, 1000.0)})
