@@ -82,9 +82,7 @@ def test_the_same_collection_gives_the_same_order() -> None:
 @pytest.mark.parametrize("count", [0, 1, 2, 5])
 def test_fewer_tests_than_workers_or_no_quick_ones_lose_none(count: int) -> None:
     tests = [Case(f"e2e-{i}", "e2e", "e2e/m") for i in range(count)]
-    order = longest_first(
-        tests, 3, rank=lambda test: rank_of([test.kind]), module=lambda t: t.module
-    )
+    order = [t for block in ordered(tests, 3) for t in block]
     assert sorted(t.name for t in order) == sorted(t.name for t in tests)
 
 
