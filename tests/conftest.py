@@ -38,8 +38,10 @@ _KIND_OF_FOLDER = {
 def pytest_configure(config: pytest.Config) -> None:
     """xdist's controller compiles the suite once for its workers; temporary
     directories go to memory."""
+    # xdist starts workers for a run it distributes (not for --collect-only).
     workers = len(getattr(config.option, "tx", None) or ())
-    if workers > 1 and not hasattr(config, "workerinput"):
+    distributes = workers > 1 and not config.option.collectonly
+    if distributes and not hasattr(config, "workerinput"):
         compile_once(
             config,
             [config.rootpath / "worker", config.rootpath / "tests"],
