@@ -45,7 +45,7 @@ class DayWait:
     def describe(self) -> str:
         """`until 00:00:07 UTC (in 3 h 12 min)`, from `since`."""
         left_s = max(0, int((self.until - self.since).total_seconds()))
-        hours, rest = divmod(left_s, 3600)
+        hours, rest = divmod(left_s, 60 * 60)
         minutes, seconds = divmod(rest, 60)
         if hours:
             span = f"{hours} h {minutes} min"
