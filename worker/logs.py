@@ -145,11 +145,6 @@ class QuietStream:
     def __init__(self, stream: TextIO | None) -> None:
         self._stream = stream
 
-    @property
-    def gone(self) -> bool:
-        """True once the output went away (or was never there)."""
-        return self._stream is None
-
     def write(self, text: str) -> int:
         if (stream := self._stream) is not None:
             try:
