@@ -29,9 +29,10 @@ class Rendered:
 
 
 # Chromium's headless shell first: the old headless mode on its own, made for
-# this (a page and its scripts, no browser around them). Debian's 156 renders a
-# report page in 0.56 to 0.63 s of CPU; the full browser's --headless took 2.4
-# to 2.8 s for the same DOM (but for the charts' widths, 20 px apart).
+# this (a page and its scripts, no browser around them). Debian's 156 renders
+# the faults report in about 0.9 s of CPU; the full browser's --headless took
+# 2.4 to 2.8 s (in one process, against the shell's 0.6) for the same DOM, but
+# for the charts' widths, 20 px apart.
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
 
 
@@ -53,9 +54,10 @@ def render(page: Path) -> Rendered:
                 "--no-sandbox",  # the test may run as root
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
-                # One process, not a browser, a zygote and a renderer: a fifth of
-                # a second less each page, and the page is drawn the same.
-                "--single-process",
+                # No zygote: the renderer is the browser's own child, reaped
+                # with it. Not --single-process: it saves a third of the CPU a
+                # page, but the shell hit a CHECK (SIGTRAP) in 2 of 40 renders
+                # of the faults report with the CPUs busy; 0 of 80 without it.
                 "--no-zygote",
                 "--no-first-run",
                 "--host-resolver-rules=MAP * ~NOTFOUND",
