@@ -28,7 +28,7 @@ def compile_once(config: pytest.Config, roots: Iterable[Path], *, ways: int) -> 
     """Rewrite the test modules and compile the other modules under `roots`,
     over `ways` processes, where their cached bytecode is missing or stale."""
     try:
-        rewritten = _rewriter(config)
+        rewrite_cached = _rewriter(config)
     except (ImportError, AttributeError, KeyError):
         return  # pytest moved its API, or rewrites no assertions (--assert=plain)
     paths = [path for root in roots for path in sorted(root.rglob("*.py"))]
@@ -36,7 +36,7 @@ def compile_once(config: pytest.Config, roots: Iterable[Path], *, ways: int) -> 
     def work(share: Sequence[Path]) -> None:
         for path in share:
             try:
-                if not rewritten(path):
+                if not rewrite_cached(path):
                     compileall.compile_file(path, quiet=2)
             except Exception:
                 # A cache: whatever fails here (a syntax error, a read-only
@@ -96,7 +96,7 @@ def _rewriter(config: pytest.Config) -> Callable[[Path], bool]:
     state = config.stash[assertstate_key]
     patterns = config.getini("python_files")
 
-    def rewritten(path: Path) -> bool:
+    def rewrite_cached(path: Path) -> bool:
         if path.name != "conftest.py" and not any(
             fnmatch_ex(pattern, path) for pattern in patterns
         ):
@@ -108,4 +108,4 @@ def _rewriter(config: pytest.Config) -> Callable[[Path], bool]:
             _write_pyc(state, code, source_hash, pyc)
         return True
 
-    return rewritten
+    return rewrite_cached
